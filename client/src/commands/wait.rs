@@ -1,0 +1,206 @@
+//! `mdlctl wait ID...`: follow jobs until every one has finished, then exit 0 when all
+//! completed, else with the first failure's code (a cancelled job exits 1).
+//!
+//! It subscribes to events and starts from the snapshot the daemon sends first. When the
+//! subscription falls behind (`Lagged`), it re-reads the unfinished jobs with `status`.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use mdl_protocol::{Client, ErrorKind, Event, JobId, JobInfo, JobState};
+
+use super::Ctx;
+use crate::cli::WaitArgs;
+use crate::exit::Failure;
+use crate::output::{emit_json, event_job, event_job_id, live::Live};
+
+/// Run `wait`.
+pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
+    let mut live = (!ctx.json).then(|| Live::new(false));
+    let jobs = wait_for(ctx, &args.ids, live.as_mut()).await?;
+    drop(live);
+    if ctx.json {
+        emit_json(&jobs)?;
+    }
+    outcome(&jobs)
+}
+
+/// Wait until every job in `ids` has finished, showing events on `live`; returns the final
+/// jobs in the order of `ids` (without repeats).
+pub async fn wait_for(
+    ctx: &Ctx,
+    ids: &[JobId],
+    mut live: Option<&mut Live>,
+) -> Result<Vec<JobInfo>> {
+    let mut order: Vec<JobId> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !order.contains(id) {
+            order.push(*id);
+        }
+    }
+    let mut stream = ctx
+        .connect()
+        .await?
+        .subscribe()
+        .await
+        .context("subscribing to events")?;
+    // A second connection for `status`, opened when first needed.
+    let mut control: Option<Client> = None;
+    let mut jobs: HashMap<JobId, JobInfo> = HashMap::new();
+
+    loop {
+        let Some(event) = stream.next().await.context("reading events")? else {
+            let pending: Vec<String> = order
+                .iter()
+                .filter(|id| !jobs.get(id).is_some_and(|job| job.state.is_finished()))
+                .map(|id| id.to_string())
+                .collect();
+            return Err(Failure::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "the daemon ended the event stream before job(s) {} finished (did it shut down?)",
+                    pending.join(", ")
+                ),
+            )
+            .into());
+        };
+        match &event {
+            Event::Snapshot(all) => {
+                let seen: Vec<JobInfo> = all
+                    .iter()
+                    .filter(|job| order.contains(&job.id))
+                    .cloned()
+                    .collect();
+                if let Some(live) = live.as_deref_mut() {
+                    live.snapshot(&seen)?;
+                }
+                jobs.extend(seen.into_iter().map(|job| (job.id, job)));
+            }
+            Event::Lagged { .. } => {
+                // Events were dropped: ask again about every job not known to be finished.
+                let stale: Vec<JobId> = order
+                    .iter()
+                    .copied()
+                    .filter(|id| !jobs.get(id).is_some_and(|job| job.state.is_finished()))
+                    .collect();
+                let fresh = status_of(ctx, &mut control, &stale).await?;
+                if let Some(live) = live.as_deref_mut() {
+                    live.snapshot(&fresh)?;
+                }
+                jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
+            }
+            Event::Removed(id) if order.contains(id) => {
+                // Forgotten before it finished: `status` reports why (usually "no such job").
+                let fresh = status_of(ctx, &mut control, &[*id])
+                    .await
+                    .with_context(|| format!("job {id} was removed while waiting for it"))?;
+                jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
+            }
+            event => {
+                let Some(id) = event_job_id(event).filter(|id| order.contains(id)) else {
+                    continue;
+                };
+                if let Some(live) = live.as_deref_mut() {
+                    live.event(event)?;
+                }
+                if let Some(job) = event_job(event) {
+                    jobs.insert(id, job.clone());
+                } else if let (Event::Progress(p), Some(job)) = (event, jobs.get_mut(&id)) {
+                    job.bytes_done = p.job_bytes_done;
+                }
+            }
+        }
+        // Jobs the snapshot did not list (added since, or unknown): ask, which also turns an
+        // unknown id into the daemon's error.
+        let missing: Vec<JobId> = order
+            .iter()
+            .copied()
+            .filter(|id| !jobs.contains_key(id))
+            .collect();
+        if !missing.is_empty() {
+            let fresh = status_of(ctx, &mut control, &missing).await?;
+            if let Some(live) = live.as_deref_mut() {
+                live.snapshot(&fresh)?;
+            }
+            jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
+        }
+        if order.iter().all(|id| jobs[id].state.is_finished()) {
+            break;
+        }
+    }
+    if let Some(live) = live {
+        live.finish();
+    }
+    Ok(order.iter().filter_map(|id| jobs.remove(id)).collect())
+}
+
+/// The current state of `ids`, over the control connection (opened on first use).
+async fn status_of(ctx: &Ctx, control: &mut Option<Client>, ids: &[JobId]) -> Result<Vec<JobInfo>> {
+    let mut fresh = Vec::with_capacity(ids.len());
+    for id in ids {
+        let client = match control {
+            Some(client) => client,
+            None => control.insert(ctx.connect().await?),
+        };
+        fresh.push(
+            client
+                .status(*id)
+                .await
+                .with_context(|| format!("status of job {id}"))?,
+        );
+    }
+    Ok(fresh)
+}
+
+/// The exit status for finished jobs: `Ok` when all completed, else the first failure (a
+/// failed job's own error kind, [`ErrorKind::Other`] for a cancelled one).
+pub fn outcome(jobs: &[JobInfo]) -> Result<()> {
+    for job in jobs {
+        match job.state {
+            JobState::Failed => {
+                let (kind, message) = match &job.error {
+                    Some(error) => (error.kind, error.message.as_str()),
+                    None => (ErrorKind::Other, "no reason given"),
+                };
+                return Err(Failure::new(kind, format!("job {} failed: {message}", job.id)).into());
+            }
+            JobState::Cancelled => {
+                return Err(Failure::new(
+                    ErrorKind::Other,
+                    format!("job {} was cancelled", job.id),
+                )
+                .into());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{code_for_error, INTEGRITY, OTHER};
+    use crate::output::tests::job;
+    use mdl_protocol::ErrorInfo;
+
+    #[test]
+    fn outcome_uses_the_first_failure() {
+        assert!(outcome(&[job(1, JobState::Completed)]).is_ok());
+        let mut failed = job(2, JobState::Failed);
+        failed.error = Some(ErrorInfo {
+            kind: ErrorKind::Integrity,
+            message: "size mismatch".into(),
+        });
+        let err = outcome(&[
+            job(1, JobState::Completed),
+            failed,
+            job(3, JobState::Cancelled),
+        ])
+        .unwrap_err();
+        assert_eq!(code_for_error(&err), INTEGRITY);
+        assert_eq!(err.to_string(), "job 2 failed: size mismatch");
+        let err = outcome(&[job(3, JobState::Cancelled)]).unwrap_err();
+        assert_eq!(code_for_error(&err), OTHER);
+    }
+}

@@ -1,0 +1,137 @@
+//! The last step of a file: compare digests and size with what was expected, then make the
+//! file durable and rename it into place. Only a verified file ever reaches its final path; a
+//! file that fails verification is deleted.
+
+use std::io;
+use std::path::Path;
+
+use mdl_protocol::ErrorKind;
+
+use super::{Digests, FetchError};
+
+/// What a file must be.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// Its size in bytes.
+    pub size: Option<u64>,
+    /// Its sha256 (hex, any case).
+    pub sha256: Option<String>,
+    /// Its md5 (hex, any case).
+    pub md5: Option<String>,
+    /// Its git blob sha1 (hex, any case).
+    pub git_sha1: Option<String>,
+}
+
+/// Check `digests` against `expected`; the error names the file, both values and what happens
+/// next.
+pub fn verify(name: &str, digests: &Digests, expected: &Expected) -> Result<(), FetchError> {
+    if let Some(size) = expected.size {
+        if size != digests.len {
+            return Err(integrity(format!(
+                "{name}: size mismatch: expected {size} bytes, got {}",
+                digests.len
+            )));
+        }
+    }
+    let checks = [
+        (
+            "sha256",
+            expected.sha256.as_deref(),
+            Some(digests.sha256.as_str()),
+        ),
+        ("md5", expected.md5.as_deref(), digests.md5.as_deref()),
+        (
+            "git sha1",
+            expected.git_sha1.as_deref(),
+            digests.git_sha1.as_deref(),
+        ),
+    ];
+    for (algo, want, got) in checks {
+        if let (Some(want), Some(got)) = (want, got) {
+            if !want.eq_ignore_ascii_case(got) {
+                return Err(integrity(format!(
+                    "{name}: {algo} mismatch: expected {}, got {got}; the corrupt download was deleted",
+                    want.to_ascii_lowercase()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn integrity(message: String) -> FetchError {
+    FetchError::failed(ErrorKind::Integrity, message)
+}
+
+/// Move a verified partial file to its final path atomically, creating parent directories,
+/// and make the rename durable.
+pub fn install(part: &Path, dest: &Path) -> io::Result<()> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(part, dest)?;
+    sync_dir(dest.parent())
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: Option<&Path>) -> io::Result<()> {
+    if let Some(dir) = dir {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: Option<&Path>) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digests() -> Digests {
+        Digests {
+            len: 3,
+            sha256: "ab".into(),
+            md5: Some("cd".into()),
+            git_sha1: None,
+        }
+    }
+
+    #[test]
+    fn matching_digests_pass_any_case() {
+        let expected = Expected {
+            size: Some(3),
+            sha256: Some("AB".into()),
+            md5: Some("cd".into()),
+            git_sha1: Some("ff".into()),
+        };
+        verify("f", &digests(), &expected).unwrap();
+    }
+
+    #[test]
+    fn mismatches_are_integrity_errors_naming_both_values() {
+        let err = verify(
+            "f",
+            &digests(),
+            &Expected {
+                sha256: Some("00".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity);
+        assert!(err.to_string().contains("expected 00, got ab"), "{err}");
+        let err = verify(
+            "f",
+            &digests(),
+            &Expected {
+                size: Some(4),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("size mismatch"), "{err}");
+    }
+}

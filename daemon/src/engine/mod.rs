@@ -1,0 +1,715 @@
+//! The download engine: fetches one file over HTTP(S) into a partial file, resuming with
+//! `Range` + `If-Range`, retrying with backoff, hashing as it writes, and checkpointing its
+//! byte ranges durably. [`finalize`] then verifies and renames the file into place.
+//!
+//! The engine holds no job state: the caller passes in what the store remembers
+//! ([`FileCheckpoint`]) and receives durable checkpoints back through a [`FetchObserver`].
+
+pub mod finalize;
+pub mod names;
+pub mod retry;
+pub mod space;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use mdl_protocol::ErrorKind;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use tokio_util::sync::CancellationToken;
+
+use crate::job::FileCheckpoint;
+use crate::ranges::RangeSet;
+use crate::settings::EngineSettings;
+use retry::{backoff_delay, classify_status, parse_retry_after, StatusClass};
+use writer::WriterHandle;
+pub use writer::{CheckpointSink, Digests, HashPlan};
+
+/// Why a fetch stopped without the whole file.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The caller cancelled (pause, cancel, shutdown); a final checkpoint was written.
+    #[error("interrupted")]
+    Interrupted,
+    /// A failure that retrying will not fix, or retries ran out.
+    #[error("{message}")]
+    Failed {
+        /// The kind (decides exit codes).
+        kind: ErrorKind,
+        /// What happened, for a person; never contains secrets.
+        message: String,
+        /// The HTTP status, if the failure was one.
+        status: Option<u16>,
+    },
+}
+
+impl FetchError {
+    /// A failure of `kind`.
+    pub fn failed(kind: ErrorKind, message: impl Into<String>) -> Self {
+        FetchError::Failed {
+            kind,
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    /// The error kind (`Other` for an interruption).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::Interrupted => ErrorKind::Other,
+            FetchError::Failed { kind, .. } => *kind,
+        }
+    }
+}
+
+/// Map an I/O error on the partial file to a fetch error.
+pub fn io_failure(context: &str, error: std::io::Error) -> FetchError {
+    if space::is_no_space(&error) {
+        FetchError::failed(
+            ErrorKind::NoSpace,
+            format!("no space left on device ({context})"),
+        )
+    } else {
+        FetchError::failed(ErrorKind::Other, format!("{context}: {error}"))
+    }
+}
+
+/// What the first successful response said about the file.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseInfo {
+    /// The `Content-Disposition` header, if any.
+    pub content_disposition: Option<String>,
+    /// Scheme, host and port that served the bytes (after redirects).
+    pub endpoint: String,
+    /// The full length, if the server said.
+    pub total: Option<u64>,
+    /// The server ignores `Range`: the download runs as one stream from the start.
+    pub no_ranges: bool,
+}
+
+/// Observes a fetch: responses, progress and durable checkpoints.
+pub trait FetchObserver: CheckpointSink {
+    /// A response with a body is about to be read.
+    fn response(&self, info: &ResponseInfo);
+    /// Bytes of this file received so far (not yet necessarily durable).
+    fn progress(&self, bytes: u64);
+    /// A failed attempt that will be retried after `delay`.
+    fn retrying(&self, message: &str, delay: Duration) {
+        let _ = (message, delay);
+    }
+}
+
+/// One file to fetch.
+pub struct FetchSpec {
+    /// The URL (redirects are followed).
+    pub url: String,
+    /// Extra headers (e.g. `Authorization`); reqwest drops sensitive ones on cross-host redirects.
+    pub headers: HeaderMap,
+    /// The partial file.
+    pub part_path: PathBuf,
+    /// The expected size, if the source told us.
+    pub expected_size: Option<u64>,
+    /// What an earlier attempt left (ranges, validators).
+    pub checkpoint: FileCheckpoint,
+    /// Digests to compute besides sha256.
+    pub hashes: HashPlan,
+}
+
+/// The HTTP engine. Cheap to clone: the connection pool is shared.
+#[derive(Clone)]
+pub struct Engine {
+    http: reqwest::Client,
+    settings: Arc<EngineSettings>,
+}
+
+impl Engine {
+    /// An engine with its own connection pool.
+    pub fn new(settings: EngineSettings) -> Result<Engine, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(settings.user_agent.clone())
+            .connect_timeout(settings.connect_timeout)
+            .redirect(reqwest::redirect::Policy::limited(settings.max_redirects))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Engine {
+            http,
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// The HTTP client (for source resolvers that call hub APIs).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The engine's settings.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Fetch one file into `spec.part_path`, resuming from `spec.checkpoint`. Returns the
+    /// digests of the complete file; verification against expected values is the caller's
+    /// (see [`finalize`]).
+    pub async fn fetch(
+        &self,
+        spec: FetchSpec,
+        observer: Arc<dyn FetchObserver>,
+        cancel: &CancellationToken,
+    ) -> Result<Digests, FetchError> {
+        let mut checkpoint = spec.checkpoint.clone();
+        // Trust only the contiguous prefix that is really in the partial file.
+        let on_disk = std::fs::metadata(&spec.part_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let prefix = checkpoint.ranges.contiguous_prefix().min(on_disk);
+        checkpoint.ranges = RangeSet::prefix(prefix);
+        let sink: Arc<dyn CheckpointSink> = observer.clone() as Arc<dyn CheckpointSink>;
+        let mut writer = WriterHandle::spawn(
+            &spec.part_path,
+            checkpoint.ranges.clone(),
+            spec.hashes,
+            sink,
+            8,
+        )
+        .map_err(|e| io_failure("cannot open the partial file", e))?;
+        let mut attempt = Attempt {
+            engine: self,
+            spec: &spec,
+            observer: &*observer,
+            cancel,
+            checkpoint,
+            pos: prefix,
+        };
+        match attempt.run(&mut writer).await {
+            Ok(()) => {
+                observer.progress(attempt.pos);
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| io_failure("cannot finish the partial file", e))
+            }
+            Err(err) => {
+                // Make what we have durable before giving up, so a resume loses nothing.
+                let mut final_cp = attempt.checkpoint.clone();
+                final_cp.ranges = RangeSet::new();
+                let _ = writer.checkpoint(final_cp).await;
+                let _ = writer.close().await;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The state of one fetch across its attempts.
+struct Attempt<'a> {
+    engine: &'a Engine,
+    spec: &'a FetchSpec,
+    observer: &'a dyn FetchObserver,
+    cancel: &'a CancellationToken,
+    checkpoint: FileCheckpoint,
+    /// Bytes handed to the writer: the next offset to fetch.
+    pos: u64,
+}
+
+/// One failed attempt.
+enum AttemptError {
+    /// Worth retrying; `progressed` resets the failure count.
+    Retry {
+        message: String,
+        retry_after: Option<Duration>,
+        rate_limited: bool,
+    },
+    /// Stop now.
+    Stop(FetchError),
+}
+
+impl<'a> Attempt<'a> {
+    async fn run(&mut self, writer: &mut WriterHandle) -> Result<(), FetchError> {
+        let settings = &self.engine.settings;
+        let mut failures = 0u32;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(FetchError::Interrupted);
+            }
+            let before = self.pos;
+            match self.once(writer).await {
+                Ok(()) => return Ok(()),
+                Err(AttemptError::Stop(err)) => return Err(err),
+                Err(AttemptError::Retry {
+                    message,
+                    retry_after,
+                    rate_limited,
+                }) => {
+                    if self.pos > before {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    if failures >= settings.max_attempts {
+                        let kind = if rate_limited {
+                            ErrorKind::RateLimited
+                        } else {
+                            ErrorKind::Network
+                        };
+                        return Err(FetchError::failed(
+                            kind,
+                            format!("{message} (gave up after {failures} attempts)"),
+                        ));
+                    }
+                    let delay = match retry_after {
+                        Some(d) => d.min(settings.retry_after_max),
+                        None => {
+                            backoff_delay(failures, settings.backoff_base, settings.backoff_max)
+                        }
+                    };
+                    tracing::warn!(%message, ?delay, attempt = failures, "retrying");
+                    self.observer.retrying(&message, delay);
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(FetchError::Interrupted),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn request(&self) -> reqwest::RequestBuilder {
+        let mut req = self
+            .engine
+            .http
+            .get(&self.spec.url)
+            .headers(self.spec.headers.clone());
+        // Bytes on disk must be the file's bytes, not a compressed transfer of them.
+        req = req.header(header::ACCEPT_ENCODING, "identity");
+        if self.pos > 0 {
+            req = req.header(header::RANGE, format!("bytes={}-", self.pos));
+            if let Some(validator) = if_range_validator(&self.checkpoint) {
+                req = req.header(header::IF_RANGE, validator);
+            }
+        }
+        req
+    }
+
+    async fn once(&mut self, writer: &mut WriterHandle) -> Result<(), AttemptError> {
+        if let Some(total) = self.checkpoint.total {
+            if self.pos >= total && self.pos > 0 {
+                return Ok(());
+            }
+        }
+        let response = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(AttemptError::Stop(FetchError::Interrupted)),
+            r = self.request().send() => r,
+        };
+        let response = response.map_err(|e| request_error(&e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let endpoint = endpoint_of(response.url());
+        match status {
+            200 => {
+                if self.pos > 0 {
+                    // The server ignored our Range, or If-Range says the file changed:
+                    // start over, never splice two versions.
+                    tracing::info!(
+                        pos = self.pos,
+                        "server sent the whole file; restarting from 0"
+                    );
+                    writer
+                        .truncate()
+                        .await
+                        .map_err(|e| stop_io("cannot reset the partial file", e))?;
+                    self.pos = 0;
+                }
+                let total = content_length(&headers);
+                let no_ranges = !accepts_ranges(&headers);
+                self.adopt(&headers, total, &endpoint, no_ranges, writer)
+                    .await?;
+            }
+            206 => {
+                let Some((start, total)) = content_range(&headers) else {
+                    return Err(retry("206 without a valid Content-Range"));
+                };
+                let validators_changed = validator_changed(&self.checkpoint, &headers)
+                    || matches!((self.checkpoint.total, total), (Some(a), Some(b)) if a != b);
+                if start != self.pos || validators_changed {
+                    tracing::info!("resource changed or range mismatch; restarting from 0");
+                    writer
+                        .truncate()
+                        .await
+                        .map_err(|e| stop_io("cannot reset the partial file", e))?;
+                    self.pos = 0;
+                    self.checkpoint = FileCheckpoint::default();
+                    return Err(AttemptError::Retry {
+                        message: "the file changed on the server; restarting".into(),
+                        retry_after: Some(Duration::ZERO),
+                        rate_limited: false,
+                    });
+                }
+                self.adopt(&headers, total, &endpoint, false, writer)
+                    .await?;
+            }
+            416 => {
+                let total = headers
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes */"))
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if total == Some(self.pos) && self.pos > 0 {
+                    self.checkpoint.total = total;
+                    return Ok(());
+                }
+                writer
+                    .truncate()
+                    .await
+                    .map_err(|e| stop_io("cannot reset the partial file", e))?;
+                self.pos = 0;
+                self.checkpoint = FileCheckpoint::default();
+                return Err(AttemptError::Retry {
+                    message: "416 range not satisfiable; restarting".into(),
+                    retry_after: Some(Duration::ZERO),
+                    rate_limited: false,
+                });
+            }
+            _ => return Err(status_error(status, &headers, &redacted(&self.spec.url))),
+        }
+        self.read_body(response, writer).await
+    }
+
+    /// Take the validators and length of a response we are going to read.
+    async fn adopt(
+        &mut self,
+        headers: &HeaderMap,
+        total: Option<u64>,
+        endpoint: &str,
+        no_ranges: bool,
+        writer: &mut WriterHandle,
+    ) -> Result<(), AttemptError> {
+        if let (Some(expected), Some(total)) = (self.spec.expected_size, total) {
+            if expected != total {
+                return Err(AttemptError::Stop(FetchError::failed(
+                    ErrorKind::Integrity,
+                    format!("the server reports {total} bytes, but {expected} were expected"),
+                )));
+            }
+        }
+        self.checkpoint.total = total.or(self.checkpoint.total);
+        self.checkpoint.etag = header_string(headers, header::ETAG);
+        self.checkpoint.last_modified = header_string(headers, header::LAST_MODIFIED);
+        if let Some(total) = total {
+            let dir = self
+                .spec
+                .part_path
+                .parent()
+                .unwrap_or(std::path::Path::new("."));
+            space::ensure_space(dir, total.saturating_sub(self.pos)).map_err(AttemptError::Stop)?;
+        }
+        self.observer.response(&ResponseInfo {
+            content_disposition: header_string(headers, header::CONTENT_DISPOSITION),
+            endpoint: endpoint.to_string(),
+            total: self.checkpoint.total,
+            no_ranges,
+        });
+        // Record the validators at once, so a crash before the first data checkpoint still
+        // resumes against the right version.
+        let mut cp = self.checkpoint.clone();
+        cp.ranges = RangeSet::new();
+        writer
+            .checkpoint(cp)
+            .await
+            .map_err(|e| stop_io("cannot write the partial file", e))
+    }
+
+    async fn read_body(
+        &mut self,
+        response: reqwest::Response,
+        writer: &mut WriterHandle,
+    ) -> Result<(), AttemptError> {
+        let settings = &self.engine.settings;
+        let mut stream = response.bytes_stream();
+        let mut buffer = BytesMut::with_capacity(settings.write_buffer_bytes);
+        let mut buffer_start = self.pos;
+        let mut last_checkpoint_pos = self.pos;
+        let mut last_checkpoint_at = Instant::now();
+        let result: Result<(), AttemptError> = loop {
+            let next = tokio::select! {
+                _ = self.cancel.cancelled() => break Err(AttemptError::Stop(FetchError::Interrupted)),
+                n = tokio::time::timeout(settings.stall_timeout, stream.next()) => n,
+            };
+            match next {
+                Err(_) => {
+                    break Err(retry(format!(
+                        "stalled: no data for {:?}",
+                        settings.stall_timeout
+                    )))
+                }
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(e))) => {
+                    break Err(retry(format!("connection lost: {}", describe_reqwest(&e))))
+                }
+                Ok(Some(Ok(chunk))) => {
+                    buffer.extend_from_slice(&chunk);
+                    let received = buffer_start + buffer.len() as u64;
+                    if let Some(total) = self.checkpoint.total {
+                        if received > total {
+                            break Err(AttemptError::Stop(FetchError::failed(
+                                ErrorKind::Integrity,
+                                format!("the server sent more than the {total} bytes it announced"),
+                            )));
+                        }
+                    }
+                    self.observer.progress(received);
+                    if buffer.len() >= settings.write_buffer_bytes {
+                        let data = buffer.split().freeze();
+                        writer
+                            .write(buffer_start, data)
+                            .await
+                            .map_err(|e| stop_io("cannot write the partial file", e))?;
+                        buffer_start = received;
+                        self.pos = received;
+                        buffer.reserve(settings.write_buffer_bytes);
+                    }
+                    if self.pos - last_checkpoint_pos >= settings.checkpoint_bytes
+                        || (last_checkpoint_at.elapsed() >= settings.checkpoint_interval
+                            && self.pos > last_checkpoint_pos)
+                    {
+                        writer
+                            .checkpoint(self.checkpoint.clone())
+                            .await
+                            .map_err(|e| stop_io("cannot write the partial file", e))?;
+                        last_checkpoint_pos = self.pos;
+                        last_checkpoint_at = Instant::now();
+                    }
+                }
+            }
+        };
+        // Whatever happened, keep the bytes we received.
+        if !buffer.is_empty() {
+            let data = buffer.split().freeze();
+            let len = data.len() as u64;
+            writer
+                .write(buffer_start, data)
+                .await
+                .map_err(|e| stop_io("cannot write the partial file", e))?;
+            self.pos = buffer_start + len;
+        }
+        result?;
+        match self.checkpoint.total {
+            Some(total) if self.pos < total => Err(retry(format!(
+                "connection closed early after {} of {total} bytes",
+                self.pos
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                self.checkpoint.total = Some(self.pos);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn retry(message: impl Into<String>) -> AttemptError {
+    AttemptError::Retry {
+        message: message.into(),
+        retry_after: None,
+        rate_limited: false,
+    }
+}
+
+fn stop_io(context: &str, error: std::io::Error) -> AttemptError {
+    AttemptError::Stop(io_failure(context, error))
+}
+
+fn redacted(url: &str) -> String {
+    crate::job::redact_url(url)
+}
+
+fn status_error(status: u16, headers: &HeaderMap, url: &str) -> AttemptError {
+    let retry_after = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let message = format!("HTTP {status} {reason} from {url}");
+    match classify_status(status) {
+        StatusClass::Transient => AttemptError::Retry {
+            message,
+            retry_after,
+            rate_limited: false,
+        },
+        StatusClass::RateLimited => AttemptError::Retry {
+            message,
+            retry_after,
+            rate_limited: true,
+        },
+        StatusClass::Permanent(kind) => {
+            let hint = match kind {
+                ErrorKind::Auth => "; the server wants credentials (pass --token or set the source's token variable)",
+                ErrorKind::NotFound => "; check the URL",
+                _ => "",
+            };
+            AttemptError::Stop(FetchError::Failed {
+                kind,
+                message: format!("{message}{hint}"),
+                status: Some(status),
+            })
+        }
+    }
+}
+
+fn request_error(error: &reqwest::Error) -> AttemptError {
+    if error.is_redirect() {
+        return AttemptError::Stop(FetchError::failed(
+            ErrorKind::Fatal,
+            format!("too many redirects: {}", describe_reqwest(error)),
+        ));
+    }
+    if error.is_builder() {
+        return AttemptError::Stop(FetchError::failed(
+            ErrorKind::InvalidRequest,
+            describe_reqwest(error),
+        ));
+    }
+    retry(describe_reqwest(error))
+}
+
+/// A reqwest error as text with its causes, without the URL (which may carry a signature).
+pub fn describe_reqwest(error: &reqwest::Error) -> String {
+    let mut text = error.without_url_ref().to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let kind = if self.is_timeout() {
+            "timed out"
+        } else if self.is_connect() {
+            "cannot connect"
+        } else if self.is_body() || self.is_decode() {
+            "error reading the body"
+        } else if self.is_request() {
+            "request failed"
+        } else {
+            "HTTP error"
+        };
+        kind.to_string()
+    }
+}
+
+fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn accepts_ranges(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT_RANGES)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_ascii_lowercase().contains("bytes"))
+        .unwrap_or(false)
+}
+
+/// `Content-Range: bytes START-END/TOTAL` → (START, TOTAL); TOTAL is `None` for `*`.
+fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    let total = if total.trim() == "*" {
+        None
+    } else {
+        Some(total.trim().parse().ok()?)
+    };
+    Some((start.trim().parse().ok()?, total))
+}
+
+/// The validator to send in `If-Range`: a strong ETag, else Last-Modified.
+fn if_range_validator(checkpoint: &FileCheckpoint) -> Option<HeaderValue> {
+    let value = match &checkpoint.etag {
+        Some(etag) if !etag.starts_with("W/") => etag.clone(),
+        _ => checkpoint.last_modified.clone()?,
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
+fn validator_changed(checkpoint: &FileCheckpoint, headers: &HeaderMap) -> bool {
+    let etag = header_string(headers, header::ETAG);
+    match (&checkpoint.etag, &etag) {
+        (Some(old), Some(new)) => old != new,
+        _ => false,
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+pub fn endpoint_of(url: &reqwest::Url) -> String {
+    match url.port() {
+        Some(port) => format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            port
+        ),
+        None => format!("{}://{}", url.scheme(), url.host_str().unwrap_or("")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 100-199/1000"),
+        );
+        assert_eq!(content_range(&h), Some((100, Some(1000))));
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 5-9/*"),
+        );
+        assert_eq!(content_range(&h), Some((5, None)));
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_static("garbage"));
+        assert_eq!(content_range(&h), None);
+    }
+
+    #[test]
+    fn if_range_prefers_a_strong_etag() {
+        let mut cp = FileCheckpoint {
+            etag: Some("\"abc\"".into()),
+            last_modified: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(if_range_validator(&cp).unwrap(), "\"abc\"");
+        cp.etag = Some("W/\"abc\"".into());
+        assert_eq!(if_range_validator(&cp).unwrap(), "x");
+        cp.last_modified = None;
+        assert!(if_range_validator(&cp).is_none());
+    }
+}

@@ -1,0 +1,261 @@
+//! File names from servers: `Content-Disposition` (RFC 6266, with RFC 5987 `filename*=`) or the
+//! URL path, made safe so that a server can never make us write outside the destination.
+
+use percent_encoding::percent_decode_str;
+
+/// The longest file name we produce, in bytes (most filesystems allow 255).
+const MAX_NAME_BYTES: usize = 200;
+
+/// The file name a `Content-Disposition` header gives, preferring `filename*=` (RFC 5987) over
+/// `filename=`. Returns the raw name; pass it through [`sanitize_file_name`].
+pub fn content_disposition_name(header: &str) -> Option<String> {
+    let mut plain = None;
+    let mut extended = None;
+    for param in split_params(header).into_iter().skip(1) {
+        let Some((key, value)) = param.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        match key.as_str() {
+            "filename*" => extended = decode_ext_value(value),
+            "filename" => plain = Some(unquote(value)),
+            _ => {}
+        }
+    }
+    extended.or(plain).filter(|n| !n.is_empty())
+}
+
+/// Split a header at `;` outside quoted strings.
+fn split_params(header: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in header.chars() {
+        if escaped {
+            current.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => {
+                current.push(c);
+                escaped = true;
+            }
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ';' if !quoted => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+}
+
+fn unquote(value: &str) -> String {
+    let value = value.trim();
+    if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+        let inner = &value[1..value.len() - 1];
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    } else {
+        value.to_string()
+    }
+}
+
+/// Decode an RFC 5987 ext-value: `charset'lang'percent-encoded`.
+fn decode_ext_value(value: &str) -> Option<String> {
+    let value = unquote(value);
+    let mut parts = value.splitn(3, '\'');
+    let charset = parts.next()?.to_ascii_lowercase();
+    let _lang = parts.next()?;
+    let encoded = parts.next()?;
+    let bytes: Vec<u8> = percent_decode_str(encoded).collect();
+    match charset.as_str() {
+        "utf-8" | "" => String::from_utf8(bytes).ok(),
+        "iso-8859-1" => Some(bytes.iter().map(|&b| b as char).collect()),
+        _ => None,
+    }
+}
+
+/// The last non-empty path segment of a URL, percent-decoded.
+pub fn url_file_name(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let segment = parsed
+        .path_segments()?
+        .filter(|s| !s.is_empty())
+        .next_back()?
+        .to_string();
+    let decoded = percent_decode_str(&segment).decode_utf8_lossy().to_string();
+    Some(decoded).filter(|s| !s.is_empty())
+}
+
+/// Make a server-supplied name safe to use as one path component inside the destination:
+/// only its last component is kept (both `/` and `\` separate), control characters and
+/// characters Windows forbids become `_`, leading dots are stripped (no hidden files, no `..`),
+/// and the length is capped. Returns `None` when nothing usable is left.
+pub fn sanitize_file_name(raw: &str) -> Option<String> {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut name: String = last
+        .chars()
+        .map(|c| match c {
+            c if c.is_control() => '_',
+            '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
+            c => c,
+        })
+        .collect();
+    name = name
+        .trim()
+        .trim_start_matches('.')
+        .trim_end_matches(['.', ' '])
+        .to_string();
+    if name.is_empty() {
+        return None;
+    }
+    if name.len() > MAX_NAME_BYTES {
+        let mut cut = MAX_NAME_BYTES;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    let upper = name.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let reserved = [
+        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "LPT1", "LPT2", "LPT3",
+    ];
+    if reserved.contains(&upper.as_str()) {
+        name.insert(0, '_');
+    }
+    Some(name)
+}
+
+/// Make a relative path from a hub (e.g. `unet/diffusion_model.safetensors`) safe: every
+/// component is sanitized and `.`/`..`/empty components are refused. Returns `None` when the
+/// path would escape or is empty.
+pub fn sanitize_relative_path(raw: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for component in raw.split(['/', '\\']) {
+        if component.is_empty() || component == "." {
+            continue;
+        }
+        if component == ".." {
+            return None;
+        }
+        parts.push(sanitize_file_name(component)?);
+    }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("/"))
+    }
+}
+
+/// The file name for a download: the `Content-Disposition` name, else the URL's last path
+/// segment, else `download`; always sanitized.
+pub fn choose_file_name(content_disposition: Option<&str>, url: &str) -> String {
+    content_disposition
+        .and_then(content_disposition_name)
+        .and_then(|n| sanitize_file_name(&n))
+        .or_else(|| url_file_name(url).and_then(|n| sanitize_file_name(&n)))
+        .unwrap_or_else(|| "download".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_quoted_filenames() {
+        assert_eq!(
+            content_disposition_name("attachment; filename=model.bin").as_deref(),
+            Some("model.bin")
+        );
+        assert_eq!(
+            content_disposition_name(r#"attachment; filename="my \"model\".bin""#).as_deref(),
+            Some(r#"my "model".bin"#)
+        );
+        assert_eq!(
+            content_disposition_name(r#"attachment; filename="a;b.bin"; size=3"#).as_deref(),
+            Some("a;b.bin")
+        );
+    }
+
+    #[test]
+    fn rfc5987_wins_over_plain() {
+        let header =
+            r#"attachment; filename="fallback.bin"; filename*=UTF-8''mod%C3%A8le%20v2.safetensors"#;
+        assert_eq!(
+            content_disposition_name(header).as_deref(),
+            Some("modèle v2.safetensors")
+        );
+        let only_ext = "attachment; filename*=utf-8'en'na%C3%AFve.ckpt";
+        assert_eq!(
+            content_disposition_name(only_ext).as_deref(),
+            Some("naïve.ckpt")
+        );
+        let latin1 = "attachment; filename*=iso-8859-1''caf%E9.bin";
+        assert_eq!(
+            content_disposition_name(latin1).as_deref(),
+            Some("café.bin")
+        );
+    }
+
+    #[test]
+    fn traversal_never_escapes() {
+        assert_eq!(
+            choose_file_name(Some(r#"attachment; filename="../../x""#), "http://h/f"),
+            "x"
+        );
+        assert_eq!(
+            choose_file_name(
+                Some("attachment; filename*=UTF-8''..%2F..%2Fetc%2Fpasswd"),
+                "http://h/f"
+            ),
+            "passwd"
+        );
+        assert_eq!(
+            choose_file_name(Some(r#"attachment; filename="..""#), "http://h/a.bin"),
+            "a.bin"
+        );
+        assert_eq!(
+            choose_file_name(
+                Some(r#"attachment; filename="C:\\Windows\\evil.dll""#),
+                "http://h/"
+            ),
+            "evil.dll"
+        );
+        assert_eq!(choose_file_name(None, "http://h/"), "download");
+        assert_eq!(
+            choose_file_name(None, "http://h/dir/w%20x.bin?q=1"),
+            "w x.bin"
+        );
+        assert_eq!(sanitize_file_name(".hidden").as_deref(), Some("hidden"));
+        assert_eq!(sanitize_file_name("a\u{0}b\nc").as_deref(), Some("a_b_c"));
+        assert_eq!(sanitize_file_name("CON.txt").as_deref(), Some("_CON.txt"));
+        assert!(sanitize_file_name(&"é".repeat(300)).unwrap().len() <= MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn relative_paths_are_checked_per_component() {
+        assert_eq!(
+            sanitize_relative_path("unet/model.bin").as_deref(),
+            Some("unet/model.bin")
+        );
+        assert_eq!(sanitize_relative_path("./a//b").as_deref(), Some("a/b"));
+        assert_eq!(sanitize_relative_path("a/../../b"), None);
+        assert_eq!(sanitize_relative_path("/"), None);
+    }
+}

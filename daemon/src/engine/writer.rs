@@ -1,0 +1,377 @@
+//! The writer thread of one file download.
+//!
+//! Receivers hand it buffers tagged with their offset; it writes them to the partial file with
+//! positioned writes, records the written ranges, and hashes the file in order as the contiguous
+//! prefix grows (straight from the buffer when it arrives in order, otherwise by reading the
+//! prefix back from the page cache). Hashing thus runs off the tasks that receive bytes.
+//!
+//! A checkpoint marker makes everything written before it durable (`fdatasync`) and then
+//! reports the ranges as a [`FileCheckpoint`]: the store never records a byte range that a
+//! power cut could lose.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use md5::Md5;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::job::FileCheckpoint;
+use crate::ranges::RangeSet;
+
+/// Receives durable checkpoints from the writer thread.
+pub trait CheckpointSink: Send + Sync {
+    /// Every range in `checkpoint` is on stable storage.
+    fn durable(&self, checkpoint: FileCheckpoint);
+}
+
+/// Which digests to compute besides sha256.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashPlan {
+    /// Compute md5 too.
+    pub md5: bool,
+    /// Compute the git blob sha1 too; needs the file's length up front.
+    pub git_sha1_len: Option<u64>,
+}
+
+/// The digests of a complete file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    /// The file's length.
+    pub len: u64,
+    /// sha256, lowercase hex.
+    pub sha256: String,
+    /// md5, lowercase hex, if asked for.
+    pub md5: Option<String>,
+    /// git blob sha1, lowercase hex, if asked for.
+    pub git_sha1: Option<String>,
+}
+
+enum Message {
+    Write { offset: u64, data: Bytes },
+    Checkpoint(FileCheckpoint),
+    Truncate,
+    Finish(oneshot::Sender<io::Result<Digests>>),
+}
+
+/// The async side's handle to a writer thread.
+pub struct WriterHandle {
+    tx: mpsc::Sender<Message>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+    path: PathBuf,
+}
+
+struct Hashers {
+    sha256: Sha256,
+    md5: Option<Md5>,
+    git_sha1: Option<Sha1>,
+    plan: HashPlan,
+}
+
+impl Hashers {
+    fn new(plan: HashPlan) -> Self {
+        let git_sha1 = plan.git_sha1_len.map(|len| {
+            let mut h = Sha1::new();
+            h.update(format!("blob {len}\0").as_bytes());
+            h
+        });
+        Hashers {
+            sha256: Sha256::new(),
+            md5: plan.md5.then(Md5::new),
+            git_sha1,
+            plan,
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        if let Some(h) = &mut self.md5 {
+            h.update(data);
+        }
+        if let Some(h) = &mut self.git_sha1 {
+            h.update(data);
+        }
+    }
+
+    fn finish(self, len: u64) -> Digests {
+        Digests {
+            len,
+            sha256: hex::encode(self.sha256.finalize()),
+            md5: self.md5.map(|h| hex::encode(h.finalize())),
+            git_sha1: self.git_sha1.map(|h| hex::encode(h.finalize())),
+        }
+    }
+}
+
+struct WriterState {
+    file: File,
+    ranges: RangeSet,
+    hashed: u64,
+    hashers: Hashers,
+    sink: Arc<dyn CheckpointSink>,
+}
+
+impl WriterState {
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        write_all_at(&self.file, data, offset)?;
+        self.ranges.insert(offset, offset + data.len() as u64);
+        if offset == self.hashed {
+            self.hashers.update(data);
+            self.hashed += data.len() as u64;
+        }
+        self.catch_up_hash()
+    }
+
+    /// Hash whatever part of the contiguous prefix the in-order path has not seen, reading it
+    /// back from the file (the page cache, normally).
+    fn catch_up_hash(&mut self) -> io::Result<()> {
+        let prefix = self.ranges.contiguous_prefix();
+        if prefix <= self.hashed {
+            return Ok(());
+        }
+        let mut reader = &self.file;
+        reader.seek(SeekFrom::Start(self.hashed))?;
+        let mut buf = vec![0u8; 1 << 20];
+        while self.hashed < prefix {
+            let want = ((prefix - self.hashed) as usize).min(buf.len());
+            reader.read_exact(&mut buf[..want])?;
+            self.hashers.update(&buf[..want]);
+            self.hashed += want as u64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(data, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !data.is_empty() {
+        let n = file.seek_write(data, offset)?;
+        data = &data[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+impl WriterHandle {
+    /// Open (or create) the partial file and start the writer thread. `existing` are the
+    /// ranges already in the file from an earlier attempt; their contiguous prefix is hashed
+    /// first (read back from disk).
+    pub fn spawn(
+        path: &Path,
+        existing: RangeSet,
+        plan: HashPlan,
+        sink: Arc<dyn CheckpointSink>,
+        queue_depth: usize,
+    ) -> io::Result<WriterHandle> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let (tx, mut rx) = mpsc::channel::<Message>(queue_depth.max(1));
+        let mut state = WriterState {
+            file,
+            ranges: existing,
+            hashed: 0,
+            hashers: Hashers::new(plan),
+            sink,
+        };
+        let thread = std::thread::Builder::new()
+            .name("mdl-writer".into())
+            .spawn(move || {
+                state.catch_up_hash()?;
+                while let Some(message) = rx.blocking_recv() {
+                    match message {
+                        Message::Write { offset, data } => state.write(offset, &data)?,
+                        Message::Checkpoint(mut checkpoint) => {
+                            state.file.sync_data()?;
+                            checkpoint.ranges = state.ranges.clone();
+                            state.sink.durable(checkpoint);
+                        }
+                        Message::Truncate => {
+                            state.file.set_len(0)?;
+                            state.ranges.clear();
+                            state.hashed = 0;
+                            state.hashers = Hashers::new(state.hashers.plan);
+                        }
+                        Message::Finish(reply) => {
+                            let result = state.file.sync_all().map(|()| {
+                                let hashers = std::mem::replace(
+                                    &mut state.hashers,
+                                    Hashers::new(HashPlan::default()),
+                                );
+                                hashers.finish(state.hashed)
+                            });
+                            let _ = reply.send(result);
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        Ok(WriterHandle {
+            tx,
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The partial file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send(&mut self, message: Message) -> io::Result<()> {
+        if self.tx.send(message).await.is_err() {
+            return Err(self.join_error());
+        }
+        Ok(())
+    }
+
+    /// The writer thread's error after it stopped early.
+    fn join_error(&mut self) -> io::Error {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("writer thread panicked"),
+            _ => io::Error::other("writer thread stopped"),
+        }
+    }
+
+    /// Queue `data` to be written at `offset` (waits when the queue is full: backpressure).
+    pub async fn write(&mut self, offset: u64, data: Bytes) -> io::Result<()> {
+        self.send(Message::Write { offset, data }).await
+    }
+
+    /// Queue a checkpoint: after everything queued so far is durable, the sink gets the ranges
+    /// together with these validators.
+    pub async fn checkpoint(&mut self, validators: FileCheckpoint) -> io::Result<()> {
+        self.send(Message::Checkpoint(validators)).await
+    }
+
+    /// Throw away every byte (the server sent another version).
+    pub async fn truncate(&mut self) -> io::Result<()> {
+        self.send(Message::Truncate).await
+    }
+
+    /// Wait for every write, sync the file, and return the digests of its contiguous prefix.
+    pub async fn finish(mut self) -> io::Result<Digests> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Message::Finish(reply)).await?;
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.join_error()),
+        }
+    }
+
+    /// Stop the thread after what is queued, and surface any write error.
+    pub async fn close(mut self) -> io::Result<()> {
+        let thread = self.thread.take();
+        drop(self.tx);
+        if let Some(thread) = thread {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(result)) => result,
+                _ => Err(io::Error::other("writer thread panicked")),
+            }
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<FileCheckpoint>>);
+    impl CheckpointSink for Recorder {
+        fn durable(&self, checkpoint: FileCheckpoint) {
+            self.0.lock().unwrap().push(checkpoint);
+        }
+    }
+
+    #[tokio::test]
+    async fn out_of_order_writes_hash_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let sink = Arc::new(Recorder::default());
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let plan = HashPlan {
+            md5: true,
+            git_sha1_len: Some(data.len() as u64),
+        };
+        let mut w = WriterHandle::spawn(&path, RangeSet::new(), plan, sink.clone(), 4).unwrap();
+        w.write(200_000, Bytes::copy_from_slice(&data[200_000..]))
+            .await
+            .unwrap();
+        w.write(0, Bytes::copy_from_slice(&data[..100_000]))
+            .await
+            .unwrap();
+        w.checkpoint(FileCheckpoint {
+            etag: Some("e".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        w.write(100_000, Bytes::copy_from_slice(&data[100_000..200_000]))
+            .await
+            .unwrap();
+        let digests = w.finish().await.unwrap();
+        assert_eq!(digests.len, data.len() as u64);
+        assert_eq!(digests.sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(digests.md5.unwrap(), hex::encode(Md5::digest(&data)));
+        let mut git = Sha1::new();
+        git.update(format!("blob {}\0", data.len()).as_bytes());
+        git.update(&data);
+        assert_eq!(digests.git_sha1.unwrap(), hex::encode(git.finalize()));
+        let checkpoints = sink.0.lock().unwrap();
+        assert_eq!(
+            checkpoints[0].ranges.ranges(),
+            &[(0, 100_000), (200_000, 300_000)]
+        );
+        assert_eq!(checkpoints[0].etag.as_deref(), Some("e"));
+    }
+
+    #[tokio::test]
+    async fn resume_hashes_the_existing_prefix_and_truncate_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        std::fs::write(&path, b"hello ").unwrap();
+        let sink = Arc::new(Recorder::default());
+        let mut w = WriterHandle::spawn(
+            &path,
+            RangeSet::prefix(6),
+            HashPlan::default(),
+            sink.clone(),
+            2,
+        )
+        .unwrap();
+        w.write(6, Bytes::from_static(b"world")).await.unwrap();
+        let digests = w.finish().await.unwrap();
+        assert_eq!(digests.sha256, hex::encode(Sha256::digest(b"hello world")));
+
+        let mut w =
+            WriterHandle::spawn(&path, RangeSet::prefix(11), HashPlan::default(), sink, 2).unwrap();
+        w.truncate().await.unwrap();
+        w.write(0, Bytes::from_static(b"new")).await.unwrap();
+        let digests = w.finish().await.unwrap();
+        assert_eq!(digests.sha256, hex::encode(Sha256::digest(b"new")));
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+}

@@ -1,0 +1,239 @@
+//! The persistent model of a job and its files, as the store keeps them, and their conversion
+//! to the wire views ([`JobInfo`], [`FileInfo`]).
+
+use std::path::PathBuf;
+
+use mdl_protocol::{ErrorInfo, FileInfo, FileState, JobId, JobInfo, JobState, Secret};
+use serde::{Deserialize, Serialize};
+
+use crate::ranges::RangeSet;
+
+/// A job as the store keeps it (without its files, which are kept one record each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: JobId,
+    /// The source as the user gave it.
+    pub source: String,
+    /// The destination directory (absolute). For hub sources with a cache layout, the cache root.
+    pub dest_dir: PathBuf,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Position in the FIFO order within a priority (set at add, never changes).
+    pub seq: u64,
+    /// Where the job is in its life.
+    pub state: JobState,
+    /// Why the job failed, or why the daemon paused it.
+    pub error: Option<ErrorInfo>,
+    /// When the job was added (ms since the epoch).
+    pub created_ms: u64,
+    /// When the job finished (ms since the epoch).
+    pub finished_ms: Option<u64>,
+    /// Expected sha256 of a single-file download (lowercase hex).
+    pub sha256: Option<String>,
+    /// Expected md5 of a single-file download (lowercase hex).
+    pub md5: Option<String>,
+    /// The name to save a single-file download under, instead of the server's.
+    pub file_name: Option<String>,
+    /// Hub revision asked for, then the one resolved.
+    pub revision: Option<String>,
+    /// Include globs (hub sources).
+    pub include: Vec<String>,
+    /// Exclude globs (hub sources).
+    pub exclude: Vec<String>,
+    /// Source-specific options.
+    pub options: Vec<(String, String)>,
+    /// The token given with the add. The data directory is owner-only.
+    pub token: Option<Secret>,
+    /// The caller's forwarded environment.
+    pub env: Vec<(String, Secret)>,
+    /// True once the source has been resolved into files.
+    pub resolved: bool,
+    /// Number of file records (indices `0..file_count`).
+    pub file_count: u32,
+    /// Per-job bandwidth limit in bytes per second.
+    pub bandwidth_limit: Option<u64>,
+}
+
+/// Validators and byte ranges of a partly fetched file: what a resume needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCheckpoint {
+    /// Byte ranges written and made durable in the partial file.
+    pub ranges: RangeSet,
+    /// The file's full length as the server reported it.
+    pub total: Option<u64>,
+    /// The server's ETag for these bytes.
+    pub etag: Option<String>,
+    /// The server's Last-Modified for these bytes.
+    pub last_modified: Option<String>,
+}
+
+/// One file of a job as the store keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Where to fetch it.
+    pub url: String,
+    /// The path relative to the job's destination; `None` until the server names the file.
+    pub rel_path: Option<String>,
+    /// The expected size, if known before fetching.
+    pub size: Option<u64>,
+    /// The expected sha256 (lowercase hex).
+    pub sha256: Option<String>,
+    /// The expected md5 (lowercase hex).
+    pub md5: Option<String>,
+    /// Where the file is in its life.
+    pub state: FileState,
+    /// What a resume needs.
+    pub checkpoint: FileCheckpoint,
+    /// The endpoint that served it.
+    pub endpoint: Option<String>,
+    /// A remark for a person.
+    pub note: Option<String>,
+    /// The sha256 computed when it was verified.
+    pub verified_sha256: Option<String>,
+    /// The size and modification time of the final file when it was verified, to notice
+    /// later changes without re-hashing.
+    pub verified_stamp: Option<(u64, i64)>,
+}
+
+impl FileRecord {
+    /// A file not started yet.
+    pub fn new(url: String) -> Self {
+        FileRecord {
+            url,
+            rel_path: None,
+            size: None,
+            sha256: None,
+            md5: None,
+            state: FileState::Pending,
+            checkpoint: FileCheckpoint::default(),
+            endpoint: None,
+            note: None,
+            verified_sha256: None,
+            verified_stamp: None,
+        }
+    }
+
+    /// The size once known (expected or reported by the server).
+    pub fn known_size(&self) -> Option<u64> {
+        self.size.or(self.checkpoint.total)
+    }
+}
+
+/// The partial file of file `index` of job `id` inside `dest_dir` (same filesystem as the final
+/// path, so the final rename is atomic).
+pub fn part_path(dest_dir: &std::path::Path, id: JobId, index: u32) -> PathBuf {
+    dest_dir.join(format!(".mdl-{id}-{index}.part"))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Remove credentials (`user:password@`) and query strings that look signed from a URL, for
+/// display and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                let _ = parsed.set_username("");
+                let _ = parsed.set_password(None);
+            }
+            let secret_query = parsed.query_pairs().any(|(k, _)| {
+                let k = k.to_ascii_lowercase();
+                k.contains("token")
+                    || k.contains("signature")
+                    || k.contains("key")
+                    || k == "sig"
+                    || k.starts_with("x-amz-")
+                    || k == "expires"
+                    || k == "policy"
+            });
+            if secret_query {
+                parsed.set_query(Some("REDACTED"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// Build the wire view of a job from its records; `live` adds bytes not yet checkpointed.
+pub fn job_info(job: &JobRecord, files: &[FileRecord], live: &[u64]) -> JobInfo {
+    let mut bytes_done = 0;
+    let mut bytes_total = Some(0u64);
+    let file_infos = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let size = f.known_size();
+            let done = match f.state {
+                FileState::Completed => size.unwrap_or(0),
+                _ => live
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(f.checkpoint.ranges.covered()),
+            };
+            bytes_done += done;
+            bytes_total = match (bytes_total, size) {
+                (Some(t), Some(s)) => Some(t + s),
+                _ => None,
+            };
+            FileInfo {
+                path: match &f.rel_path {
+                    Some(rel) => job.dest_dir.join(rel).display().to_string(),
+                    None => job.dest_dir.display().to_string(),
+                },
+                size,
+                bytes_done: done,
+                state: f.state,
+                sha256: f.verified_sha256.clone().or_else(|| f.sha256.clone()),
+                endpoint: f.endpoint.clone(),
+                note: f.note.clone(),
+            }
+        })
+        .collect::<Vec<_>>();
+    if file_infos.is_empty() {
+        bytes_total = None;
+    }
+    JobInfo {
+        id: job.id,
+        source: redact_url(&job.source),
+        state: job.state,
+        priority: job.priority,
+        dest: job.dest_dir.display().to_string(),
+        bytes_done,
+        bytes_total,
+        error: job.error.clone(),
+        files: file_infos,
+        created_ms: job.created_ms,
+        finished_ms: job.finished_ms,
+        revision: job.revision.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_strips_credentials_and_signed_queries() {
+        assert_eq!(
+            redact_url("https://u:p@h.example/f.bin"),
+            "https://h.example/f.bin"
+        );
+        assert_eq!(
+            redact_url("https://cdn.example/f?X-Amz-Signature=abc&X-Amz-Expires=3"),
+            "https://cdn.example/f?REDACTED"
+        );
+        assert_eq!(
+            redact_url("https://h.example/f?download=1"),
+            "https://h.example/f?download=1"
+        );
+    }
+}

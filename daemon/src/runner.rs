@@ -1,0 +1,391 @@
+//! Runs one job: resolves its source into files (once), then fetches, verifies and installs
+//! each file that is not complete yet. A runner owns no shared state: it reports file updates
+//! and its outcome to the scheduler as messages, and progress on the event broadcast.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mdl_protocol::{ErrorInfo, ErrorKind, Event, FileState, JobId, Progress};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::finalize::{self, Expected};
+use crate::engine::names;
+use crate::engine::{
+    CheckpointSink, Engine, FetchError, FetchObserver, FetchSpec, HashPlan, ResponseInfo,
+};
+use crate::job::{part_path, FileCheckpoint, FileRecord, JobRecord};
+
+/// What a runner tells the scheduler.
+#[derive(Debug)]
+pub enum RunnerMessage {
+    /// The source was resolved into these files.
+    Resolved {
+        /// The job.
+        job: JobId,
+        /// Its files.
+        files: Vec<FileRecord>,
+        /// The resolved revision, if any.
+        revision: Option<String>,
+    },
+    /// A file record changed; `durable` asks the store to flush (checkpoints, completions).
+    File {
+        /// The job.
+        job: JobId,
+        /// The file's index.
+        index: u32,
+        /// The new record.
+        record: Box<FileRecord>,
+        /// Flush the store after writing it.
+        durable: bool,
+    },
+    /// The runner stopped.
+    Finished {
+        /// The job.
+        job: JobId,
+        /// How it ended.
+        outcome: RunOutcome,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub enum RunOutcome {
+    /// Every file is verified and in place.
+    Completed,
+    /// Stopped by the scheduler (pause, cancel, shutdown); bytes are checkpointed.
+    Interrupted,
+    /// Failed; `NoSpace` makes the scheduler pause the job instead.
+    Failed(ErrorInfo),
+}
+
+/// Live byte counters of a running job's files, read by the scheduler for listings.
+#[derive(Debug, Default)]
+pub struct LiveBytes {
+    files: Mutex<Vec<u64>>,
+}
+
+impl LiveBytes {
+    /// The bytes received per file.
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.files.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, index: usize, bytes: u64) {
+        if let Ok(mut files) = self.files.lock() {
+            if files.len() <= index {
+                files.resize(index + 1, 0);
+            }
+            files[index] = bytes;
+        }
+    }
+}
+
+/// What every runner shares.
+#[derive(Clone)]
+pub struct RunnerContext {
+    /// The HTTP engine.
+    pub engine: Engine,
+    /// Messages to the scheduler.
+    pub scheduler: mpsc::UnboundedSender<RunnerMessage>,
+    /// Observation-only events.
+    pub events: broadcast::Sender<Event>,
+    /// The least time between progress events.
+    pub progress_interval: Duration,
+}
+
+/// Run `job` until it completes, fails, or `cancel` fires; reports the outcome to the scheduler.
+pub async fn run_job(
+    ctx: RunnerContext,
+    job: JobRecord,
+    files: Vec<FileRecord>,
+    cancel: CancellationToken,
+    live: Arc<LiveBytes>,
+) {
+    let id = job.id;
+    let outcome = match run(&ctx, job, files, &cancel, &live).await {
+        Ok(()) => RunOutcome::Completed,
+        Err(FetchError::Interrupted) => RunOutcome::Interrupted,
+        Err(FetchError::Failed { kind, message, .. }) => {
+            RunOutcome::Failed(ErrorInfo { kind, message })
+        }
+    };
+    let _ = ctx
+        .scheduler
+        .send(RunnerMessage::Finished { job: id, outcome });
+}
+
+async fn run(
+    ctx: &RunnerContext,
+    job: JobRecord,
+    mut files: Vec<FileRecord>,
+    cancel: &CancellationToken,
+    live: &Arc<LiveBytes>,
+) -> Result<(), FetchError> {
+    std::fs::create_dir_all(&job.dest_dir).map_err(|e| {
+        FetchError::failed(
+            ErrorKind::Other,
+            format!("cannot create {}: {e}", job.dest_dir.display()),
+        )
+    })?;
+    if !job.resolved {
+        files = crate::sources::resolve(ctx, &job).await?;
+        let _ = ctx.scheduler.send(RunnerMessage::Resolved {
+            job: job.id,
+            files: files.clone(),
+            revision: None,
+        });
+    }
+    let total_known: Option<u64> = files.iter().map(|f| f.known_size()).sum();
+    let done_before: u64 = files
+        .iter()
+        .filter(|f| f.state == FileState::Completed)
+        .map(|f| f.known_size().unwrap_or(0))
+        .sum();
+    let job_progress = Arc::new(JobProgress::new(total_known, done_before));
+    for (index, file) in files.into_iter().enumerate() {
+        if file.state == FileState::Completed {
+            continue;
+        }
+        fetch_one(ctx, &job, index as u32, file, cancel, live, &job_progress).await?;
+    }
+    Ok(())
+}
+
+/// Byte accounting across a job's files, for progress events.
+struct JobProgress {
+    total: Option<u64>,
+    done_before_current: AtomicU64,
+    started: Instant,
+    started_bytes: AtomicU64,
+}
+
+impl JobProgress {
+    fn new(total: Option<u64>, done: u64) -> Self {
+        JobProgress {
+            total,
+            done_before_current: AtomicU64::new(done),
+            started: Instant::now(),
+            started_bytes: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+async fn fetch_one(
+    ctx: &RunnerContext,
+    job: &JobRecord,
+    index: u32,
+    mut file: FileRecord,
+    cancel: &CancellationToken,
+    live: &Arc<LiveBytes>,
+    progress: &Arc<JobProgress>,
+) -> Result<(), FetchError> {
+    file.state = FileState::Downloading;
+    let part = part_path(&job.dest_dir, job.id, index);
+    let observer = Arc::new(FileObserver {
+        ctx: ctx.clone(),
+        job: job.id,
+        index,
+        dest_dir: job.dest_dir.clone(),
+        record: Mutex::new(file.clone()),
+        live: live.clone(),
+        progress: progress.clone(),
+        last_event: Mutex::new(None),
+    });
+    observer.send(true);
+    let spec = FetchSpec {
+        url: file.url.clone(),
+        headers: crate::sources::auth_headers(job, &file.url),
+        part_path: part.clone(),
+        expected_size: file.size,
+        checkpoint: file.checkpoint.clone(),
+        hashes: HashPlan {
+            md5: file.md5.is_some(),
+            git_sha1_len: None,
+        },
+    };
+    let digests = ctx.engine.fetch(spec, observer.clone(), cancel).await?;
+
+    let mut record = observer.record();
+    let rel = record
+        .rel_path
+        .clone()
+        .unwrap_or_else(|| names::choose_file_name(None, &record.url));
+    let dest = safe_join(&job.dest_dir, &rel)?;
+    record.rel_path = Some(rel);
+    record.state = FileState::Verifying;
+    observer.replace(record.clone(), false);
+    let _ = ctx.events.send(Event::Verifying {
+        job: job.id,
+        file: dest.display().to_string(),
+    });
+    let expected = Expected {
+        size: record.size.or(record.checkpoint.total),
+        sha256: record.sha256.clone(),
+        md5: record.md5.clone(),
+        git_sha1: None,
+    };
+    if let Err(err) = finalize::verify(&dest.display().to_string(), &digests, &expected) {
+        let _ = std::fs::remove_file(&part);
+        record.checkpoint = FileCheckpoint::default();
+        record.state = FileState::Failed;
+        observer.replace(record, true);
+        return Err(err);
+    }
+    finalize::install(&part, &dest).map_err(|e| {
+        crate::engine::io_failure(&format!("cannot move the file to {}", dest.display()), e)
+    })?;
+    record.state = FileState::Completed;
+    record.verified_sha256 = Some(digests.sha256.clone());
+    record.verified_stamp = file_stamp(&dest);
+    record.size = Some(digests.len);
+    progress
+        .done_before_current
+        .fetch_add(digests.len, Ordering::Relaxed);
+    observer.replace(record, true);
+    tracing::info!(job = job.id, file = %dest.display(), sha256 = %digests.sha256, "verified and installed");
+    Ok(())
+}
+
+/// Join a sanitized relative path to the destination, refusing anything that would escape it.
+pub fn safe_join(dest_dir: &Path, rel: &str) -> Result<PathBuf, FetchError> {
+    let clean = names::sanitize_relative_path(rel).ok_or_else(|| {
+        FetchError::failed(
+            ErrorKind::Fatal,
+            format!("refusing unsafe file path {rel:?}"),
+        )
+    })?;
+    let joined = dest_dir.join(&clean);
+    if !joined.starts_with(dest_dir) {
+        return Err(FetchError::failed(
+            ErrorKind::Fatal,
+            format!("refusing unsafe file path {rel:?}"),
+        ));
+    }
+    Ok(joined)
+}
+
+/// Size and modification time (seconds) of a file, to notice later changes.
+pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some((meta.len(), modified))
+}
+
+/// Feeds one file's fetch back into the scheduler and the event bus.
+struct FileObserver {
+    ctx: RunnerContext,
+    job: JobId,
+    index: u32,
+    dest_dir: PathBuf,
+    record: Mutex<FileRecord>,
+    live: Arc<LiveBytes>,
+    progress: Arc<JobProgress>,
+    last_event: Mutex<Option<Instant>>,
+}
+
+impl FileObserver {
+    fn record(&self) -> FileRecord {
+        self.record.lock().expect("file record lock").clone()
+    }
+
+    fn replace(&self, record: FileRecord, durable: bool) {
+        *self.record.lock().expect("file record lock") = record;
+        self.send(durable);
+    }
+
+    fn send(&self, durable: bool) {
+        let record = Box::new(self.record());
+        let _ = self.ctx.scheduler.send(RunnerMessage::File {
+            job: self.job,
+            index: self.index,
+            record,
+            durable,
+        });
+    }
+}
+
+impl CheckpointSink for FileObserver {
+    fn durable(&self, checkpoint: FileCheckpoint) {
+        {
+            let mut record = self.record.lock().expect("file record lock");
+            record.checkpoint = checkpoint;
+        }
+        self.send(true);
+    }
+}
+
+impl FetchObserver for FileObserver {
+    fn response(&self, info: &ResponseInfo) {
+        let mut record = self.record.lock().expect("file record lock");
+        if record.rel_path.is_none() {
+            record.rel_path = Some(names::choose_file_name(
+                info.content_disposition.as_deref(),
+                &record.url,
+            ));
+        }
+        record.endpoint = Some(info.endpoint.clone());
+        record.checkpoint.total = info.total;
+        record.note = info
+            .no_ranges
+            .then(|| "server does not support ranges: single stream, no resume".to_string());
+    }
+
+    fn progress(&self, bytes: u64) {
+        self.live.set(self.index as usize, bytes);
+        let now = Instant::now();
+        {
+            let mut last = self.last_event.lock().expect("progress lock");
+            if matches!(*last, Some(t) if now.duration_since(t) < self.ctx.progress_interval) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let record = self.record();
+        let before = self.progress.done_before_current.load(Ordering::Relaxed);
+        let job_done = before + bytes;
+        let _ = self.progress.started_bytes.compare_exchange(
+            u64::MAX,
+            job_done,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        let base = self.progress.started_bytes.load(Ordering::Relaxed);
+        let elapsed = self.progress.started.elapsed().as_secs_f64();
+        let speed = if elapsed > 0.2 {
+            (job_done.saturating_sub(base) as f64 / elapsed) as u64
+        } else {
+            0
+        };
+        let job_total = self.progress.total.or(record.checkpoint.total);
+        let eta = match (job_total, speed) {
+            (Some(total), s) if s > 0 => Some(total.saturating_sub(job_done) / s),
+            _ => None,
+        };
+        let path = match &record.rel_path {
+            Some(rel) => self.dest_dir.join(rel).display().to_string(),
+            None => self.dest_dir.display().to_string(),
+        };
+        let _ = self.ctx.events.send(Event::Progress(Progress {
+            job: self.job,
+            file: path,
+            file_bytes_done: bytes,
+            file_bytes_total: record.known_size(),
+            job_bytes_done: job_done,
+            job_bytes_total: job_total,
+            bytes_per_second: speed,
+            eta_seconds: eta,
+        }));
+    }
+
+    fn retrying(&self, message: &str, delay: Duration) {
+        tracing::info!(job = self.job, file = self.index, %message, ?delay, "will retry");
+    }
+}

@@ -1,0 +1,313 @@
+//! The daemon's settings: one tree, defaults in code, a documented lookup order.
+//!
+//! Lookup order for the config file: `--config FILE`, then `MDL_CONFIG`, then
+//! `$XDG_CONFIG_HOME/mdl/config.toml` (`~/.config/mdl/config.toml`) if it exists; otherwise
+//! defaults. Unknown keys are an error, so typos do not pass silently.
+//!
+//! Every path the daemon writes derives from [`Settings::data_dir`] (state) and
+//! [`Settings::socket`] (runtime), so a test overrides two paths and nothing else.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The environment variable naming the data directory.
+pub const DATA_DIR_ENV: &str = "MDL_DATA_DIR";
+/// The environment variable naming the config file.
+pub const CONFIG_ENV: &str = "MDL_CONFIG";
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+}
+
+/// Everything the daemon needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The socket (or pipe) to listen on.
+    pub socket: PathBuf,
+    /// Where the store (sled) and logs live.
+    pub data_dir: PathBuf,
+    /// Where plain URLs go when the add names no destination.
+    pub download_dir: PathBuf,
+    /// How many jobs may run at once (changeable at runtime).
+    pub max_concurrent: u32,
+    /// How often a subscriber gets a heartbeat when nothing else happens.
+    pub heartbeat_interval: Duration,
+    /// The least time between two progress events of one job.
+    pub progress_interval: Duration,
+    /// How long the daemon waits for downloads to checkpoint on shutdown.
+    pub shutdown_grace: Duration,
+    /// Download engine settings.
+    pub engine: EngineSettings,
+}
+
+/// Settings of the download engine.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// A connection that delivers no byte for this long is dropped and resumed.
+    pub stall_timeout: Duration,
+    /// How many redirects a request may follow.
+    pub max_redirects: usize,
+    /// Consecutive failed attempts (with no progress in between) before a job fails.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles per failed attempt, with full jitter.
+    pub backoff_base: Duration,
+    /// The longest backoff delay.
+    pub backoff_max: Duration,
+    /// The longest `Retry-After` the daemon waits before trying again.
+    pub retry_after_max: Duration,
+    /// Bytes fetched between two durable checkpoints of a file's byte ranges.
+    pub checkpoint_bytes: u64,
+    /// Time between two durable checkpoints while bytes arrive.
+    pub checkpoint_interval: Duration,
+    /// The User-Agent header.
+    pub user_agent: String,
+    /// Bytes buffered before a write is handed to the writer thread.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            max_redirects: 10,
+            max_attempts: 8,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            retry_after_max: Duration::from_secs(600),
+            checkpoint_bytes: 32 * 1024 * 1024,
+            checkpoint_interval: Duration::from_secs(2),
+            user_agent: format!("mdl/{}", env!("CARGO_PKG_VERSION")),
+            write_buffer_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults for the given socket and data directory.
+    pub fn new(socket: PathBuf, data_dir: PathBuf) -> Self {
+        Settings {
+            socket,
+            data_dir,
+            download_dir: default_download_dir(),
+            max_concurrent: 3,
+            heartbeat_interval: Duration::from_secs(10),
+            progress_interval: Duration::from_millis(250),
+            shutdown_grace: Duration::from_secs(5),
+            engine: EngineSettings::default(),
+        }
+    }
+
+    /// Load settings: defaults, then the config file found by the lookup order, then the
+    /// explicit socket and data directory (command line or environment) on top.
+    pub fn load(
+        socket: Option<PathBuf>,
+        data_dir: Option<PathBuf>,
+        config: Option<PathBuf>,
+    ) -> Result<Settings, SettingsError> {
+        let file = config
+            .or_else(|| {
+                std::env::var_os(CONFIG_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .or_else(|| Some(default_config_path()).filter(|p| p.exists()));
+        let parsed = match &file {
+            Some(path) => ConfigFile::read(path)?,
+            None => ConfigFile::default(),
+        };
+        let socket = mdl_protocol::endpoint::resolve_socket_path(
+            socket.or(parsed.socket.clone()).as_deref(),
+        );
+        let data_dir = data_dir
+            .or_else(|| {
+                std::env::var_os(DATA_DIR_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .or(parsed.data_dir.clone())
+            .unwrap_or_else(default_data_dir);
+        let mut settings = Settings::new(socket, data_dir);
+        parsed.apply(&mut settings);
+        Ok(settings)
+    }
+
+    /// The sled database directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+/// `$XDG_DATA_HOME/mdl`, else `~/.local/share/mdl`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("mdl");
+    }
+    home_dir().join(".local/share/mdl")
+}
+
+/// `$XDG_CONFIG_HOME/mdl/config.toml`, else `~/.config/mdl/config.toml`.
+pub fn default_config_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("mdl/config.toml");
+    }
+    home_dir().join(".config/mdl/config.toml")
+}
+
+/// `$XDG_DOWNLOAD_DIR`, else `~/Downloads`.
+pub fn default_download_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DOWNLOAD_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    home_dir().join("Downloads")
+}
+
+/// The user's home directory (`$HOME`, `%USERPROFILE%` on Windows).
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The config file as written by a person. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    socket: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    download_dir: Option<PathBuf>,
+    max_concurrent: Option<u32>,
+    heartbeat_secs: Option<u64>,
+    #[serde(default)]
+    engine: EngineFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineFile {
+    connect_timeout_secs: Option<u64>,
+    stall_timeout_secs: Option<u64>,
+    max_redirects: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff_base_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    retry_after_max_secs: Option<u64>,
+    checkpoint_bytes: Option<u64>,
+    checkpoint_interval_ms: Option<u64>,
+    user_agent: Option<String>,
+}
+
+impl ConfigFile {
+    fn read(path: &Path) -> Result<ConfigFile, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| SettingsError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    fn apply(self, s: &mut Settings) {
+        if let Some(v) = self.download_dir {
+            s.download_dir = v;
+        }
+        if let Some(v) = self.max_concurrent {
+            s.max_concurrent = v.max(1);
+        }
+        if let Some(v) = self.heartbeat_secs {
+            s.heartbeat_interval = Duration::from_secs(v.max(1));
+        }
+        let e = self.engine;
+        let engine = &mut s.engine;
+        if let Some(v) = e.connect_timeout_secs {
+            engine.connect_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = e.stall_timeout_secs {
+            engine.stall_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = e.max_redirects {
+            engine.max_redirects = v;
+        }
+        if let Some(v) = e.max_attempts {
+            engine.max_attempts = v.max(1);
+        }
+        if let Some(v) = e.backoff_base_ms {
+            engine.backoff_base = Duration::from_millis(v);
+        }
+        if let Some(v) = e.backoff_max_ms {
+            engine.backoff_max = Duration::from_millis(v);
+        }
+        if let Some(v) = e.retry_after_max_secs {
+            engine.retry_after_max = Duration::from_secs(v);
+        }
+        if let Some(v) = e.checkpoint_bytes {
+            engine.checkpoint_bytes = v.max(64 * 1024);
+        }
+        if let Some(v) = e.checkpoint_interval_ms {
+            engine.checkpoint_interval = Duration::from_millis(v.max(10));
+        }
+        if let Some(v) = e.user_agent {
+            engine.user_agent = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "max_concurrent = 5\n[engine]\nstall_timeout_secs = 7\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(dir.path().join("s.sock")),
+            Some(dir.path().into()),
+            Some(path),
+        )
+        .unwrap();
+        assert_eq!(s.max_concurrent, 5);
+        assert_eq!(s.engine.stall_timeout, Duration::from_secs(7));
+        assert_eq!(s.socket, dir.path().join("s.sock"));
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "max_concurent = 5\n").unwrap();
+        let err = Settings::load(None, Some(dir.path().into()), Some(path.clone())).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("max_concurent"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+}

@@ -1,0 +1,61 @@
+//! Sources: turn what the user asked for into a plan of files (URL, relative path, expected
+//! size and hashes), and the credentials each file's requests carry.
+
+use mdl_protocol::{ErrorKind, Secret};
+use reqwest::header::HeaderMap;
+
+use crate::engine::{names, FetchError};
+use crate::job::{FileRecord, JobRecord};
+use crate::runner::RunnerContext;
+
+/// The kinds of source mdl understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A plain `http://` or `https://` URL.
+    Url,
+}
+
+/// Recognise a source string, or explain what is accepted.
+pub fn classify(source: &str) -> Result<SourceKind, String> {
+    let lower = source.trim().to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        url::Url::parse(source.trim()).map_err(|e| format!("invalid URL {source:?}: {e}"))?;
+        return Ok(SourceKind::Url);
+    }
+    Err(format!(
+        "unsupported source {source:?}: expected an http:// or https:// URL"
+    ))
+}
+
+/// Resolve a job's source into its files.
+pub async fn resolve(_ctx: &RunnerContext, job: &JobRecord) -> Result<Vec<FileRecord>, FetchError> {
+    match classify(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
+        SourceKind::Url => {
+            let mut file = FileRecord::new(job.source.trim().to_string());
+            file.sha256 = job.sha256.clone();
+            file.md5 = job.md5.clone();
+            file.rel_path = job.file_name.as_deref().and_then(names::sanitize_file_name);
+            Ok(vec![file])
+        }
+    }
+}
+
+/// Headers for requests to `url` on behalf of `job` (a `--token` becomes a Bearer token for
+/// plain URLs). reqwest drops `Authorization` when a redirect leaves the host.
+pub fn auth_headers(job: &JobRecord, _url: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = &job.token {
+        if let Ok(mut value) =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+    }
+    headers
+}
+
+/// A forwarded environment variable of the job, if set.
+pub fn job_env<'a>(job: &'a JobRecord, name: &str) -> Option<&'a Secret> {
+    job.env.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}

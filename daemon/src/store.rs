@@ -1,0 +1,369 @@
+//! The durable state: jobs, their files and byte-range maps, and the priority queue, in sled.
+//!
+//! Trees:
+//! * `jobs`: job id (u64 big-endian) → [`JobRecord`];
+//! * `files`: job id ++ file index (u64 ++ u32, big-endian) → [`FileRecord`], including the
+//!   file's byte-range checkpoint;
+//! * `queue`: inverted priority ++ sequence (u32 ++ u64, big-endian) → job id. Iterating the
+//!   tree in key order gives "higher priority first, FIFO within a priority". It holds every
+//!   job that may run (queued or running); it is an index, rebuilt from `jobs` when the store
+//!   opens, so it can never disagree with the records after a crash;
+//! * `meta`: the id counter and runtime settings that survive restarts.
+//!
+//! Every record is an envelope `{"schema": N, "record": {...}}` in JSON: the schema number
+//! lets a newer daemon migrate old records, and JSON lets new optional fields default.
+//! Golden records in `daemon/tests/fixtures/store/` pin the format.
+//!
+//! Only the scheduler owns a [`Store`]; nothing else writes to it.
+
+use std::path::Path;
+
+use mdl_protocol::{JobId, JobState};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::job::{FileRecord, JobRecord};
+
+/// The schema version of every record this daemon writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption, or another process holds the lock).
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record could not be encoded or decoded.
+    #[error("store record {key} is unreadable: {message}")]
+    Record {
+        /// Which record.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A record was written by a newer daemon.
+    #[error("store record {key} has schema {found}, this daemon reads up to {SCHEMA_VERSION}; upgrade mdld")]
+    Schema {
+        /// Which record.
+        key: String,
+        /// Its schema version.
+        found: u32,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    schema: u32,
+    record: T,
+}
+
+/// Encode a record in its envelope.
+pub fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(&Envelope {
+        schema: SCHEMA_VERSION,
+        record,
+    })
+    .expect("records always serialize")
+}
+
+/// Decode a record from its envelope, checking the schema version.
+pub fn decode_record<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    #[derive(Deserialize)]
+    struct Head {
+        schema: u32,
+    }
+    let head: Head = serde_json::from_slice(bytes).map_err(|e| StoreError::Record {
+        key: key.into(),
+        message: e.to_string(),
+    })?;
+    if head.schema > SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            key: key.into(),
+            found: head.schema,
+        });
+    }
+    let envelope: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| StoreError::Record {
+        key: key.into(),
+        message: e.to_string(),
+    })?;
+    Ok(envelope.record)
+}
+
+/// The key of a job in the `queue` tree: higher priority first, then FIFO.
+pub fn queue_key(priority: i32, seq: u64) -> [u8; 12] {
+    let shifted = (priority as i64 - i32::MIN as i64) as u32;
+    let inverted = u32::MAX - shifted;
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&inverted.to_be_bytes());
+    key[4..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn file_key(id: JobId, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&id.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// True for states whose jobs sit in the queue index.
+pub fn is_runnable(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Queued | JobState::Running | JobState::Verifying
+    )
+}
+
+/// The sled store.
+pub struct Store {
+    db: sled::Db,
+    jobs: sled::Tree,
+    files: sled::Tree,
+    queue: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, and rebuild the queue index from the job records.
+    /// Jobs that were running when the daemon stopped are queued again.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let store = Store {
+            jobs: db.open_tree("jobs")?,
+            files: db.open_tree("files")?,
+            queue: db.open_tree("queue")?,
+            meta: db.open_tree("meta")?,
+            db,
+        };
+        store.rebuild_queue()?;
+        Ok(store)
+    }
+
+    fn rebuild_queue(&self) -> Result<(), StoreError> {
+        self.queue.clear()?;
+        for job in self.all_jobs()? {
+            let mut job = job;
+            if matches!(job.state, JobState::Running | JobState::Verifying) {
+                job.state = JobState::Queued;
+                self.put_job(&job)?;
+            }
+            if is_runnable(job.state) {
+                self.queue
+                    .insert(queue_key(job.priority, job.seq), &job.id.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next job id (persistent, strictly increasing, starting at 1).
+    pub fn next_id(&self) -> Result<JobId, StoreError> {
+        let value = self.meta.update_and_fetch("next_id", |old| {
+            let current = old
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((current + 1).to_be_bytes().to_vec())
+        })?;
+        let bytes: [u8; 8] = value
+            .as_deref()
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 8]);
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    /// Write a job record and keep the queue index in step with its state and priority.
+    pub fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let key = job.id.to_be_bytes();
+        if let Some(old) = self.jobs.insert(key, encode_record(job))? {
+            let old: JobRecord = decode_record(&format!("jobs/{}", job.id), &old)?;
+            if old.priority != job.priority || !is_runnable(job.state) {
+                self.queue.remove(queue_key(old.priority, old.seq))?;
+            }
+        }
+        if is_runnable(job.state) {
+            self.queue.insert(queue_key(job.priority, job.seq), &key)?;
+        }
+        Ok(())
+    }
+
+    /// One job.
+    pub fn get_job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        match self.jobs.get(id.to_be_bytes())? {
+            Some(bytes) => Ok(Some(decode_record(&format!("jobs/{id}"), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every job, by id.
+    pub fn all_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.jobs
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode_record(&format!("jobs/{key:?}"), &value)
+            })
+            .collect()
+    }
+
+    /// The runnable jobs' ids in run order.
+    pub fn queue_order(&self) -> Result<Vec<JobId>, StoreError> {
+        self.queue
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v?;
+                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Record {
+                    key: "queue".into(),
+                    message: "bad job id".into(),
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            })
+            .collect()
+    }
+
+    /// Write one file record.
+    pub fn put_file(&self, id: JobId, index: u32, file: &FileRecord) -> Result<(), StoreError> {
+        self.files
+            .insert(file_key(id, index), encode_record(file))?;
+        Ok(())
+    }
+
+    /// The files of a job, by index.
+    pub fn files(&self, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
+        self.files
+            .scan_prefix(id.to_be_bytes())
+            .values()
+            .map(|v| decode_record(&format!("files/{id}"), &v?))
+            .collect()
+    }
+
+    /// Remove a job and its files.
+    pub fn delete_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        self.queue.remove(queue_key(job.priority, job.seq))?;
+        self.jobs.remove(job.id.to_be_bytes())?;
+        for key in self.files.scan_prefix(job.id.to_be_bytes()).keys() {
+            self.files.remove(key?)?;
+        }
+        Ok(())
+    }
+
+    /// A runtime setting that survives restarts.
+    pub fn get_meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        match self.meta.get(name)? {
+            Some(bytes) => Ok(Some(decode_record(&format!("meta/{name}"), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Set a runtime setting that survives restarts.
+    pub fn put_meta<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        self.meta.insert(name, encode_record(value))?;
+        Ok(())
+    }
+
+    /// Make every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Make every write so far durable, blocking.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::now_ms;
+
+    pub(crate) fn job(id: JobId, priority: i32, seq: u64) -> JobRecord {
+        JobRecord {
+            id,
+            source: format!("http://127.0.0.1/{id}"),
+            dest_dir: "/tmp".into(),
+            priority,
+            seq,
+            state: JobState::Queued,
+            error: None,
+            created_ms: now_ms(),
+            finished_ms: None,
+            sha256: None,
+            md5: None,
+            file_name: None,
+            revision: None,
+            include: vec![],
+            exclude: vec![],
+            options: vec![],
+            token: None,
+            env: vec![],
+            resolved: false,
+            file_count: 0,
+            bandwidth_limit: None,
+        }
+    }
+
+    #[test]
+    fn queue_orders_by_priority_then_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (id, prio) in [
+            (1, 0),
+            (2, 5),
+            (3, 0),
+            (4, -2),
+            (5, 5),
+            (6, i32::MAX),
+            (7, i32::MIN),
+        ] {
+            store.put_job(&job(id, prio, id)).unwrap();
+        }
+        assert_eq!(store.queue_order().unwrap(), vec![6, 2, 5, 1, 3, 4, 7]);
+    }
+
+    #[test]
+    fn priority_change_and_finish_update_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_job(&job(1, 0, 1)).unwrap();
+        store.put_job(&job(2, 0, 2)).unwrap();
+        let mut second = job(2, 10, 2);
+        store.put_job(&second).unwrap();
+        assert_eq!(store.queue_order().unwrap(), vec![2, 1]);
+        second.state = JobState::Completed;
+        store.put_job(&second).unwrap();
+        assert_eq!(store.queue_order().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn queue_and_running_jobs_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut running = job(1, 0, 1);
+            running.state = JobState::Running;
+            store.put_job(&running).unwrap();
+            store.put_job(&job(2, 3, 2)).unwrap();
+            let mut paused = job(3, 9, 3);
+            paused.state = JobState::Paused;
+            store.put_job(&paused).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.queue_order().unwrap(), vec![2, 1]);
+        assert_eq!(store.get_job(1).unwrap().unwrap().state, JobState::Queued);
+        assert_eq!(store.next_id().unwrap(), 1);
+        assert_eq!(store.next_id().unwrap(), 2);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_a_clear_error() {
+        let err =
+            decode_record::<JobRecord>("jobs/1", br#"{"schema": 99, "record": {}}"#).unwrap_err();
+        assert!(err.to_string().contains("upgrade mdld"), "{err}");
+    }
+}

@@ -1,0 +1,310 @@
+//! The persistent priority queue: order, limits, pause / resume / cancel, restarts.
+
+use std::time::Duration;
+
+use mdl_protocol::{AddRequest, Event, JobState, Target};
+use testkit::daemon::{poll_until, TestDaemon};
+use testkit::{pseudo_random_bytes, Behavior, FileServer};
+
+use crate::add_url;
+
+fn paused_add(url: String, dest: &std::path::Path, priority: i32) -> AddRequest {
+    AddRequest {
+        source: url,
+        dest: Some(dest.display().to_string()),
+        priority,
+        paused: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn jobs_run_by_priority_then_fifo() {
+    let server = FileServer::start().await;
+    let daemon = TestDaemon::start_with(|s| s.max_concurrent = 1).await;
+    let mut client = daemon.client().await;
+    let mut ids = Vec::new();
+    for (name, priority) in [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1)] {
+        let file = server.add(
+            &format!("/{name}.bin"),
+            pseudo_random_bytes(1000, (priority + 100) as u64),
+        );
+        ids.push(
+            client
+                .add(paused_add(file.url, &daemon.downloads, priority))
+                .await
+                .unwrap()
+                .job
+                .id,
+        );
+    }
+    let mut events = daemon.client().await.subscribe().await.unwrap();
+    client.resume(Target::All).await.unwrap();
+    let mut started = Vec::new();
+    while started.len() < ids.len() {
+        match tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Some(Event::Started(job)) => started.push(job.id),
+            Some(_) => {}
+            None => panic!("event stream ended"),
+        }
+    }
+    // b(5), d(5), a(0), c(0), e(-1)
+    assert_eq!(started, vec![ids[1], ids[3], ids[0], ids[2], ids[4]]);
+}
+
+#[tokio::test]
+async fn queue_survives_a_restart_in_order() {
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let mut ids = Vec::new();
+    for priority in [1, 3, 2] {
+        let url = format!("http://127.0.0.1:9/f{priority}.bin");
+        ids.push(
+            client
+                .add(paused_add(url, &daemon.downloads, priority))
+                .await
+                .unwrap()
+                .job
+                .id,
+        );
+    }
+    client.set_concurrency(2).await.unwrap();
+    drop(client);
+    let daemon = daemon.restart().await;
+    let mut client = daemon.client().await;
+    let jobs = client.list().await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+    assert!(jobs.iter().all(|j| j.state == JobState::Paused));
+    assert_eq!(
+        client.daemon_status().await.unwrap().max_concurrent,
+        2,
+        "runtime settings persist"
+    );
+    // Resumed after the restart, they are queued in priority order.
+    client.resume(Target::All).await.unwrap();
+    client.pause(Target::All).await.unwrap();
+    let next = client
+        .add(paused_add(
+            "http://127.0.0.1:9/x".into(),
+            &daemon.downloads,
+            0,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        next.job.id > *ids.iter().max().unwrap(),
+        "ids keep increasing across restarts"
+    );
+}
+
+#[tokio::test]
+async fn concurrency_limit_holds_and_nothing_is_refused() {
+    let server = FileServer::start().await;
+    let daemon = TestDaemon::start_with(|s| s.max_concurrent = 2).await;
+    let mut client = daemon.client().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let path = format!("/slow{i}.bin");
+        let file = server.add(&path, pseudo_random_bytes(300_000, i));
+        server.set_behavior(
+            &path,
+            Behavior {
+                rate_limit_bytes_per_sec: Some(1_000_000),
+                ..Default::default()
+            },
+        );
+        ids.push(
+            add_url(
+                &mut client,
+                &file.url,
+                &daemon.downloads,
+                Some(&file.sha256),
+            )
+            .await
+            .id,
+        );
+    }
+    let mut max_running = 0;
+    loop {
+        let jobs = client.list().await.unwrap();
+        let running = jobs.iter().filter(|j| j.state == JobState::Running).count();
+        max_running = max_running.max(running);
+        assert!(running <= 2, "{running} jobs running with a limit of 2");
+        if jobs.iter().all(|j| j.state == JobState::Completed) {
+            break;
+        }
+        assert!(
+            !jobs.iter().any(|j| j.state == JobState::Failed),
+            "{jobs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(max_running, 2);
+}
+
+#[tokio::test]
+async fn pause_keeps_bytes_and_resume_continues() {
+    let server = FileServer::start().await;
+    let file = server.add("/pausable.bin", pseudo_random_bytes(6_000_000, 21));
+    server.set_behavior(
+        "/pausable.bin",
+        Behavior {
+            rate_limit_bytes_per_sec: Some(4_000_000),
+            ..Default::default()
+        },
+    );
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    daemon
+        .wait_job(job.id, Duration::from_secs(20), |j| {
+            j.bytes_done > 1_500_000
+        })
+        .await;
+    client.pause(Target::Job(job.id)).await.unwrap();
+    let paused = daemon.wait_state(job.id, JobState::Paused).await;
+    assert!(paused.bytes_done > 1_000_000, "{paused:#?}");
+    let part = daemon.downloads.join(format!(".mdl-{}-0.part", job.id));
+    assert!(part.exists());
+    let sent_before_resume = server.stats("/pausable.bin").body_bytes_sent;
+    client.resume(Target::Job(job.id)).await.unwrap();
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    let stats = server.stats("/pausable.bin");
+    let refetched = stats.body_bytes_sent - file.len;
+    assert!(
+        refetched <= daemon.settings().engine.checkpoint_bytes,
+        "re-fetched {refetched} bytes"
+    );
+    assert!(stats.log.last().unwrap().range.is_some());
+    assert!(stats.body_bytes_sent - sent_before_resume < file.len);
+    assert!(!part.exists());
+}
+
+#[tokio::test]
+async fn cancel_removes_partial_files_and_is_final() {
+    let server = FileServer::start().await;
+    let file = server.add("/cancel.bin", pseudo_random_bytes(4_000_000, 22));
+    server.set_behavior(
+        "/cancel.bin",
+        Behavior {
+            rate_limit_bytes_per_sec: Some(2_000_000),
+            ..Default::default()
+        },
+    );
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let job = add_url(&mut client, &file.url, &daemon.downloads, None).await;
+    daemon
+        .wait_job(job.id, Duration::from_secs(20), |j| j.bytes_done > 500_000)
+        .await;
+    client.cancel(job.id).await.unwrap();
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Cancelled);
+    poll_until(Duration::from_secs(5), || async {
+        std::fs::read_dir(&daemon.downloads).unwrap().count() == 0
+    })
+    .await;
+    let err = client.cancel(job.id).await.unwrap_err();
+    assert_eq!(err.kind(), mdl_protocol::ErrorKind::InvalidRequest);
+    client.remove(vec![job.id], false).await.unwrap();
+    assert_eq!(
+        client.status(job.id).await.unwrap_err().kind(),
+        mdl_protocol::ErrorKind::InvalidRequest
+    );
+}
+
+#[tokio::test]
+async fn bad_add_requests_get_clear_errors() {
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let cases = [
+        (
+            AddRequest {
+                source: "ftp://x/y".into(),
+                ..Default::default()
+            },
+            "unsupported source",
+        ),
+        (
+            AddRequest {
+                source: "".into(),
+                ..Default::default()
+            },
+            "empty",
+        ),
+        (
+            AddRequest {
+                source: "http://h/f".into(),
+                sha256: Some("abc".into()),
+                ..Default::default()
+            },
+            "64 hex",
+        ),
+        (
+            AddRequest {
+                source: "http://h/f".into(),
+                dest: Some("relative/dir".into()),
+                ..Default::default()
+            },
+            "absolute",
+        ),
+    ];
+    for (request, needle) in cases {
+        let err = client.add(request).await.unwrap_err();
+        assert_eq!(err.kind(), mdl_protocol::ErrorKind::InvalidRequest);
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    assert!(
+        client.list().await.unwrap().is_empty(),
+        "nothing was queued"
+    );
+}
+
+#[tokio::test]
+async fn priority_change_reorders_the_queue() {
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let a = client
+        .add(AddRequest {
+            source: "http://127.0.0.1:9/a".into(),
+            dest: Some(daemon.downloads.display().to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .job;
+    client.pause(Target::All).await.unwrap();
+    let b = client
+        .add(paused_add(
+            "http://127.0.0.1:9/b".into(),
+            &daemon.downloads,
+            0,
+        ))
+        .await
+        .unwrap()
+        .job;
+    client.set_concurrency(1).await.unwrap();
+    let updated = client.set_priority(b.id, 9).await.unwrap();
+    assert_eq!(updated.priority, 9);
+    client.resume(Target::All).await.unwrap();
+    client.pause(Target::All).await.unwrap();
+    let order: Vec<_> = client
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert!(order.contains(&a.id) && order.contains(&b.id));
+}

@@ -1,0 +1,279 @@
+//! A small async client for apps that queue downloads (mdlctl uses it too).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mdl_protocol::ClientError> {
+//! use mdl_protocol::{AddRequest, Client, endpoint};
+//! let mut client = Client::connect(&endpoint::resolve_socket_path(None), "my-app/1.0").await?;
+//! let reply = client
+//!     .add(AddRequest { source: "https://example.com/model.bin".into(), ..Default::default() })
+//!     .await?;
+//! println!("queued job {}", reply.job.id);
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+
+use crate::connection::{Connection, ProtocolError};
+use crate::endpoint::{self, LocalStream};
+use crate::event::Event;
+use crate::handshake::{incompatible_message, HandshakeReply, Hello};
+use crate::request::{
+    AddRequest, BandwidthLimitRequest, RemoveRequest, Request, SetPriorityRequest, Target,
+    VerifyRequest,
+};
+use crate::response::{AddReply, DaemonInfo, ErrorReply, PlanInfo, Response};
+use crate::types::{ErrorKind, JobId, JobInfo};
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon listens on the endpoint.
+    #[error("cannot connect to mdld at {path}: {source}")]
+    Connect {
+        /// The endpoint tried.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The daemon speaks another protocol version.
+    #[error("{0}")]
+    Incompatible(String),
+    /// The connection broke or carried something unexpected.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The daemon closed the connection.
+    #[error("the daemon closed the connection")]
+    Closed,
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Daemon(ErrorReply),
+    /// The daemon answered with a reply of another type.
+    #[error("unexpected reply from the daemon: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// The kind of this error, for exit codes.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Daemon(reply) => reply.kind,
+            ClientError::Connect { .. } | ClientError::Incompatible(_) => ErrorKind::Unreachable,
+            ClientError::Protocol(_) | ClientError::Closed | ClientError::Unexpected(_) => {
+                ErrorKind::Unreachable
+            }
+        }
+    }
+}
+
+/// A connection to the daemon, past the handshake.
+pub struct Client {
+    conn: Connection<LocalStream>,
+    daemon_version: String,
+}
+
+impl Client {
+    /// Connect to the daemon at `path` and perform the handshake.
+    pub async fn connect(path: &Path, client_version: &str) -> Result<Client, ClientError> {
+        let stream = endpoint::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Client::handshake(Connection::new(stream), client_version).await
+    }
+
+    /// Perform the handshake on an already connected stream.
+    pub async fn handshake(
+        mut conn: Connection<LocalStream>,
+        client_version: &str,
+    ) -> Result<Client, ClientError> {
+        conn.send(&Hello::new(client_version)).await?;
+        match conn.recv::<HandshakeReply>().await? {
+            Some(HandshakeReply::Welcome { daemon_version, .. }) => Ok(Client {
+                conn,
+                daemon_version,
+            }),
+            Some(HandshakeReply::Incompatible {
+                expected,
+                got,
+                daemon_version,
+            }) => Err(ClientError::Incompatible(incompatible_message(
+                expected,
+                got,
+                &daemon_version,
+            ))),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// The daemon's package version, as it said in the handshake.
+    pub fn daemon_version(&self) -> &str {
+        &self.daemon_version
+    }
+
+    /// Send a request and wait for its reply. An `Error` reply is returned as a reply, not as
+    /// `Err`; the typed helpers below turn it into [`ClientError::Daemon`].
+    pub async fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        self.conn.send(request).await?;
+        self.conn
+            .recv::<Response>()
+            .await?
+            .ok_or(ClientError::Closed)
+    }
+
+    async fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        match self.request(request).await? {
+            Response::Error(reply) => Err(ClientError::Daemon(reply)),
+            other => Ok(other),
+        }
+    }
+
+    async fn call_ok(&mut self, request: &Request) -> Result<(), ClientError> {
+        match self.call(request).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn call_job(&mut self, request: &Request) -> Result<JobInfo, ClientError> {
+        match self.call(request).await? {
+            Response::Job(job) => Ok(job),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn call_jobs(&mut self, request: &Request) -> Result<Vec<JobInfo>, ClientError> {
+        match self.call(request).await? {
+            Response::Jobs(jobs) => Ok(jobs),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn call_daemon(&mut self, request: &Request) -> Result<DaemonInfo, ClientError> {
+        match self.call(request).await? {
+            Response::Daemon(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Queue a download.
+    pub async fn add(&mut self, request: AddRequest) -> Result<AddReply, ClientError> {
+        match self.call(&Request::Add(request)).await? {
+            Response::Added(reply) => Ok(reply),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Resolve a source and describe what an add would do, without queueing.
+    pub async fn plan(&mut self, mut request: AddRequest) -> Result<PlanInfo, ClientError> {
+        request.dry_run = true;
+        match self.call(&Request::Add(request)).await? {
+            Response::Plan(plan) => Ok(plan),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// All jobs.
+    pub async fn list(&mut self) -> Result<Vec<JobInfo>, ClientError> {
+        self.call_jobs(&Request::List).await
+    }
+
+    /// One job.
+    pub async fn status(&mut self, id: JobId) -> Result<JobInfo, ClientError> {
+        self.call_job(&Request::Status(id)).await
+    }
+
+    /// Pause a job or all jobs.
+    pub async fn pause(&mut self, target: Target) -> Result<(), ClientError> {
+        self.call_ok(&Request::Pause(target)).await
+    }
+
+    /// Resume a job or all jobs.
+    pub async fn resume(&mut self, target: Target) -> Result<(), ClientError> {
+        self.call_ok(&Request::Resume(target)).await
+    }
+
+    /// Cancel a job.
+    pub async fn cancel(&mut self, id: JobId) -> Result<(), ClientError> {
+        self.call_ok(&Request::Cancel(id)).await
+    }
+
+    /// Change a job's priority.
+    pub async fn set_priority(&mut self, id: JobId, priority: i32) -> Result<JobInfo, ClientError> {
+        self.call_job(&Request::SetPriority(SetPriorityRequest { id, priority }))
+            .await
+    }
+
+    /// Forget jobs (all finished ones when `ids` is empty).
+    pub async fn remove(&mut self, ids: Vec<JobId>, delete_files: bool) -> Result<(), ClientError> {
+        self.call_ok(&Request::Remove(RemoveRequest { ids, delete_files }))
+            .await
+    }
+
+    /// The daemon's status.
+    pub async fn daemon_status(&mut self) -> Result<DaemonInfo, ClientError> {
+        self.call_daemon(&Request::DaemonStatus).await
+    }
+
+    /// Change how many jobs may run at once.
+    pub async fn set_concurrency(&mut self, max: u32) -> Result<DaemonInfo, ClientError> {
+        self.call_daemon(&Request::SetConcurrency(max)).await
+    }
+
+    /// Set or clear a bandwidth limit.
+    pub async fn set_bandwidth_limit(
+        &mut self,
+        job: Option<JobId>,
+        bytes_per_second: Option<u64>,
+    ) -> Result<DaemonInfo, ClientError> {
+        self.call_daemon(&Request::SetBandwidthLimit(BandwidthLimitRequest {
+            job,
+            bytes_per_second,
+        }))
+        .await
+    }
+
+    /// Re-hash finished files; returns the jobs queued again.
+    pub async fn verify(
+        &mut self,
+        ids: Vec<JobId>,
+        paths: Vec<String>,
+    ) -> Result<Vec<JobInfo>, ClientError> {
+        self.call_jobs(&Request::Verify(VerifyRequest { ids, paths }))
+            .await
+    }
+
+    /// Ask the daemon to shut down.
+    pub async fn shutdown(&mut self) -> Result<(), ClientError> {
+        self.call_ok(&Request::Shutdown).await
+    }
+
+    /// Turn this connection into an event stream. The first event is a snapshot of all jobs.
+    pub async fn subscribe(mut self) -> Result<EventStream, ClientError> {
+        self.conn.send(&Request::Subscribe).await?;
+        Ok(EventStream { conn: self.conn })
+    }
+}
+
+fn unexpected(response: &Response) -> ClientError {
+    let text = format!("{response:?}");
+    ClientError::Unexpected(text.chars().take(200).collect())
+}
+
+/// The events of a subscribed connection.
+pub struct EventStream {
+    conn: Connection<LocalStream>,
+}
+
+impl EventStream {
+    /// The next event; `Ok(None)` when the daemon ends the stream.
+    pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
+        match self.conn.recv::<Response>().await? {
+            None | Some(Response::Event(Event::End)) => Ok(None),
+            Some(Response::Event(event)) => Ok(Some(event)),
+            Some(Response::Error(reply)) => Err(ClientError::Daemon(reply)),
+            Some(other) => Err(unexpected(&other)),
+        }
+    }
+}

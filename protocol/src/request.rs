@@ -1,0 +1,164 @@
+//! Messages from a client to the daemon: one [`Request`] per frame after the handshake.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::types::JobId;
+
+/// A secret value (an access token). Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret itself; call this only where it is sent to the service it belongs to.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Every request a client can make. Append-only: add new variants at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Queue a download (replies `Added`, or `Plan` for a dry run).
+    Add(AddRequest),
+    /// All jobs, queued first in run order, then finished ones (replies `Jobs`).
+    List,
+    /// One job (replies `Job`).
+    Status(JobId),
+    /// Hold a job or all jobs, keeping their bytes (replies `Ok`).
+    Pause(Target),
+    /// Let a held job or all held jobs run again (replies `Ok`).
+    Resume(Target),
+    /// Stop a job for good and remove its partial files (replies `Ok`).
+    Cancel(JobId),
+    /// Change a job's priority (replies `Job`).
+    SetPriority(SetPriorityRequest),
+    /// Forget finished jobs (replies `Ok`).
+    Remove(RemoveRequest),
+    /// Turn this connection into an event stream (replies `Event`s, first a snapshot).
+    Subscribe,
+    /// The daemon's version, pid, limits and counters (replies `Daemon`).
+    DaemonStatus,
+    /// Ask the daemon to shut down gracefully (replies `Ok` before it stops).
+    Shutdown,
+    /// Change how many jobs may run at once (replies `Daemon`).
+    SetConcurrency(u32),
+    /// Set or clear a bandwidth limit, global or per job (replies `Daemon`).
+    SetBandwidthLimit(BandwidthLimitRequest),
+    /// Re-hash finished files and queue the damaged ones again (replies `Jobs`).
+    Verify(VerifyRequest),
+}
+
+impl Request {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Add(_) => "add",
+            Request::List => "list",
+            Request::Status(_) => "status",
+            Request::Pause(_) => "pause",
+            Request::Resume(_) => "resume",
+            Request::Cancel(_) => "cancel",
+            Request::SetPriority(_) => "set_priority",
+            Request::Remove(_) => "remove",
+            Request::Subscribe => "subscribe",
+            Request::DaemonStatus => "daemon_status",
+            Request::Shutdown => "shutdown",
+            Request::SetConcurrency(_) => "set_concurrency",
+            Request::SetBandwidthLimit(_) => "set_bandwidth_limit",
+            Request::Verify(_) => "verify",
+        }
+    }
+}
+
+/// Which jobs a pause / resume applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// One job.
+    Job(JobId),
+    /// Every job that the operation applies to.
+    All,
+}
+
+/// Queue a download.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct AddRequest {
+    /// What to download: an `http(s)://` URL or a hub source (`hf://`, `ms://`, `civitai://`, ...).
+    pub source: String,
+    /// Destination directory (absolute; the client resolves relative paths). `None`: the
+    /// source's default layout, or the daemon's download directory.
+    pub dest: Option<String>,
+    /// Expected sha256 (hex) of a single-file download.
+    pub sha256: Option<String>,
+    /// Expected md5 (hex) of a single-file download.
+    pub md5: Option<String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Queue the job paused.
+    pub paused: bool,
+    /// Revision, branch, tag or version of a hub source.
+    pub revision: Option<String>,
+    /// Glob patterns of files to include (hub sources).
+    pub include: Vec<String>,
+    /// Glob patterns of files to exclude (hub sources).
+    pub exclude: Vec<String>,
+    /// An access token for the source.
+    pub token: Option<Secret>,
+    /// The caller's relevant environment (tokens, endpoints, cache locations), forwarded so the
+    /// daemon acts as if started in the caller's shell. Values may be secrets: never printed.
+    pub env: Vec<(String, Secret)>,
+    /// Resolve and describe the plan, queue nothing (replies `Plan`).
+    pub dry_run: bool,
+    /// Source-specific options as key / value pairs (e.g. `format=SafeTensor`, `layout=comfyui`).
+    pub options: Vec<(String, String)>,
+    /// Save the (single) file under this name instead of the server's.
+    pub file_name: Option<String>,
+}
+
+/// Change a job's priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPriorityRequest {
+    /// The job.
+    pub id: JobId,
+    /// Its new priority.
+    pub priority: i32,
+}
+
+/// Forget jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    /// The jobs to forget; an empty list means every finished job.
+    pub ids: Vec<JobId>,
+    /// Also delete the downloaded files of completed jobs.
+    pub delete_files: bool,
+}
+
+/// Set or clear a bandwidth limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthLimitRequest {
+    /// The job to limit; `None` sets the global limit.
+    pub job: Option<JobId>,
+    /// Bytes per second; `None` removes the limit.
+    pub bytes_per_second: Option<u64>,
+}
+
+/// Re-hash finished files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// The jobs to check; empty means every completed job.
+    pub ids: Vec<JobId>,
+    /// Or the files under these paths.
+    pub paths: Vec<String>,
+}

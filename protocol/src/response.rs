@@ -1,0 +1,125 @@
+//! Messages from the daemon to a client: one [`Response`] per request, or a stream of events on
+//! a subscribed connection.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::types::{ErrorKind, JobInfo};
+
+/// Every reply the daemon can send. Append-only: add new variants at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// The request was carried out.
+    Ok,
+    /// The request failed; the connection stays usable.
+    Error(ErrorReply),
+    /// A job was queued, joined or found complete.
+    Added(AddReply),
+    /// One job.
+    Job(JobInfo),
+    /// Several jobs.
+    Jobs(Vec<JobInfo>),
+    /// A pushed event on a subscribed connection.
+    Event(Event),
+    /// The daemon's own status.
+    Daemon(DaemonInfo),
+    /// The plan of a dry run.
+    Plan(PlanInfo),
+}
+
+/// A typed error on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What kind of failure (decides the client's exit code).
+    pub kind: ErrorKind,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// An error reply of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorReply {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What an add did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddOutcome {
+    /// A new job was queued.
+    Created,
+    /// The same destination was already queued or running: the add joined that job.
+    Joined,
+    /// The same destination was already downloaded and verified: completed at once.
+    AlreadyComplete,
+}
+
+/// The reply to an add.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddReply {
+    /// What the add did.
+    pub outcome: AddOutcome,
+    /// The job (new, joined, or completed).
+    pub job: JobInfo,
+}
+
+/// The daemon's own status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// The daemon's package version.
+    pub version: String,
+    /// The protocol version it speaks.
+    pub protocol: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// The socket it listens on.
+    pub socket: String,
+    /// Its data directory.
+    pub data_dir: String,
+    /// How many jobs may run at once.
+    pub max_concurrent: u32,
+    /// The global bandwidth limit in bytes per second, if any.
+    pub bandwidth_limit: Option<u64>,
+    /// Jobs running now.
+    pub running: u32,
+    /// Jobs waiting.
+    pub queued: u32,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+}
+
+/// One file of a dry-run plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedFile {
+    /// The path inside the source (repository path, or the file name).
+    pub path: String,
+    /// Where it would be saved.
+    pub dest: String,
+    /// Its size, if the source says.
+    pub size: Option<u64>,
+    /// Its sha256, if the source says.
+    pub sha256: Option<String>,
+    /// Bytes still to fetch (0 when a verified copy is already there).
+    pub bytes_to_fetch: Option<u64>,
+}
+
+/// What an add would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    /// The source, without credentials.
+    pub source: String,
+    /// The resolved revision / version, for hub sources.
+    pub revision: Option<String>,
+    /// The files.
+    pub files: Vec<PlannedFile>,
+}
