@@ -13,10 +13,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use mdl_protocol::{
-    AddOutcome, AddReply, DaemonInfo, Event, JobInfo, JobState, PlanInfo, Progress,
+    AddOutcome, AddReply, DaemonInfo, Event, JobId, JobInfo, JobState, PlanInfo, Progress,
 };
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::exit;
 
@@ -136,20 +135,23 @@ fn source_dest(job: &JobInfo) -> String {
     format!("{} -> {}", job.source, job.dest)
 }
 
-/// The JSON object printed by `add --json`: the job's fields plus `"outcome"`.
-pub fn added_json(reply: &AddReply) -> Result<Value> {
-    /// The job's own fields first, in their declared order, then the outcome.
-    #[derive(Serialize)]
-    struct Added<'a> {
-        #[serde(flatten)]
-        job: &'a JobInfo,
-        outcome: AddOutcome,
-    }
-    serde_json::to_value(Added {
+/// The JSON object printed by `add --json`: the job's fields in their declared order, then
+/// `"outcome"`.
+#[derive(Serialize)]
+pub struct AddedJson<'a> {
+    /// The job.
+    #[serde(flatten)]
+    pub job: &'a JobInfo,
+    /// What the add did.
+    pub outcome: AddOutcome,
+}
+
+/// The JSON object printed by `add --json` for a reply.
+pub fn added_json(reply: &AddReply) -> AddedJson<'_> {
+    AddedJson {
         job: &reply.job,
         outcome: reply.outcome,
-    })
-    .context("encoding JSON")
+    }
 }
 
 /// The line printed by `add` without --json.
@@ -407,47 +409,54 @@ pub fn event_line(event: &Event) -> Option<String> {
     })
 }
 
-/// The NDJSON object for an event: `{"event": "<name>", ...}`. Job events carry the job under
-/// `"job"`; progress events carry the [`Progress`] fields at the top level.
-pub fn event_json(event: &Event) -> Result<Value> {
-    let job_event = |name: &str, job: &JobInfo| -> Result<Value> {
-        Ok(json!({ "event": name, "job": serde_json::to_value(job)? }))
+/// One NDJSON line: `"event"` first, then the event's own fields.
+#[derive(Serialize)]
+struct EventLine<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    body: EventBody<'a>,
+}
+
+/// The fields of an event's NDJSON line (each variant serializes as a map).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EventBody<'a> {
+    Jobs { jobs: &'a [JobInfo] },
+    Job { job: &'a JobInfo },
+    Progress(&'a Progress),
+    Verifying { job: JobId, file: &'a str },
+    Removed { job: JobId },
+    Heartbeat { unix_ms: u64 },
+    Lagged { missed: u64 },
+    Empty {},
+}
+
+/// The NDJSON line (without the newline) for an event: `{"event":"<name>",...}`. Job events
+/// carry the job object under `"job"`; progress events carry the [`Progress`] fields at the top
+/// level; `verifying` and `removed` carry the job's id under `"job"`.
+pub fn event_json(event: &Event) -> Result<String> {
+    let (event, body) = match event {
+        Event::Snapshot(jobs) => ("snapshot", EventBody::Jobs { jobs }),
+        Event::Queued(job) => ("queued", EventBody::Job { job }),
+        Event::Started(job) => ("started", EventBody::Job { job }),
+        Event::Progress(progress) => ("progress", EventBody::Progress(progress)),
+        Event::Verifying { job, file } => ("verifying", EventBody::Verifying { job: *job, file }),
+        Event::Completed(job) => ("completed", EventBody::Job { job }),
+        Event::Failed(job) => ("failed", EventBody::Job { job }),
+        Event::Paused(job) => ("paused", EventBody::Job { job }),
+        Event::Resumed(job) => ("resumed", EventBody::Job { job }),
+        Event::Cancelled(job) => ("cancelled", EventBody::Job { job }),
+        Event::Removed(id) => ("removed", EventBody::Removed { job: *id }),
+        Event::Updated(job) => ("updated", EventBody::Job { job }),
+        Event::Heartbeat { unix_ms } => ("heartbeat", EventBody::Heartbeat { unix_ms: *unix_ms }),
+        Event::Lagged { missed } => ("lagged", EventBody::Lagged { missed: *missed }),
+        Event::End => ("end", EventBody::Empty {}),
     };
-    Ok(match event {
-        Event::Snapshot(jobs) => {
-            json!({ "event": "snapshot", "jobs": serde_json::to_value(jobs)? })
-        }
-        Event::Queued(job) => job_event("queued", job)?,
-        Event::Started(job) => job_event("started", job)?,
-        Event::Progress(progress) => {
-            /// `"event"` first, then the progress fields in their declared order.
-            #[derive(Serialize)]
-            struct ProgressEvent<'a> {
-                event: &'static str,
-                #[serde(flatten)]
-                progress: &'a Progress,
-            }
-            serde_json::to_value(ProgressEvent {
-                event: "progress",
-                progress,
-            })?
-        }
-        Event::Verifying { job, file } => json!({ "event": "verifying", "job": job, "file": file }),
-        Event::Completed(job) => job_event("completed", job)?,
-        Event::Failed(job) => job_event("failed", job)?,
-        Event::Paused(job) => job_event("paused", job)?,
-        Event::Resumed(job) => job_event("resumed", job)?,
-        Event::Cancelled(job) => job_event("cancelled", job)?,
-        Event::Removed(id) => json!({ "event": "removed", "job": id }),
-        Event::Updated(job) => job_event("updated", job)?,
-        Event::Heartbeat { unix_ms } => json!({ "event": "heartbeat", "unix_ms": unix_ms }),
-        Event::Lagged { missed } => json!({ "event": "lagged", "missed": missed }),
-        Event::End => json!({ "event": "end" }),
-    })
+    serde_json::to_string(&EventLine { event, body }).context("encoding JSON")
 }
 
 /// The job an event is about, if it is about one.
-pub fn event_job_id(event: &Event) -> Option<mdl_protocol::JobId> {
+pub fn event_job_id(event: &Event) -> Option<JobId> {
     match event {
         Event::Queued(job)
         | Event::Started(job)
@@ -482,6 +491,7 @@ pub fn event_job(event: &Event) -> Option<&JobInfo> {
 pub(crate) mod tests {
     use super::*;
     use mdl_protocol::{ErrorInfo, ErrorKind, FileInfo, FileState};
+    use serde_json::{json, Value};
 
     /// A job for tests.
     pub(crate) fn job(id: u64, state: JobState) -> JobInfo {
@@ -522,50 +532,71 @@ pub(crate) mod tests {
         }
     }
 
+    /// The NDJSON line for an event, checked to be one line, parsed back.
+    fn ndjson(event: Event) -> Value {
+        let line = event_json(&event).unwrap();
+        assert!(line.starts_with("{\"event\":"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        serde_json::from_str(&line).unwrap()
+    }
+
     #[test]
     fn ndjson_shapes() {
-        let p = event_json(&Event::Progress(progress())).unwrap();
+        let p = ndjson(Event::Progress(progress()));
         assert_eq!(p["event"], "progress");
         assert_eq!(p["job"], 3);
         assert_eq!(p["file"], "/models/a.bin");
         assert_eq!(p["file_bytes_done"], 10);
+        assert_eq!(p["file_bytes_total"], 100);
+        assert_eq!(p["job_bytes_done"], 10);
         assert_eq!(p["job_bytes_total"], 100);
+        assert_eq!(p["bytes_per_second"], 5);
         assert_eq!(p["eta_seconds"], 18);
 
-        let done = event_json(&Event::Completed(job(4, JobState::Completed))).unwrap();
+        let done = ndjson(Event::Completed(job(4, JobState::Completed)));
         assert_eq!(done["event"], "completed");
         assert_eq!(done["job"]["id"], 4);
         assert_eq!(done["job"]["state"], "completed");
         assert_eq!(done["job"]["error"], Value::Null);
         assert_eq!(done["job"]["files"][0]["state"], "downloading");
+        for (event, name) in [
+            (Event::Queued(job(1, JobState::Queued)), "queued"),
+            (Event::Started(job(1, JobState::Running)), "started"),
+            (Event::Failed(job(1, JobState::Failed)), "failed"),
+            (Event::Paused(job(1, JobState::Paused)), "paused"),
+            (Event::Resumed(job(1, JobState::Queued)), "resumed"),
+            (Event::Cancelled(job(1, JobState::Cancelled)), "cancelled"),
+            (Event::Updated(job(1, JobState::Queued)), "updated"),
+        ] {
+            let value = ndjson(event);
+            assert_eq!(value["event"], name);
+            assert_eq!(value["job"]["id"], 1, "{name}");
+        }
 
-        let snap = event_json(&Event::Snapshot(vec![job(1, JobState::Queued)])).unwrap();
+        let snap = ndjson(Event::Snapshot(vec![job(1, JobState::Queued)]));
         assert_eq!(snap["event"], "snapshot");
         assert_eq!(snap["jobs"][0]["id"], 1);
 
         assert_eq!(
-            event_json(&Event::Heartbeat { unix_ms: 7 }).unwrap(),
+            ndjson(Event::Heartbeat { unix_ms: 7 }),
             json!({"event": "heartbeat", "unix_ms": 7})
         );
         assert_eq!(
-            event_json(&Event::Verifying {
+            ndjson(Event::Verifying {
                 job: 2,
                 file: "/f".into()
-            })
-            .unwrap(),
+            }),
             json!({"event": "verifying", "job": 2, "file": "/f"})
         );
         assert_eq!(
-            event_json(&Event::Removed(5)).unwrap(),
+            ndjson(Event::Removed(5)),
             json!({"event": "removed", "job": 5})
         );
         assert_eq!(
-            event_json(&Event::Lagged { missed: 9 }).unwrap(),
+            ndjson(Event::Lagged { missed: 9 }),
             json!({"event": "lagged", "missed": 9})
         );
-        // NDJSON: each event is one line.
-        let line = serde_json::to_string(&done).unwrap();
-        assert!(!line.contains('\n'));
+        assert_eq!(ndjson(Event::End), json!({"event": "end"}));
     }
 
     #[test]
@@ -574,7 +605,12 @@ pub(crate) mod tests {
             outcome: AddOutcome::AlreadyComplete,
             job: job(8, JobState::Completed),
         };
-        let value = added_json(&reply).unwrap();
+        let line = serde_json::to_string(&added_json(&reply)).unwrap();
+        assert!(
+            line.starts_with("{\"id\":8,"),
+            "job fields keep their order: {line}"
+        );
+        let value: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["outcome"], "already_complete");
         assert_eq!(value["id"], 8);
         assert_eq!(

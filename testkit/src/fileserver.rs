@@ -1396,6 +1396,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reset_after_with_slow_reader_delivers_everything_before_the_cut() {
+        let (server, file, data) = setup(4 << 20).await;
+        server.push_faults("/f.bin", [Fault::ResetAfter(2 << 20)]);
+        let mut resp = client().get(&file.url).send().await.unwrap();
+        let mut got = Vec::new();
+        let res = loop {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            match resp.chunk().await {
+                Ok(Some(c)) => got.extend_from_slice(&c),
+                other => break other,
+            }
+        };
+        assert!(res.is_err(), "{res:?}");
+        assert_eq!(got.len(), 2 << 20);
+        assert_eq!(&got[..], &data[..2 << 20]);
+    }
+
+    #[tokio::test]
     async fn reset_after_on_range_counts_from_range_start() {
         let (server, file, data) = setup(1 << 20).await;
         server.set_behavior(

@@ -46,7 +46,7 @@ pub async fn run(ctx: &Ctx, args: AddArgs) -> Result<()> {
     let reply = client.add(request).await?;
     if !wait_after {
         return if ctx.json {
-            emit_json(&added_json(&reply)?)
+            emit_json(&added_json(&reply))
         } else {
             emit(added_line(&reply))
         };
@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, args: AddArgs) -> Result<()> {
             outcome: reply.outcome,
             job,
         };
-        emit_json(&added_json(&done)?)?;
+        emit_json(&added_json(&done))?;
         wait::outcome(std::slice::from_ref(&done.job))
     } else {
         wait::outcome(&jobs)

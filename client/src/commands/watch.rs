@@ -9,7 +9,7 @@ use mdl_protocol::{Client, Event, JobId};
 
 use super::Ctx;
 use crate::cli::WatchArgs;
-use crate::output::{emit_json, event_job, event_job_id, event_json, live::Live};
+use crate::output::{emit, event_job, event_job_id, event_json, live::Live};
 
 /// Run `watch`.
 pub async fn run(ctx: &Ctx, args: WatchArgs) -> Result<()> {
@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, args: WatchArgs) -> Result<()> {
         for event in events.into_iter().filter_map(|e| only(&filter, e)) {
             track(&mut finished, &event);
             if ctx.json {
-                emit_json(&event_json(&event)?)?;
+                emit(event_json(&event)?)?;
             } else if let Some(live) = live.as_mut() {
                 match &event {
                     Event::Snapshot(jobs) => live.snapshot(jobs)?,

@@ -29,8 +29,8 @@ pub fn colors_allowed() -> bool {
 pub struct Live {
     /// Progress bars, when stdout is a terminal.
     bars: Option<Bars>,
-    /// Follow mode (`watch`): also print the snapshot's unfinished jobs, updates, lags and
-    /// (in plain mode) progress lines.
+    /// Follow mode (`watch`): print the snapshot's unfinished jobs, updates, lags and (in
+    /// plain mode) progress lines. Otherwise (`wait`) print the snapshot's finished jobs.
     follow: bool,
     /// When a plain progress line was last printed, per job.
     last_plain_progress: HashMap<JobId, Instant>,
@@ -77,7 +77,9 @@ impl Live {
                 }
                 _ => {}
             }
-            if self.follow && !job.state.is_finished() {
+            // Following: what is going on now. Waiting: jobs that finished before we looked
+            // (later ones are announced by their events).
+            if self.follow != job.state.is_finished() {
                 self.line(job_line(job))?;
             }
         }
@@ -173,9 +175,11 @@ impl Bars {
     fn bar(&mut self, job: JobId, total: Option<u64>) -> &mut JobBar {
         let (multi, color) = (&self.multi, self.color);
         let bar = self.by_job.entry(job).or_insert_with(|| {
-            let bar = multi.add(ProgressBar::new(0));
-            bar.set_prefix(format!("job {job}"));
-            bar.set_style(style(false, color));
+            // Styled before it is added, so that no frame is drawn in the default style.
+            let bar = ProgressBar::new(0)
+                .with_style(style(false, color))
+                .with_prefix(format!("job {job}"));
+            let bar = multi.add(bar);
             JobBar {
                 bar,
                 has_total: false,
@@ -200,10 +204,10 @@ impl Bars {
         let mut message = String::new();
         if p.bytes_per_second > 0 {
             message.push_str(&format_rate(p.bytes_per_second));
-            message.push_str("  ");
+            message.push(' ');
         }
         if let Some(eta) = p.eta_seconds {
-            message.push_str(&format!("eta {}  ", format_duration(eta)));
+            message.push_str(&format!("eta {} ", format_duration(eta)));
         }
         message.push_str(file_name(&p.file));
         bar.bar.set_message(message);
@@ -231,17 +235,18 @@ impl JobBar {
 
 /// The bar style: a bar with percentage when the total is known, a spinner otherwise.
 fn style(known_total: bool, color: bool) -> ProgressStyle {
+    // About 55 columns before the message, so speed, ETA and file name fit in 80.
     let template = match (known_total, color) {
         (true, true) => {
-            "{prefix:>8.bold} [{bar:25.cyan/blue}] {percent:>3}% {binary_bytes:>10} / \
-             {binary_total_bytes:<10} {wide_msg}"
+            "{prefix:>7.bold} [{bar:20.cyan/blue}] {percent:>3}% \
+             {binary_bytes:>9}/{binary_total_bytes:<9} {wide_msg}"
         }
         (true, false) => {
-            "{prefix:>8} [{bar:25}] {percent:>3}% {binary_bytes:>10} / {binary_total_bytes:<10} \
+            "{prefix:>7} [{bar:20}] {percent:>3}% {binary_bytes:>9}/{binary_total_bytes:<9} \
              {wide_msg}"
         }
-        (false, true) => "{prefix:>8.bold} {spinner:.cyan} {binary_bytes:>10} {wide_msg}",
-        (false, false) => "{prefix:>8} {spinner} {binary_bytes:>10} {wide_msg}",
+        (false, true) => "{prefix:>7.bold} {spinner:.cyan} {binary_bytes:>9} {wide_msg}",
+        (false, false) => "{prefix:>7} {spinner} {binary_bytes:>9} {wide_msg}",
     };
     ProgressStyle::with_template(template)
         .expect("progress templates are valid")

@@ -5,6 +5,7 @@
 mod engine;
 mod protocol;
 mod queue;
+mod store;
 
 use mdl_protocol::{AddRequest, Client, JobInfo};
 

@@ -305,7 +305,7 @@ pub(crate) fn encode_query(pairs: &[(&str, &str)]) -> String {
 }
 
 /// The header's value as text, if present and visible ASCII or UTF-8.
-pub(crate) fn header_str<'a>(h: &'a HeaderMap, name: impl AsRef<str>) -> Option<&'a str> {
+pub(crate) fn header_str(h: &HeaderMap, name: impl AsRef<str>) -> Option<&str> {
     h.get(name.as_ref())
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
 }

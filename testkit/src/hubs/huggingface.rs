@@ -446,6 +446,11 @@ impl HfMock {
         repos.push(repo);
     }
 
+    /// The commit `rev` (branch, tag or commit id) resolves to in repo `id`, if both exist.
+    pub fn commit_sha(&self, kind: RepoKind, id: &str, rev: &str) -> Option<String> {
+        self.state.repo(kind, id)?.commit_sha(rev)
+    }
+
     /// Makes `old_id` a renamed repo: its `/resolve/` URLs answer a relative `307` to the
     /// same URL under `new_id`, without ETag (§4.2 (d)). Ids differing from a repo's only in
     /// case behave the same without this call.
@@ -714,7 +719,7 @@ impl HfState {
     }
 
     /// Looks up a repo for an API call, following renames silently.
-    fn api_repo(&self, kind: RepoKind, id: &str, caller: Caller) -> Result<HfRepo, Response> {
+    fn api_repo(&self, kind: RepoKind, id: &str, caller: Caller) -> Result<HfRepo, Box<Response>> {
         let found = self
             .repo(kind, id)
             .or_else(|| self.moved_to(kind, id).and_then(|c| self.repo(kind, &c)));
@@ -723,7 +728,7 @@ impl HfState {
                 check_access(&r, caller, false)?;
                 Ok(r)
             }
-            None => Err(repo_not_found(caller)),
+            None => Err(Box::new(repo_not_found(caller))),
         }
     }
 }
@@ -751,20 +756,20 @@ fn repo_not_found(caller: Caller) -> Response {
 }
 
 /// Private, disabled and (for contents) gated checks.
-fn check_access(repo: &HfRepo, caller: Caller, contents: bool) -> Result<(), Response> {
+fn check_access(repo: &HfRepo, caller: Caller, contents: bool) -> Result<(), Box<Response>> {
     if repo.private && caller != Caller::Approved {
-        return Err(repo_not_found(caller));
+        return Err(Box::new(repo_not_found(caller)));
     }
     if repo.disabled {
-        return Err(hf_error(
+        return Err(Box::new(hf_error(
             StatusCode::FORBIDDEN,
             None,
             "Access to this resource is disabled.",
-        ));
+        )));
     }
     if contents && repo.gated && caller != Caller::Approved {
         let kind = repo.kind.singular();
-        return Err(if caller == Caller::Anonymous {
+        return Err(Box::new(if caller == Caller::Anonymous {
             hf_error(
                 StatusCode::UNAUTHORIZED,
                 Some("GatedRepo"),
@@ -776,7 +781,7 @@ fn check_access(repo: &HfRepo, caller: Caller, contents: bool) -> Result<(), Res
                 Some("GatedRepo"),
                 &format!("Access to {kind} {} is restricted and you are not in the authorized list. Visit https://huggingface.co/{}{} to ask for access.", repo.id, repo.kind.url_prefix(), repo.id),
             )
-        });
+        }));
     }
     Ok(())
 }
@@ -891,7 +896,7 @@ fn resolve(
         return repo_not_found(caller);
     };
     if let Err(r) = check_access(&repo, caller, true) {
-        return r;
+        return *r;
     }
     let Some(sha) = repo.commit_sha(rev) else {
         return revision_not_found(rev);
@@ -1146,7 +1151,7 @@ fn resolve_cache(st: &HfState, caller: Caller, req: &Request, segs: &[String]) -
         return repo_not_found(caller);
     };
     if let Err(r) = check_access(&repo, caller, true) {
-        return r;
+        return *r;
     }
     let Some(sha) = repo.commit_sha(commit) else {
         return revision_not_found(commit);
@@ -1228,7 +1233,7 @@ fn tree(
 ) -> Response {
     let repo = match st.api_repo(kind, repo_id, caller) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(sha) = repo.commit_sha(rev) else {
         return revision_not_found(rev);
@@ -1313,7 +1318,7 @@ fn info(
 ) -> Response {
     let repo = match st.api_repo(kind, repo_id, caller) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(sha) = repo.commit_sha(rev) else {
         return revision_not_found(rev);
@@ -1399,7 +1404,7 @@ fn info(
 fn refs(st: &HfState, caller: Caller, req: &Request, kind: RepoKind, repo_id: &str) -> Response {
     let repo = match st.api_repo(kind, repo_id, caller) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let q = query_pairs(req.uri());
     let mut branches = Vec::new();
@@ -1436,7 +1441,7 @@ async fn paths_info(
 ) -> Response {
     let repo = match st.api_repo(kind, repo_id, caller) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(sha) = repo.commit_sha(rev) else {
         return revision_not_found(rev);
@@ -1636,12 +1641,7 @@ mod tests {
     }
 
     fn sha_of(m: &HfMock, id: &str, rev: &str) -> String {
-        lock(&m.state.repos)
-            .iter()
-            .find(|r| r.id == id)
-            .unwrap()
-            .commit_sha(rev)
-            .unwrap()
+        m.commit_sha(RepoKind::Model, id, rev).unwrap()
     }
 
     fn h<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {

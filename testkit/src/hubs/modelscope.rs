@@ -495,35 +495,35 @@ impl MsState {
     }
 
     /// The model `owner/name` if the caller may see it.
-    fn model(&self, h: &HeaderMap, owner: &str, name: &str) -> Result<MsModel, Response> {
+    fn model(&self, h: &HeaderMap, owner: &str, name: &str) -> Result<MsModel, Box<Response>> {
         let found = lock(&self.models)
             .iter()
             .find(|m| m.owner == owner && m.name == name)
             .cloned();
         let Some(m) = found else {
-            return Err(model_not_found(h));
+            return Err(Box::new(model_not_found(h)));
         };
         if m.private {
             match self.caller(h) {
                 Caller::Valid => {}
                 Caller::Anonymous => {
                     let status = lock(&self.settings).anonymous_private_status;
-                    return Err(envelope(
+                    return Err(Box::new(envelope(
                         status,
                         h,
                         10_010_201_004,
                         Value::Null,
                         "用户未登录",
-                    ));
+                    )));
                 }
                 Caller::Invalid => {
-                    return Err(envelope(
+                    return Err(Box::new(envelope(
                         StatusCode::FORBIDDEN,
                         h,
                         10_010_201_005,
                         Value::Null,
                         "访问令牌无效",
-                    ))
+                    )))
                 }
             }
         }
@@ -558,7 +558,7 @@ async fn api_handler(State(st): State<Arc<MsState>>, req: Request) -> Response {
     }
     let model = match st.model(&h, &segs[3], &segs[4]) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let q = query_pairs(req.uri());
     match segs[5..].iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -614,7 +614,7 @@ fn revisions(h: &HeaderMap, m: &MsModel, q: &[(String, String)]) -> Response {
         .iter()
         .filter(|t| end.is_none_or(|e| t.created_at <= e))
         .collect();
-    tags.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    tags.sort_by_key(|t| std::cmp::Reverse(t.created_at));
     ok(
         h,
         json!({ "RevisionMap": {

@@ -1,0 +1,153 @@
+//! Golden frames: every message of protocol version 1, encoded once and checked in under
+//! `tests/fixtures/v1/`. A change that alters how an existing message encodes fails here: add
+//! new variants at the end instead, or bump the protocol version and add a `v2` directory.
+//! Run with `MDL_BLESS=1` to write fixtures for new messages (never to rewrite old ones).
+
+use std::path::PathBuf;
+
+use mdl_protocol::connection::encode_frame;
+use mdl_protocol::handshake::{HandshakeReply, Hello};
+use mdl_protocol::*;
+use serde::{de::DeserializeOwned, Serialize};
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn job() -> JobInfo {
+    JobInfo {
+        id: 7,
+        source: "https://example.com/model.safetensors".into(),
+        state: JobState::Running,
+        priority: -2,
+        dest: "/data/models".into(),
+        bytes_done: 1 << 33,
+        bytes_total: Some(1 << 34),
+        error: Some(ErrorInfo { kind: ErrorKind::Integrity, message: "sha256 mismatch".into() }),
+        files: vec![FileInfo {
+            path: "/data/models/model.safetensors".into(),
+            size: Some(1 << 34),
+            bytes_done: 1 << 33,
+            state: FileState::Downloading,
+            sha256: Some("ab".repeat(32)),
+            endpoint: Some("https://cdn.example.com".into()),
+            note: None,
+        }],
+        created_ms: 1_763_000_000_000,
+        finished_ms: None,
+        revision: Some("main".into()),
+    }
+}
+
+fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, value: T) {
+    let path = fixture_dir().join(format!("{name}.bin"));
+    let encoded = encode_frame(&value).unwrap();
+    if !path.exists() && std::env::var_os("MDL_BLESS").is_some() {
+        std::fs::create_dir_all(fixture_dir()).unwrap();
+        std::fs::write(&path, &encoded).unwrap();
+    }
+    let golden = std::fs::read(&path).unwrap_or_else(|_| panic!("missing fixture {}: run with MDL_BLESS=1", path.display()));
+    assert_eq!(golden[..8], (golden.len() as u64 - 8).to_be_bytes(), "{name}: length header");
+    let decoded: T = codec::decode(&golden[8..]).unwrap_or_else(|e| panic!("{name}: golden frame no longer decodes: {e}"));
+    assert_eq!(decoded, value, "{name}: golden frame decodes to a different value");
+    assert_eq!(encoded, golden, "{name}: encoding changed; messages are append-only");
+}
+
+#[test]
+fn handshake_frames_never_change() {
+    check("hello", Hello { magic: MAGIC, protocol: 1, client_version: "mdlctl 0.1.0".into() });
+    check("welcome", HandshakeReply::Welcome { protocol: 1, daemon_version: "0.1.0".into() });
+    check("incompatible", HandshakeReply::Incompatible { expected: 1, got: 2, daemon_version: "0.1.0".into() });
+}
+
+#[test]
+fn request_frames_still_decode() {
+    check(
+        "request_add",
+        Request::Add(AddRequest {
+            source: "hf://org/model".into(),
+            dest: Some("/tmp/x".into()),
+            sha256: Some("cd".repeat(32)),
+            md5: None,
+            priority: 5,
+            paused: true,
+            revision: Some("v1".into()),
+            include: vec!["*.safetensors".into()],
+            exclude: vec!["*.bin".into()],
+            token: Some(Secret("hf_secret".into())),
+            env: vec![("HF_ENDPOINT".into(), Secret("http://mirror".into()))],
+            dry_run: false,
+            options: vec![("format".into(), "SafeTensor".into())],
+            file_name: Some("x.bin".into()),
+        }),
+    );
+    check("request_list", Request::List);
+    check("request_status", Request::Status(42));
+    check("request_pause_all", Request::Pause(Target::All));
+    check("request_resume", Request::Resume(Target::Job(3)));
+    check("request_cancel", Request::Cancel(9));
+    check("request_prio", Request::SetPriority(SetPriorityRequest { id: 1, priority: -7 }));
+    check("request_remove", Request::Remove(RemoveRequest { ids: vec![1, 2], delete_files: true }));
+    check("request_subscribe", Request::Subscribe);
+    check("request_daemon_status", Request::DaemonStatus);
+    check("request_shutdown", Request::Shutdown);
+    check("request_concurrency", Request::SetConcurrency(4));
+    check("request_limit", Request::SetBandwidthLimit(BandwidthLimitRequest { job: Some(3), bytes_per_second: Some(5_000_000) }));
+    check("request_verify", Request::Verify(VerifyRequest { ids: vec![4], paths: vec!["/a".into()] }));
+}
+
+#[test]
+fn response_and_event_frames_still_decode() {
+    check("response_ok", Response::Ok);
+    check("response_error", Response::Error(ErrorReply::new(ErrorKind::NotFound, "no such file")));
+    check("response_added", Response::Added(AddReply { outcome: AddOutcome::Joined, job: job() }));
+    check("response_jobs", Response::Jobs(vec![job(), job()]));
+    check(
+        "response_daemon",
+        Response::Daemon(DaemonInfo {
+            version: "0.1.0".into(),
+            protocol: 1,
+            pid: 1234,
+            socket: "/run/user/1000/mdl/mdld.sock".into(),
+            data_dir: "/home/u/.local/share/mdl".into(),
+            max_concurrent: 3,
+            bandwidth_limit: Some(20_000_000),
+            running: 1,
+            queued: 2,
+            uptime_ms: 5000,
+        }),
+    );
+    check(
+        "response_plan",
+        Response::Plan(PlanInfo {
+            source: "hf://org/model".into(),
+            revision: Some("abc".into()),
+            files: vec![PlannedFile {
+                path: "config.json".into(),
+                dest: "/x/config.json".into(),
+                size: Some(10),
+                sha256: None,
+                bytes_to_fetch: Some(10),
+            }],
+        }),
+    );
+    check(
+        "event_progress",
+        Response::Event(Event::Progress(Progress {
+            job: 7,
+            file: "/x".into(),
+            file_bytes_done: 5,
+            file_bytes_total: Some(10),
+            job_bytes_done: 5,
+            job_bytes_total: None,
+            bytes_per_second: 1_000_000,
+            eta_seconds: Some(3),
+        })),
+    );
+    check("event_snapshot", Response::Event(Event::Snapshot(vec![job()])));
+    check("event_completed", Response::Event(Event::Completed(job())));
+    check("event_verifying", Response::Event(Event::Verifying { job: 1, file: "/x".into() }));
+    check("event_heartbeat", Response::Event(Event::Heartbeat { unix_ms: 1 }));
+    check("event_lagged", Response::Event(Event::Lagged { missed: 12 }));
+    check("event_end", Response::Event(Event::End));
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The full test suite: unit, daemon integration and end-to-end tests (real binaries).
+# Builds every binary first so the end-to-end tests find mdld and mdlctl side by side.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --bins
+cargo test --workspace -- --test-threads="${MDL_TEST_THREADS:-4}"
