@@ -94,6 +94,19 @@ pub struct FileRecord {
     /// The size and modification time of the final file when it was verified, to notice
     /// later changes without re-hashing.
     pub verified_stamp: Option<(u64, i64)>,
+    /// The expected git blob sha1 (lowercase hex), for small files of git-backed hubs.
+    #[serde(default)]
+    pub git_sha1: Option<String>,
+    /// More relative paths that must show this file once verified (e.g. a Hugging Face
+    /// snapshot entry pointing at its blob): a relative symlink, else a hard link, else a copy.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Other URLs for the same bytes (mirrors), tried in order when `url` keeps failing.
+    #[serde(default)]
+    pub fallback_urls: Vec<String>,
+    /// The path inside the source (repository path), for display and plans.
+    #[serde(default)]
+    pub source_path: Option<String>,
 }
 
 impl FileRecord {
@@ -111,6 +124,10 @@ impl FileRecord {
             note: None,
             verified_sha256: None,
             verified_stamp: None,
+            git_sha1: None,
+            links: Vec::new(),
+            fallback_urls: Vec::new(),
+            source_path: None,
         }
     }
 

@@ -131,11 +131,12 @@ async fn run(
         )
     })?;
     if !job.resolved {
-        files = crate::sources::resolve(ctx, &job).await?;
+        let resolved = crate::sources::resolve(ctx, &job).await?;
+        files = resolved.files;
         let _ = ctx.scheduler.send(RunnerMessage::Resolved {
             job: job.id,
             files: files.clone(),
-            revision: None,
+            revision: resolved.revision,
         });
     }
     let total_known: Option<u64> = files.iter().map(|f| f.known_size()).sum();
@@ -151,7 +152,7 @@ async fn run(
         }
         fetch_one(ctx, &job, index as u32, file, cancel, live, &job_progress).await?;
     }
-    Ok(())
+    crate::sources::after_complete(ctx, &job).await
 }
 
 /// Byte accounting across a job's files, for progress events.
@@ -203,7 +204,7 @@ async fn fetch_one(
         checkpoint: file.checkpoint.clone(),
         hashes: HashPlan {
             md5: file.md5.is_some(),
-            git_sha1_len: None,
+            git_sha1_len: file.git_sha1.as_ref().and(file.size),
         },
     };
     let digests = ctx.engine.fetch(spec, observer.clone(), cancel).await?;
@@ -225,7 +226,7 @@ async fn fetch_one(
         size: record.size.or(record.checkpoint.total),
         sha256: record.sha256.clone(),
         md5: record.md5.clone(),
-        git_sha1: None,
+        git_sha1: record.git_sha1.clone(),
     };
     if let Err(err) = finalize::verify(&dest.display().to_string(), &digests, &expected) {
         let _ = std::fs::remove_file(&part);
@@ -237,6 +238,12 @@ async fn fetch_one(
     finalize::install(&part, &dest).map_err(|e| {
         crate::engine::io_failure(&format!("cannot move the file to {}", dest.display()), e)
     })?;
+    for link in &record.links {
+        let link_path = safe_join(&job.dest_dir, link)?;
+        link_file(&dest, &link_path).map_err(|e| {
+            crate::engine::io_failure(&format!("cannot link {}", link_path.display()), e)
+        })?;
+    }
     record.state = FileState::Completed;
     record.verified_sha256 = Some(digests.sha256.clone());
     record.verified_stamp = file_stamp(&dest);
@@ -265,6 +272,49 @@ pub fn safe_join(dest_dir: &Path, rel: &str) -> Result<PathBuf, FetchError> {
         ));
     }
     Ok(joined)
+}
+
+/// Make `link` show the file at `target`: a relative symlink where the platform allows, else a
+/// hard link, else a copy. An existing entry at `link` is replaced.
+pub fn link_file(target: &Path, link: &Path) -> std::io::Result<()> {
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::symlink_metadata(link) {
+        Ok(_) => std::fs::remove_file(link)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    #[cfg(unix)]
+    {
+        if let Some(relative) = relative_path(link.parent().unwrap_or(Path::new("/")), target) {
+            if std::os::unix::fs::symlink(&relative, link).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    if std::fs::hard_link(target, link).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(target, link).map(|_| ())
+}
+
+/// The path of `target` relative to the directory `from` (both absolute).
+pub fn relative_path(from: &Path, target: &Path) -> Option<PathBuf> {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = target.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for part in &to[common..] {
+        out.push(part.as_os_str());
+    }
+    Some(out)
 }
 
 /// Size and modification time (seconds) of a file, to notice later changes.

@@ -22,7 +22,7 @@ use crate::store::{Store, StoreError};
 /// A request for the scheduler, with the channel for its reply.
 pub enum Command {
     /// A client request (everything but subscribe and shutdown).
-    Request(Request, oneshot::Sender<Response>),
+    Request(Box<Request>, oneshot::Sender<Response>),
     /// A snapshot of all jobs, for a new subscriber.
     Snapshot(oneshot::Sender<Vec<JobInfo>>),
 }
@@ -40,7 +40,7 @@ impl SchedulerHandle {
         let (reply, rx) = oneshot::channel();
         if self
             .tx
-            .send(Command::Request(request, reply))
+            .send(Command::Request(Box::new(request), reply))
             .await
             .is_err()
         {
@@ -176,7 +176,7 @@ impl Scheduler {
                     Some(message) = runner_rx.recv() => self.on_runner(message).await,
                     command = rx.recv() => match command {
                         Some(Command::Request(request, reply)) => {
-                            let response = handlers::dispatch(&mut self, request).await;
+                            let response = handlers::dispatch(&mut self, *request).await;
                             let _ = reply.send(response);
                         }
                         Some(Command::Snapshot(reply)) => {

@@ -19,7 +19,9 @@ async fn a_length_of_two_to_the_63_is_refused_without_allocating() {
 async fn a_frame_just_over_the_cap_is_refused() {
     let (mut tx, rx) = tokio::io::duplex(64);
     let mut conn = Connection::new(rx);
-    tx.write_all(&(MAX_FRAME_LEN as u64 + 1).to_be_bytes()).await.unwrap();
+    tx.write_all(&(MAX_FRAME_LEN as u64 + 1).to_be_bytes())
+        .await
+        .unwrap();
     assert!(conn.recv::<Request>().await.is_err());
 }
 
@@ -44,7 +46,10 @@ async fn garbage_payloads_are_decode_errors() {
     tx.write_all(&4u64.to_be_bytes()).await.unwrap();
     tx.write_all(&[0xfe, 0xff, 0xff, 0xff]).await.unwrap();
     let mut conn = Connection::new(rx);
-    assert!(matches!(conn.recv::<Request>().await, Err(ProtocolError::Codec(_))));
+    assert!(matches!(
+        conn.recv::<Request>().await,
+        Err(ProtocolError::Codec(_))
+    ));
 }
 
 #[test]
@@ -65,5 +70,8 @@ async fn round_trip_over_a_stream() {
     let mut left = Connection::new(a);
     let mut right = Connection::new(b);
     left.send(&Request::Status(77)).await.unwrap();
-    assert_eq!(right.recv::<Request>().await.unwrap(), Some(Request::Status(77)));
+    assert_eq!(
+        right.recv::<Request>().await.unwrap(),
+        Some(Request::Status(77))
+    );
 }

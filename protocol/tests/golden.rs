@@ -23,7 +23,10 @@ fn job() -> JobInfo {
         dest: "/data/models".into(),
         bytes_done: 1 << 33,
         bytes_total: Some(1 << 34),
-        error: Some(ErrorInfo { kind: ErrorKind::Integrity, message: "sha256 mismatch".into() }),
+        error: Some(ErrorInfo {
+            kind: ErrorKind::Integrity,
+            message: "sha256 mismatch".into(),
+        }),
         files: vec![FileInfo {
             path: "/data/models/model.safetensors".into(),
             size: Some(1 << 34),
@@ -46,18 +49,50 @@ fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &s
         std::fs::create_dir_all(fixture_dir()).unwrap();
         std::fs::write(&path, &encoded).unwrap();
     }
-    let golden = std::fs::read(&path).unwrap_or_else(|_| panic!("missing fixture {}: run with MDL_BLESS=1", path.display()));
-    assert_eq!(golden[..8], (golden.len() as u64 - 8).to_be_bytes(), "{name}: length header");
-    let decoded: T = codec::decode(&golden[8..]).unwrap_or_else(|e| panic!("{name}: golden frame no longer decodes: {e}"));
-    assert_eq!(decoded, value, "{name}: golden frame decodes to a different value");
-    assert_eq!(encoded, golden, "{name}: encoding changed; messages are append-only");
+    let golden = std::fs::read(&path)
+        .unwrap_or_else(|_| panic!("missing fixture {}: run with MDL_BLESS=1", path.display()));
+    assert_eq!(
+        golden[..8],
+        (golden.len() as u64 - 8).to_be_bytes(),
+        "{name}: length header"
+    );
+    let decoded: T = codec::decode(&golden[8..])
+        .unwrap_or_else(|e| panic!("{name}: golden frame no longer decodes: {e}"));
+    assert_eq!(
+        decoded, value,
+        "{name}: golden frame decodes to a different value"
+    );
+    assert_eq!(
+        encoded, golden,
+        "{name}: encoding changed; messages are append-only"
+    );
 }
 
 #[test]
 fn handshake_frames_never_change() {
-    check("hello", Hello { magic: MAGIC, protocol: 1, client_version: "mdlctl 0.1.0".into() });
-    check("welcome", HandshakeReply::Welcome { protocol: 1, daemon_version: "0.1.0".into() });
-    check("incompatible", HandshakeReply::Incompatible { expected: 1, got: 2, daemon_version: "0.1.0".into() });
+    check(
+        "hello",
+        Hello {
+            magic: MAGIC,
+            protocol: 1,
+            client_version: "mdlctl 0.1.0".into(),
+        },
+    );
+    check(
+        "welcome",
+        HandshakeReply::Welcome {
+            protocol: 1,
+            daemon_version: "0.1.0".into(),
+        },
+    );
+    check(
+        "incompatible",
+        HandshakeReply::Incompatible {
+            expected: 1,
+            got: 2,
+            daemon_version: "0.1.0".into(),
+        },
+    );
 }
 
 #[test]
@@ -86,21 +121,54 @@ fn request_frames_still_decode() {
     check("request_pause_all", Request::Pause(Target::All));
     check("request_resume", Request::Resume(Target::Job(3)));
     check("request_cancel", Request::Cancel(9));
-    check("request_prio", Request::SetPriority(SetPriorityRequest { id: 1, priority: -7 }));
-    check("request_remove", Request::Remove(RemoveRequest { ids: vec![1, 2], delete_files: true }));
+    check(
+        "request_prio",
+        Request::SetPriority(SetPriorityRequest {
+            id: 1,
+            priority: -7,
+        }),
+    );
+    check(
+        "request_remove",
+        Request::Remove(RemoveRequest {
+            ids: vec![1, 2],
+            delete_files: true,
+        }),
+    );
     check("request_subscribe", Request::Subscribe);
     check("request_daemon_status", Request::DaemonStatus);
     check("request_shutdown", Request::Shutdown);
     check("request_concurrency", Request::SetConcurrency(4));
-    check("request_limit", Request::SetBandwidthLimit(BandwidthLimitRequest { job: Some(3), bytes_per_second: Some(5_000_000) }));
-    check("request_verify", Request::Verify(VerifyRequest { ids: vec![4], paths: vec!["/a".into()] }));
+    check(
+        "request_limit",
+        Request::SetBandwidthLimit(BandwidthLimitRequest {
+            job: Some(3),
+            bytes_per_second: Some(5_000_000),
+        }),
+    );
+    check(
+        "request_verify",
+        Request::Verify(VerifyRequest {
+            ids: vec![4],
+            paths: vec!["/a".into()],
+        }),
+    );
 }
 
 #[test]
 fn response_and_event_frames_still_decode() {
     check("response_ok", Response::Ok);
-    check("response_error", Response::Error(ErrorReply::new(ErrorKind::NotFound, "no such file")));
-    check("response_added", Response::Added(AddReply { outcome: AddOutcome::Joined, job: job() }));
+    check(
+        "response_error",
+        Response::Error(ErrorReply::new(ErrorKind::NotFound, "no such file")),
+    );
+    check(
+        "response_added",
+        Response::Added(AddReply {
+            outcome: AddOutcome::Joined,
+            job: job(),
+        }),
+    );
     check("response_jobs", Response::Jobs(vec![job(), job()]));
     check(
         "response_daemon",
@@ -144,10 +212,25 @@ fn response_and_event_frames_still_decode() {
             eta_seconds: Some(3),
         })),
     );
-    check("event_snapshot", Response::Event(Event::Snapshot(vec![job()])));
+    check(
+        "event_snapshot",
+        Response::Event(Event::Snapshot(vec![job()])),
+    );
     check("event_completed", Response::Event(Event::Completed(job())));
-    check("event_verifying", Response::Event(Event::Verifying { job: 1, file: "/x".into() }));
-    check("event_heartbeat", Response::Event(Event::Heartbeat { unix_ms: 1 }));
-    check("event_lagged", Response::Event(Event::Lagged { missed: 12 }));
+    check(
+        "event_verifying",
+        Response::Event(Event::Verifying {
+            job: 1,
+            file: "/x".into(),
+        }),
+    );
+    check(
+        "event_heartbeat",
+        Response::Event(Event::Heartbeat { unix_ms: 1 }),
+    );
+    check(
+        "event_lagged",
+        Response::Event(Event::Lagged { missed: 12 }),
+    );
     check("event_end", Response::Event(Event::End));
 }

@@ -371,6 +371,15 @@ impl<'a> Attempt<'a> {
                     rate_limited: false,
                 });
             }
+            403 | 410 if endpoint != original_endpoint(&self.spec.url) => {
+                // A signed CDN URL that expired: asking the stable URL again yields a fresh one,
+                // and the partial file continues where it was.
+                return Err(AttemptError::Retry {
+                    message: format!("HTTP {status} from {endpoint} (signed URL expired?); resolving again"),
+                    retry_after: Some(Duration::ZERO),
+                    rate_limited: false,
+                });
+            }
             _ => return Err(status_error(status, &headers, &redacted(&self.spec.url))),
         }
         self.read_body(response, writer).await
@@ -663,6 +672,10 @@ fn validator_changed(checkpoint: &FileCheckpoint, headers: &HeaderMap) -> bool {
         (Some(old), Some(new)) => old != new,
         _ => false,
     }
+}
+
+fn original_endpoint(url: &str) -> String {
+    reqwest::Url::parse(url).map(|u| endpoint_of(&u)).unwrap_or_default()
 }
 
 /// `scheme://host[:port]` of a URL.

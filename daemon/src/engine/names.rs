@@ -96,8 +96,7 @@ pub fn url_file_name(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
     let segment = parsed
         .path_segments()?
-        .filter(|s| !s.is_empty())
-        .next_back()?
+        .rfind(|s| !s.is_empty())?
         .to_string();
     let decoded = percent_decode_str(&segment).decode_utf8_lossy().to_string();
     Some(decoded).filter(|s| !s.is_empty())

@@ -27,16 +27,35 @@ pub fn classify(source: &str) -> Result<SourceKind, String> {
     ))
 }
 
+/// A source resolved into files.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// The files, with URLs, relative paths (below the job's destination), sizes and hashes.
+    pub files: Vec<FileRecord>,
+    /// The resolved revision / commit / version, for display and layouts.
+    pub revision: Option<String>,
+}
+
 /// Resolve a job's source into its files.
-pub async fn resolve(_ctx: &RunnerContext, job: &JobRecord) -> Result<Vec<FileRecord>, FetchError> {
+pub async fn resolve(_ctx: &RunnerContext, job: &JobRecord) -> Result<Resolved, FetchError> {
     match classify(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
         SourceKind::Url => {
             let mut file = FileRecord::new(job.source.trim().to_string());
             file.sha256 = job.sha256.clone();
             file.md5 = job.md5.clone();
             file.rel_path = job.file_name.as_deref().and_then(names::sanitize_file_name);
-            Ok(vec![file])
+            Ok(Resolved {
+                files: vec![file],
+                revision: None,
+            })
         }
+    }
+}
+
+/// Work after every file of a job is verified and in place (e.g. a cache's `refs/` entry).
+pub async fn after_complete(_ctx: &RunnerContext, job: &JobRecord) -> Result<(), FetchError> {
+    match classify(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
+        SourceKind::Url => Ok(()),
     }
 }
 

@@ -9,11 +9,14 @@ use mdld::ranges::RangeSet;
 use mdld::store::{decode_record, encode_record};
 
 fn fixture(name: &str, fresh: Vec<u8>) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store/v1").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/store/v1")
+        .join(name);
     if !path.exists() && std::env::var_os("MDL_BLESS").is_some() {
         std::fs::write(&path, &fresh).unwrap();
     }
-    std::fs::read(&path).unwrap_or_else(|_| panic!("missing {}: run with MDL_BLESS=1", path.display()))
+    std::fs::read(&path)
+        .unwrap_or_else(|_| panic!("missing {}: run with MDL_BLESS=1", path.display()))
 }
 
 #[test]
@@ -25,7 +28,10 @@ fn v1_job_record_still_decodes() {
         priority: 2,
         seq: 3,
         state: JobState::Paused,
-        error: Some(ErrorInfo { kind: ErrorKind::NoSpace, message: "no space left".into() }),
+        error: Some(ErrorInfo {
+            kind: ErrorKind::NoSpace,
+            message: "no space left".into(),
+        }),
         created_ms: 1_763_000_000_000,
         finished_ms: None,
         sha256: Some("ab".repeat(32)),
@@ -55,7 +61,12 @@ fn v1_file_record_with_ranges_still_decodes() {
     ranges.insert(0, 100);
     ranges.insert(200, 300);
     let record = FileRecord {
-        checkpoint: FileCheckpoint { ranges: ranges.clone(), total: Some(1000), etag: Some("\"e\"".into()), last_modified: None },
+        checkpoint: FileCheckpoint {
+            ranges: ranges.clone(),
+            total: Some(1000),
+            etag: Some("\"e\"".into()),
+            last_modified: None,
+        },
         state: FileState::Downloading,
         rel_path: Some("m.bin".into()),
         ..FileRecord::new("https://example.com/m.bin".into())
