@@ -196,18 +196,38 @@ async fn fetch_one(
         last_event: Mutex::new(None),
     });
     observer.send(true);
-    let spec = FetchSpec {
-        url: file.url.clone(),
-        headers: crate::sources::auth_headers(job, &file.url),
-        part_path: part.clone(),
-        expected_size: file.size,
-        checkpoint: file.checkpoint.clone(),
-        hashes: HashPlan {
-            md5: file.md5.is_some(),
-            git_sha1_len: file.git_sha1.as_ref().and(file.size),
-        },
+    // The primary URL first, then mirrors: a mirror that keeps failing with network or server
+    // errors hands over to the next one, which resumes the same partial file.
+    let urls: Vec<String> = std::iter::once(file.url.clone())
+        .chain(file.fallback_urls.iter().cloned())
+        .collect();
+    let mut attempt = 0;
+    let digests = loop {
+        let url = &urls[attempt];
+        let spec = FetchSpec {
+            url: url.clone(),
+            headers: crate::sources::auth_headers(job, url),
+            part_path: part.clone(),
+            expected_size: file.size,
+            checkpoint: observer.record().checkpoint,
+            hashes: HashPlan {
+                md5: file.md5.is_some(),
+                git_sha1_len: file.git_sha1.as_ref().and(file.size),
+            },
+        };
+        match ctx.engine.fetch(spec, observer.clone(), cancel).await {
+            Ok(digests) => break digests,
+            Err(FetchError::Failed {
+                kind: ErrorKind::Network,
+                message,
+                ..
+            }) if attempt + 1 < urls.len() => {
+                tracing::warn!(job = job.id, %message, next = %crate::job::redact_url(&urls[attempt + 1]), "endpoint failed; trying the next one");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     };
-    let digests = ctx.engine.fetch(spec, observer.clone(), cancel).await?;
 
     let mut record = observer.record();
     let rel = record

@@ -84,6 +84,38 @@ pub struct EngineSettings {
     pub user_agent: String,
     /// Bytes buffered before a write is handed to the writer thread.
     pub write_buffer_bytes: usize,
+    /// Hub endpoints (the config file's `[sources]` table). They live here so that every
+    /// source resolver reaches them through `Engine::settings()`.
+    pub sources: SourceSettings,
+}
+
+/// Hub endpoints, in the order they are tried (mirrors first, then the official endpoint). An
+/// environment override (`HF_ENDPOINT`, `MODELSCOPE_ENDPOINT`, ...) goes before all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSettings {
+    /// Hugging Face endpoints (`[sources] hf_endpoints`).
+    pub hf_endpoints: Vec<String>,
+    /// ModelScope endpoints (`[sources] modelscope_endpoints`).
+    pub modelscope_endpoints: Vec<String>,
+    /// Civitai endpoints (`[sources] civitai_endpoints`).
+    pub civitai_endpoints: Vec<String>,
+}
+
+/// The official Hugging Face endpoint.
+pub const HF_OFFICIAL_ENDPOINT: &str = "https://huggingface.co";
+/// The official ModelScope endpoint.
+pub const MODELSCOPE_OFFICIAL_ENDPOINT: &str = "https://www.modelscope.cn";
+/// The official Civitai endpoint.
+pub const CIVITAI_OFFICIAL_ENDPOINT: &str = "https://civitai.com";
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            hf_endpoints: vec![HF_OFFICIAL_ENDPOINT.to_string()],
+            modelscope_endpoints: vec![MODELSCOPE_OFFICIAL_ENDPOINT.to_string()],
+            civitai_endpoints: vec![CIVITAI_OFFICIAL_ENDPOINT.to_string()],
+        }
+    }
 }
 
 impl Default for EngineSettings {
@@ -100,6 +132,7 @@ impl Default for EngineSettings {
             checkpoint_interval: Duration::from_secs(2),
             user_agent: format!("mdl/{}", env!("CARGO_PKG_VERSION")),
             write_buffer_bytes: 1024 * 1024,
+            sources: SourceSettings::default(),
         }
     }
 }
@@ -202,6 +235,16 @@ struct ConfigFile {
     heartbeat_secs: Option<u64>,
     #[serde(default)]
     engine: EngineFile,
+    #[serde(default)]
+    sources: SourcesFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourcesFile {
+    hf_endpoints: Option<Vec<String>>,
+    modelscope_endpoints: Option<Vec<String>>,
+    civitai_endpoints: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +283,15 @@ impl ConfigFile {
         }
         if let Some(v) = self.heartbeat_secs {
             s.heartbeat_interval = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.sources.hf_endpoints {
+            s.engine.sources.hf_endpoints = v;
+        }
+        if let Some(v) = self.sources.modelscope_endpoints {
+            s.engine.sources.modelscope_endpoints = v;
+        }
+        if let Some(v) = self.sources.civitai_endpoints {
+            s.engine.sources.civitai_endpoints = v;
         }
         let e = self.engine;
         let engine = &mut s.engine;

@@ -28,6 +28,10 @@ use retry::{backoff_delay, classify_status, parse_retry_after, StatusClass};
 use writer::WriterHandle;
 pub use writer::{CheckpointSink, Digests, HashPlan};
 
+/// Buffers (of `write_buffer_bytes` each) queued to a writer thread before receiving waits:
+/// bounds memory per file, and the bytes a crash can lose beyond the last checkpoint.
+pub const WRITE_QUEUE_DEPTH: usize = 4;
+
 /// Why a fetch stopped without the whole file.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -172,7 +176,7 @@ impl Engine {
             checkpoint.ranges.clone(),
             spec.hashes,
             sink,
-            8,
+            WRITE_QUEUE_DEPTH,
         )
         .map_err(|e| io_failure("cannot open the partial file", e))?;
         let mut attempt = Attempt {
@@ -375,7 +379,9 @@ impl<'a> Attempt<'a> {
                 // A signed CDN URL that expired: asking the stable URL again yields a fresh one,
                 // and the partial file continues where it was.
                 return Err(AttemptError::Retry {
-                    message: format!("HTTP {status} from {endpoint} (signed URL expired?); resolving again"),
+                    message: format!(
+                        "HTTP {status} from {endpoint} (signed URL expired?); resolving again"
+                    ),
                     retry_after: Some(Duration::ZERO),
                     rate_limited: false,
                 });
@@ -440,6 +446,14 @@ impl<'a> Attempt<'a> {
         let mut buffer_start = self.pos;
         let mut last_checkpoint_pos = self.pos;
         let mut last_checkpoint_at = Instant::now();
+        // Bytes not yet covered by a durable checkpoint are at most: those since the last
+        // checkpoint, plus the writer queue, plus the buffer being filled. Checkpoint often
+        // enough that their sum stays within `checkpoint_bytes`.
+        let in_flight = (WRITE_QUEUE_DEPTH as u64 + 1) * settings.write_buffer_bytes as u64;
+        let checkpoint_every = settings
+            .checkpoint_bytes
+            .saturating_sub(in_flight)
+            .max(settings.write_buffer_bytes as u64);
         let result: Result<(), AttemptError> = loop {
             let next = tokio::select! {
                 _ = self.cancel.cancelled() => break Err(AttemptError::Stop(FetchError::Interrupted)),
@@ -478,7 +492,7 @@ impl<'a> Attempt<'a> {
                         self.pos = received;
                         buffer.reserve(settings.write_buffer_bytes);
                     }
-                    if self.pos - last_checkpoint_pos >= settings.checkpoint_bytes
+                    if self.pos - last_checkpoint_pos >= checkpoint_every
                         || (last_checkpoint_at.elapsed() >= settings.checkpoint_interval
                             && self.pos > last_checkpoint_pos)
                     {
@@ -675,7 +689,9 @@ fn validator_changed(checkpoint: &FileCheckpoint, headers: &HeaderMap) -> bool {
 }
 
 fn original_endpoint(url: &str) -> String {
-    reqwest::Url::parse(url).map(|u| endpoint_of(&u)).unwrap_or_default()
+    reqwest::Url::parse(url)
+        .map(|u| endpoint_of(&u))
+        .unwrap_or_default()
 }
 
 /// `scheme://host[:port]` of a URL.

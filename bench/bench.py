@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh (Python 3.11, standard library only).
+
+Subcommands:
+  gen-data WORK [--quick]   make the test files under WORK/www and WORK/data.json
+  rss-sample PID OUT        sample VmRSS of PID every 100 ms until SIGTERM; write the max (KiB)
+  job-id                    read `mdlctl --json add` output on stdin, print the job id
+  report WORK               read WORK/raw.tsv, print the table, write results.md / results.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+# The repository: REPO_FILES files, sizes log-uniform in [REPO_MIN, REPO_MAX] from a seeded RNG.
+REPO_FILES = 300
+REPO_MIN = 4 * 1024
+REPO_MAX = 8 * MIB
+REPO_SEED = 20240601
+# Bump when the layout or content of the generated data changes, so old data is rebuilt.
+DATA_VERSION = 1
+
+BIG_FILES = {"big-1g.bin": GIB, "big-256m.bin": 256 * MIB}
+
+
+def repo_sizes() -> list[int]:
+    rng = random.Random(REPO_SEED)
+    lo, hi = math.log(REPO_MIN), math.log(REPO_MAX)
+    sizes = [int(math.exp(rng.uniform(lo, hi))) for _ in range(REPO_FILES)]
+    # Keep the ends of the range in the set so both extremes are exercised.
+    sizes[0], sizes[1] = REPO_MIN, REPO_MAX
+    return sizes
+
+
+def write_random(path: Path, size: int) -> str:
+    """Write `size` pseudo-random bytes to `path` and return their sha256.
+
+    The bytes come from a seeded generator expanded with SHAKE-256 per 1 MiB block, which is
+    incompressible and fast enough (several hundred MB/s) without reading /dev/urandom."""
+    h = hashlib.sha256()
+    tmp = path.with_name(path.name + ".tmp")
+    block_seed = hashlib.sha256(path.name.encode()).digest()
+    with open(tmp, "wb") as f:
+        done = 0
+        n = 0
+        while done < size:
+            chunk = min(4 * MIB, size - done)
+            data = hashlib.shake_256(block_seed + n.to_bytes(8, "little")).digest(chunk)
+            f.write(data)
+            h.update(data)
+            done += chunk
+            n += 1
+    os.replace(tmp, path)
+    return h.hexdigest()
+
+
+def gen_data(work: Path, quick: bool) -> None:
+    www = work / "www"
+    repo = www / "repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    manifest_path = work / "data.json"
+    manifest: dict = {}
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            manifest = {}
+    if manifest.get("version") != DATA_VERSION:
+        manifest = {"version": DATA_VERSION, "big": {}, "repo": []}
+
+    def have(rel: str, size: int, sha: str | None) -> bool:
+        p = www / rel
+        return sha is not None and p.is_file() and p.stat().st_size == size
+
+    wanted_big = ["big-1g.bin"] + (["big-256m.bin"] if quick else [])
+    for name in wanted_big:
+        size = BIG_FILES[name]
+        entry = manifest["big"].get(name)
+        if entry and have(name, size, entry.get("sha256")):
+            continue
+        t0 = time.monotonic()
+        print(f"  generating www/{name} ({size // MIB} MiB)...", flush=True)
+        sha = write_random(www / name, size)
+        manifest["big"][name] = {"path": name, "size": size, "sha256": sha}
+        print(f"    done in {time.monotonic() - t0:.1f} s", flush=True)
+        manifest_path.write_text(json.dumps(manifest, indent=1))
+
+    sizes = repo_sizes()
+    entries = manifest.get("repo") or []
+    ok = len(entries) == len(sizes) and all(
+        e["size"] == s and have(e["path"], s, e.get("sha256")) for e, s in zip(entries, sizes)
+    )
+    if not ok:
+        t0 = time.monotonic()
+        total = sum(sizes)
+        print(
+            f"  generating www/repo: {len(sizes)} files, {total / MIB:.0f} MiB total...",
+            flush=True,
+        )
+        entries = []
+        for i, size in enumerate(sizes):
+            rel = f"repo/shard-{i:03d}.bin"
+            entries.append({"path": rel, "size": size, "sha256": write_random(www / rel, size)})
+        manifest["repo"] = entries
+        manifest_path.write_text(json.dumps(manifest, indent=1))
+        print(f"    done in {time.monotonic() - t0:.1f} s", flush=True)
+
+    # Plain-text lists for the shell: "PATH SIZE SHA256" per line.
+    for name, entry in manifest["big"].items():
+        (work / f"{name}.list").write_text(f"{entry['path']} {entry['size']} {entry['sha256']}\n")
+    (work / "repo.list").write_text(
+        "".join(f"{e['path']} {e['size']} {e['sha256']}\n" for e in manifest["repo"])
+    )
+
+
+def rss_sample(pid: int, out: Path) -> None:
+    stop = False
+
+    def on_term(_sig, _frame):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    status = Path(f"/proc/{pid}/status")
+    peak = 0
+    samples = 0
+    while True:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    peak = max(peak, int(line.split()[1]))
+                    samples += 1
+                    break
+        except OSError:
+            break  # the process is gone
+        if stop:
+            break
+        time.sleep(0.1)
+    out.write_text(f"{peak} {samples}\n")
+
+
+def job_id() -> None:
+    text = sys.stdin.read()
+    try:
+        job = json.loads(text)
+    except ValueError:
+        sys.exit(f"mdlctl add --json printed no JSON: {text[:200]!r}")
+    outcome = job.get("outcome")
+    if outcome not in (None, "created", "Created"):
+        print(f"warning: mdlctl add outcome is {outcome!r}, not 'created'", file=sys.stderr)
+    print(job["id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+SCENARIO_TITLES = {
+    "unthrottled": "1 GiB, unthrottled (:18080)",
+    "capped": "1 GiB, 25 MiB/s per connection (:18081)",
+    "capped-256m": "256 MiB, 25 MiB/s per connection (:18081)",
+    "repo": "repository, 300 files (:18080)",
+}
+TOOL_ORDER = ["mdl", "curl", "curl+sha256sum", "aria2c"]
+
+
+def tool_label(scenario: str, tool: str) -> str:
+    if tool == "mdl":
+        return "mdl (sha256, max_concurrent=8)" if scenario == "repo" else "mdl (sha256)"
+    if tool == "curl":
+        return "curl -Z --parallel-max 8" if scenario == "repo" else "curl"
+    if tool == "curl+sha256sum":
+        return "curl + sha256sum"
+    if tool == "aria2c":
+        return "aria2c -i -j8 -x1" if scenario == "repo" else "aria2c -x16 -s16"
+    return tool
+
+
+def load_runs(work: Path) -> list[dict]:
+    runs = []
+    raw = work / "raw.tsv"
+    if not raw.exists():
+        return runs
+    for line in raw.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        scenario, tool, run, t0, t1, nbytes, user, sys_, rss_kb = line.split("\t")
+        wall = float(t1) - float(t0)
+        runs.append(
+            {
+                "scenario": scenario,
+                "tool": tool,
+                "run": int(run),
+                "wall_s": wall,
+                "bytes": int(nbytes),
+                "cpu_s": float(user) + float(sys_),
+                "user_s": float(user),
+                "sys_s": float(sys_),
+                "rss_kib": int(rss_kb),
+            }
+        )
+    return runs
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["scenario"], r["tool"]), []).append(r)
+    rows = []
+    for (scenario, tool), rs in groups.items():
+        wall = statistics.median(r["wall_s"] for r in rs)
+        nbytes = rs[0]["bytes"]
+        cpu = statistics.median(r["cpu_s"] for r in rs)
+        rows.append(
+            {
+                "scenario": scenario,
+                "tool": tool,
+                "label": tool_label(scenario, tool),
+                "runs": len(rs),
+                "bytes": nbytes,
+                "wall_s": wall,
+                "wall_all_s": [round(r["wall_s"], 3) for r in sorted(rs, key=lambda r: r["run"])],
+                "mib_s": nbytes / MIB / wall if wall > 0 else 0.0,
+                "cpu_s": cpu,
+                "cpu_s_per_gib": cpu / (nbytes / GIB) if nbytes else 0.0,
+                "peak_rss_mib": max(r["rss_kib"] for r in rs) / 1024,
+            }
+        )
+    order = list(SCENARIO_TITLES)
+    rows.sort(
+        key=lambda r: (
+            order.index(r["scenario"]) if r["scenario"] in order else 99,
+            TOOL_ORDER.index(r["tool"]) if r["tool"] in TOOL_ORDER else 99,
+        )
+    )
+    # Ratio: mdl speed / this tool's speed, within a scenario.
+    for r in rows:
+        mdl = next((m for m in rows if m["scenario"] == r["scenario"] and m["tool"] == "mdl"), None)
+        r["mdl_ratio"] = (mdl["mib_s"] / r["mib_s"]) if (mdl and r["tool"] != "mdl" and r["mib_s"]) else None
+    return rows
+
+
+def targets(rows: list[dict], meta: dict) -> list[dict]:
+    def get(scenario: str, tool: str) -> dict | None:
+        return next((r for r in rows if r["scenario"] == scenario and r["tool"] == tool), None)
+
+    out = []
+
+    def add(name: str, ok: bool | None, detail: str) -> None:
+        out.append({"target": name, "met": ok, "detail": detail})
+
+    capped = "capped-256m" if get("capped-256m", "mdl") or get("capped-256m", "curl") else "capped"
+    m, a, c = get(capped, "mdl"), get(capped, "aria2c"), get(capped, "curl")
+    if m and a:
+        add(
+            f"{capped}: mdl speed >= aria2c -x16",
+            m["mib_s"] >= a["mib_s"],
+            f"{m['mib_s']:.1f} vs {a['mib_s']:.1f} MiB/s (x{m['mib_s'] / a['mib_s']:.2f})",
+        )
+    else:
+        add(f"{capped}: mdl speed >= aria2c -x16", None, "not measured")
+    if m and c:
+        add(
+            f"{capped}: mdl speed >= 8x curl",
+            m["mib_s"] >= 8 * c["mib_s"],
+            f"{m['mib_s']:.1f} vs 8 x {c['mib_s']:.1f} = {8 * c['mib_s']:.1f} MiB/s (x{m['mib_s'] / c['mib_s']:.2f})",
+        )
+    else:
+        add(f"{capped}: mdl speed >= 8x curl", None, "not measured")
+
+    m, c = get("unthrottled", "mdl"), get("unthrottled", "curl")
+    if m and c:
+        add(
+            "unthrottled: mdl (sha256) speed >= curl (no hash)",
+            m["mib_s"] >= c["mib_s"],
+            f"{m['mib_s']:.1f} vs {c['mib_s']:.1f} MiB/s (x{m['mib_s'] / c['mib_s']:.2f})",
+        )
+    else:
+        add("unthrottled: mdl (sha256) speed >= curl (no hash)", None, "not measured")
+
+    m, a = get("repo", "mdl"), get("repo", "aria2c")
+    if m and a:
+        add(
+            "repository: mdl speed >= aria2c -i -j8",
+            m["mib_s"] >= a["mib_s"],
+            f"{m['mib_s']:.1f} vs {a['mib_s']:.1f} MiB/s (x{m['mib_s'] / a['mib_s']:.2f})",
+        )
+    else:
+        add("repository: mdl speed >= aria2c -i -j8", None, "not measured")
+
+    for scenario in [s for s in SCENARIO_TITLES if s != "capped-256m" or capped == s]:
+        m, a = get(scenario, "mdl"), get(scenario, "aria2c")
+        if scenario == "capped" and capped != "capped":
+            continue
+        if m and a:
+            add(
+                f"{scenario}: mdl CPU s/GiB <= aria2c",
+                m["cpu_s_per_gib"] <= a["cpu_s_per_gib"],
+                f"{m['cpu_s_per_gib']:.2f} vs {a['cpu_s_per_gib']:.2f} CPU s/GiB",
+            )
+
+    for scenario in ("unthrottled", capped):
+        m = get(scenario, "mdl")
+        if m:
+            add(
+                f"{scenario}: daemon peak RSS < 64 MiB",
+                m["peak_rss_mib"] < 64,
+                f"{m['peak_rss_mib']:.1f} MiB (idle before first download: {meta.get('mdld_idle_rss_mib', 0):.1f} MiB)",
+            )
+    return out
+
+
+def fmt_table(headers: list[str], body: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |"]
+        lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
+    def line(cells):
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in body])
+
+
+def report(work: Path) -> None:
+    meta_path = work / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    runs = load_runs(work)
+    rows = summarize(runs)
+    tgts = targets(rows, meta)
+
+    headers = ["scenario", "tool", "runs", "median wall s", "MiB/s", "CPU s", "peak RSS MiB", "mdl speed / tool"]
+    body = []
+    for r in rows:
+        body.append(
+            [
+                r["scenario"],
+                r["label"],
+                str(r["runs"]),
+                f"{r['wall_s']:.2f}",
+                f"{r['mib_s']:.1f}",
+                f"{r['cpu_s']:.2f}",
+                f"{r['peak_rss_mib']:.1f}",
+                "-" if r["mdl_ratio"] is None else f"{r['mdl_ratio']:.2f}x",
+            ]
+        )
+    def tgt_lines(markdown: bool) -> list[str]:
+        lines = []
+        for t in tgts:
+            mark = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
+            lines.append(f"- **{mark}** {t['target']}: {t['detail']}" if markdown else f"  [{mark:7}] {t['target']}: {t['detail']}")
+        return lines
+
+    notes = [
+        f"Machine: {meta.get('machine', '?')}",
+        f"Versions: {meta.get('versions', '?')}",
+        "Median of the runs for wall time and CPU; peak RSS is the max over the runs.",
+        "MiB/s = bytes / median wall. CPU s = user+sys (mdl: daemon delta from /proc/PID/stat plus the mdlctl client processes).",
+        "mdl peak RSS = max VmRSS of mdld sampled every 100 ms during the run; curl/aria2c: GNU time %M.",
+        f"mdld idle RSS before the first download: {meta.get('mdld_idle_rss_mib', 0):.1f} MiB. mdld runs with max_concurrent = 8 (all scenarios; it matters only for the repository).",
+        "mdl verifies sha256 of every file and fsyncs before reporting done; curl and aria2c do neither.",
+    ]
+    text = [
+        "",
+        "=== mdl benchmark results ===",
+        "",
+        fmt_table(headers, body, markdown=False),
+        "",
+        "Targets:",
+        *tgt_lines(False),
+        "",
+        *("  " + n for n in notes),
+        "",
+    ]
+    print("\n".join(text))
+
+    md = [
+        "# mdl benchmark results",
+        "",
+        f"Generated {meta.get('date', '')} by `bench/run.sh`{' (BENCH_QUICK=1)' if meta.get('quick') else ''}.",
+        "",
+        fmt_table(headers, body, markdown=True),
+        "",
+        "## Targets",
+        "",
+        *tgt_lines(True),
+        "",
+        "## Notes",
+        "",
+        *("- " + n for n in notes),
+        "",
+    ]
+    (work / "results.md").write_text("\n".join(md))
+    (work / "results.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "targets": tgts, "runs": runs}, indent=2) + "\n"
+    )
+    print(f"Wrote {work / 'results.md'} and {work / 'results.json'}")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2:
+        sys.exit(__doc__)
+    cmd = argv[1]
+    if cmd == "gen-data":
+        gen_data(Path(argv[2]), "--quick" in argv[3:])
+    elif cmd == "rss-sample":
+        rss_sample(int(argv[2]), Path(argv[3]))
+    elif cmd == "job-id":
+        job_id()
+    elif cmd == "report":
+        report(Path(argv[2]))
+    else:
+        sys.exit(f"unknown subcommand {cmd!r}\n{__doc__}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
