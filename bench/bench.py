@@ -24,11 +24,14 @@ from pathlib import Path
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
-# The repository: REPO_FILES files, sizes log-uniform in [REPO_MIN, REPO_MAX] from a seeded RNG.
+# The repository: REPO_FILES files, sizes in [REPO_MIN, REPO_MAX] from a seeded RNG, log-scale
+# and skewed towards small files (exponent u**REPO_SKEW), ~250 MiB in all: like a model repo
+# with many small config/tokenizer files and a few multi-MiB shards.
 REPO_FILES = 300
 REPO_MIN = 4 * 1024
 REPO_MAX = 8 * MIB
 REPO_SEED = 20240601
+REPO_SKEW = 1.5
 # Bump when the layout or content of the generated data changes, so old data is rebuilt.
 DATA_VERSION = 1
 
@@ -38,7 +41,7 @@ BIG_FILES = {"big-1g.bin": GIB, "big-256m.bin": 256 * MIB}
 def repo_sizes() -> list[int]:
     rng = random.Random(REPO_SEED)
     lo, hi = math.log(REPO_MIN), math.log(REPO_MAX)
-    sizes = [int(math.exp(rng.uniform(lo, hi))) for _ in range(REPO_FILES)]
+    sizes = [int(math.exp(lo + (hi - lo) * rng.random() ** REPO_SKEW)) for _ in range(REPO_FILES)]
     # Keep the ends of the range in the set so both extremes are exercised.
     sizes[0], sizes[1] = REPO_MIN, REPO_MAX
     return sizes

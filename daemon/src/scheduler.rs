@@ -25,6 +25,10 @@ pub enum Command {
     Request(Box<Request>, oneshot::Sender<Response>),
     /// A snapshot of all jobs, for a new subscriber.
     Snapshot(oneshot::Sender<Vec<JobInfo>>),
+    /// Run a closure on the scheduler's state: the short, state-touching steps of requests
+    /// whose slow part (network, hashing) runs in the caller's task (see
+    /// [`handlers::outside`]).
+    With(Box<dyn FnOnce(&mut Scheduler) + Send>),
 }
 
 /// A cloneable handle to the scheduler.
@@ -35,8 +39,17 @@ pub struct SchedulerHandle {
 }
 
 impl SchedulerHandle {
-    /// Send a request and wait for the reply.
+    /// Send a request and wait for the reply. Requests with slow work (a Civitai search,
+    /// re-hashing for verify) run it here, in the caller's task, not in the scheduler's.
     pub async fn request(&self, request: Request) -> Response {
+        match handlers::outside(self, request).await {
+            Ok(response) => response,
+            Err(request) => self.request_direct(request).await,
+        }
+    }
+
+    /// Send a request straight to the scheduler task and wait for the reply.
+    pub async fn request_direct(&self, request: Request) -> Response {
         let (reply, rx) = oneshot::channel();
         if self
             .tx
@@ -47,6 +60,20 @@ impl SchedulerHandle {
             return shutting_down();
         }
         rx.await.unwrap_or_else(|_| shutting_down())
+    }
+
+    /// Run `f` on the scheduler's state (in its task) and return its result; `None` when the
+    /// scheduler has stopped. Keep `f` short: it holds up every other request.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Scheduler) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn FnOnce(&mut Scheduler) + Send> = Box::new(move |scheduler| {
+            let _ = reply.send(f(scheduler));
+        });
+        self.tx.send(Command::With(job)).await.ok()?;
+        rx.await.ok()
     }
 
     /// All jobs, for a subscriber's first event.
@@ -182,6 +209,7 @@ impl Scheduler {
                         Some(Command::Snapshot(reply)) => {
                             let _ = reply.send(self.all_job_infos());
                         }
+                        Some(Command::With(f)) => f(&mut self),
                         None => break,
                     },
                     _ = self.shutdown.cancelled() => break,

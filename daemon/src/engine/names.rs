@@ -142,8 +142,9 @@ pub fn sanitize_file_name(raw: &str) -> Option<String> {
 }
 
 /// Make a relative path from a hub (e.g. `unet/diffusion_model.safetensors`) safe: every
-/// component is sanitized and `.`/`..`/empty components are refused. Returns `None` when the
-/// path would escape or is empty.
+/// component is sanitized and `.`/`..`/empty components are refused. Leading dots of a
+/// component are kept (hub repos hold `.gitattributes`, and cache layouts must mirror repo
+/// paths exactly). Returns `None` when the path would escape or is empty.
 pub fn sanitize_relative_path(raw: &str) -> Option<String> {
     let mut parts = Vec::new();
     for component in raw.split(['/', '\\']) {
@@ -153,7 +154,9 @@ pub fn sanitize_relative_path(raw: &str) -> Option<String> {
         if component == ".." {
             return None;
         }
-        parts.push(sanitize_file_name(component)?);
+        let dots = component.len() - component.trim_start_matches('.').len();
+        let name = sanitize_file_name(component)?;
+        parts.push(format!("{}{name}", &component[..dots]));
     }
     if parts.is_empty() {
         None
@@ -256,5 +259,10 @@ mod tests {
         assert_eq!(sanitize_relative_path("./a//b").as_deref(), Some("a/b"));
         assert_eq!(sanitize_relative_path("a/../../b"), None);
         assert_eq!(sanitize_relative_path("/"), None);
+        assert_eq!(
+            sanitize_relative_path("a/.gitattributes").as_deref(),
+            Some("a/.gitattributes")
+        );
+        assert_eq!(sanitize_relative_path("a/..."), None);
     }
 }

@@ -1,6 +1,9 @@
 //! Sources: turn what the user asked for into a plan of files (URL, relative path, expected
 //! size and hashes), and the credentials each file's requests carry.
 
+pub mod civitai;
+pub mod http_meta;
+
 use mdl_protocol::{ErrorKind, Secret};
 use reqwest::header::HeaderMap;
 
@@ -13,11 +16,17 @@ use crate::runner::RunnerContext;
 pub enum SourceKind {
     /// A plain `http://` or `https://` URL.
     Url,
+    /// Civitai: `civitai://`, `https://civitai.com/models/...`, `urn:air:...:civitai:...`.
+    Civitai,
 }
 
 /// Recognise a source string, or explain what is accepted.
 pub fn classify(source: &str) -> Result<SourceKind, String> {
     let lower = source.trim().to_ascii_lowercase();
+    if civitai::is_civitai(source) {
+        civitai::parse(source)?;
+        return Ok(SourceKind::Civitai);
+    }
     if lower.starts_with("http://") || lower.starts_with("https://") {
         url::Url::parse(source.trim()).map_err(|e| format!("invalid URL {source:?}: {e}"))?;
         return Ok(SourceKind::Url);
@@ -37,8 +46,9 @@ pub struct Resolved {
 }
 
 /// Resolve a job's source into its files.
-pub async fn resolve(_ctx: &RunnerContext, job: &JobRecord) -> Result<Resolved, FetchError> {
+pub async fn resolve(ctx: &RunnerContext, job: &JobRecord) -> Result<Resolved, FetchError> {
     match classify(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
+        SourceKind::Civitai => civitai::resolve(&ctx.engine, job).await,
         SourceKind::Url => {
             let mut file = FileRecord::new(job.source.trim().to_string());
             file.sha256 = job.sha256.clone();
@@ -55,13 +65,16 @@ pub async fn resolve(_ctx: &RunnerContext, job: &JobRecord) -> Result<Resolved, 
 /// Work after every file of a job is verified and in place (e.g. a cache's `refs/` entry).
 pub async fn after_complete(_ctx: &RunnerContext, job: &JobRecord) -> Result<(), FetchError> {
     match classify(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
-        SourceKind::Url => Ok(()),
+        SourceKind::Url | SourceKind::Civitai => Ok(()),
     }
 }
 
 /// Headers for requests to `url` on behalf of `job` (a `--token` becomes a Bearer token for
 /// plain URLs). reqwest drops `Authorization` when a redirect leaves the host.
-pub fn auth_headers(job: &JobRecord, _url: &str) -> HeaderMap {
+pub fn auth_headers(job: &JobRecord, url: &str) -> HeaderMap {
+    if classify(&job.source) == Ok(SourceKind::Civitai) {
+        return civitai::auth_headers(job, url);
+    }
     let mut headers = HeaderMap::new();
     if let Some(token) = &job.token {
         if let Ok(mut value) =
