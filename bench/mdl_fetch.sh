@@ -7,7 +7,9 @@
 # DEST --sha256 HEX`), then `mdlctl wait ID...` follows them all to the end. Exits non-zero
 # if an add fails, an add does not create a new job, or a job does not complete. Needs
 # MDLCTL (the client binary) and MDL_SOCKET in the environment. Client output goes to LOG.
+# With MDL_FETCH_PHASES=FILE it writes "SECONDS_TO_QUEUE_ALL SECONDS_TOTAL" there.
 set -euo pipefail
+t_start=$EPOCHREALTIME
 
 list=$1 dest=$2 log=$3
 : "${MDLCTL:?MDLCTL must name the mdlctl binary}"
@@ -26,9 +28,15 @@ while read -r url sha; do
         exit 1
     fi
 done <"$list"
+t_added=$EPOCHREALTIME
 
 if ! "$MDLCTL" wait "${ids[@]}" >>"$log" 2>&1; then
     echo "mdl_fetch: mdlctl wait failed; last lines of $log:" >&2
     tail -n 20 "$log" >&2
     exit 1
+fi
+
+if [[ -n ${MDL_FETCH_PHASES:-} ]]; then
+    t_end=$EPOCHREALTIME
+    awk -v a="$t_start" -v b="$t_added" -v c="$t_end" 'BEGIN { printf "%.3f %.3f\n", b - a, c - a }' >"$MDL_FETCH_PHASES"
 fi

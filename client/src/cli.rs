@@ -61,6 +61,8 @@ pub enum Command {
     Concurrency(ConcurrencyArgs),
     /// Re-hash finished files and queue damaged ones again
     Verify(VerifyArgs),
+    /// Queue what a manifest lists but is missing or damaged; report each model as ready or not
+    Ensure(EnsureArgs),
     /// Start, stop or inspect the daemon
     #[command(subcommand)]
     Daemon(DaemonCommand),
@@ -71,9 +73,15 @@ pub enum Command {
 /// `mdlctl add`.
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// What to download: an http(s) URL or a hub source (hf://, ms://, civitai://, ...)
-    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub source: String,
+    /// What to download: http(s) URLs or hub sources (hf://, ms://, civitai://, ...); several
+    /// queue one job each. `civitai://search?query=...&types=LORA&limit=N` queues the top N
+    /// results of a Civitai search
+    #[arg(
+        required = true,
+        value_name = "SOURCE",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub sources: Vec<String>,
 
     /// Destination directory (relative paths are taken from the current directory)
     #[arg(long, value_name = "DIR")]
@@ -236,6 +244,27 @@ pub struct ConcurrencyArgs {
     pub max: u32,
 }
 
+/// `mdlctl ensure`.
+#[derive(Debug, Args)]
+pub struct EnsureArgs {
+    /// The manifest (TOML, or JSON by its `.json` extension); see `examples/manifest.toml`
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+
+    /// Wait until the queued downloads finish, then report
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Priority of the queued downloads
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i32,
+}
+
 /// `mdlctl verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -391,7 +420,7 @@ mod tests {
         let Command::Add(add) = cli.command else {
             panic!("not add: {:?}", cli.command)
         };
-        assert_eq!(add.source, "https://example.com/model.bin");
+        assert_eq!(add.sources, ["https://example.com/model.bin"]);
         assert_eq!(add.sha256.as_deref(), Some(SHA));
         assert_eq!(add.priority, -3);
         assert!(add.paused);

@@ -155,6 +155,8 @@ pub fn now_ms() -> u64 {
 /// display and logs.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
+        // Only web URLs carry credentials this way (`civitai://MODEL@VERSION` is no userinfo).
+        Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => url.to_string(),
         Ok(mut parsed) => {
             if !parsed.username().is_empty() || parsed.password().is_some() {
                 let _ = parsed.set_username("");
@@ -252,5 +254,6 @@ mod tests {
             redact_url("https://h.example/f?download=1"),
             "https://h.example/f?download=1"
         );
+        assert_eq!(redact_url("civitai://1@10"), "civitai://1@10");
     }
 }

@@ -15,6 +15,7 @@
 pub mod engine;
 pub mod handlers;
 pub mod job;
+pub mod layout;
 pub mod ranges;
 pub mod runner;
 pub mod scheduler;

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::finalize::{self, Expected};
+use crate::engine::limit::RateLimiter;
 use crate::engine::names;
 use crate::engine::{
     CheckpointSink, Engine, FetchError, FetchObserver, FetchSpec, HashPlan, ResponseInfo,
@@ -103,9 +104,10 @@ pub async fn run_job(
     files: Vec<FileRecord>,
     cancel: CancellationToken,
     live: Arc<LiveBytes>,
+    limit: Arc<RateLimiter>,
 ) {
     let id = job.id;
-    let outcome = match run(&ctx, job, files, &cancel, &live).await {
+    let outcome = match run(&ctx, job, files, &cancel, &live, &limit).await {
         Ok(()) => RunOutcome::Completed,
         Err(FetchError::Interrupted) => RunOutcome::Interrupted,
         Err(FetchError::Failed { kind, message, .. }) => {
@@ -123,6 +125,7 @@ async fn run(
     mut files: Vec<FileRecord>,
     cancel: &CancellationToken,
     live: &Arc<LiveBytes>,
+    limit: &Arc<RateLimiter>,
 ) -> Result<(), FetchError> {
     std::fs::create_dir_all(&job.dest_dir).map_err(|e| {
         FetchError::failed(
@@ -150,7 +153,17 @@ async fn run(
         if file.state == FileState::Completed {
             continue;
         }
-        fetch_one(ctx, &job, index as u32, file, cancel, live, &job_progress).await?;
+        fetch_one(
+            ctx,
+            &job,
+            index as u32,
+            file,
+            cancel,
+            live,
+            &job_progress,
+            limit,
+        )
+        .await?;
     }
     crate::sources::after_complete(ctx, &job).await
 }
@@ -174,6 +187,7 @@ impl JobProgress {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a context struct would only rename the list
 async fn fetch_one(
     ctx: &RunnerContext,
     job: &JobRecord,
@@ -182,6 +196,7 @@ async fn fetch_one(
     cancel: &CancellationToken,
     live: &Arc<LiveBytes>,
     progress: &Arc<JobProgress>,
+    limit: &Arc<RateLimiter>,
 ) -> Result<(), FetchError> {
     file.state = FileState::Downloading;
     let part = part_path(&job.dest_dir, job.id, index);
@@ -214,6 +229,7 @@ async fn fetch_one(
                 md5: file.md5.is_some(),
                 git_sha1_len: file.git_sha1.as_ref().and(file.size),
             },
+            job_limit: Some(limit.clone()),
         };
         match ctx.engine.fetch(spec, observer.clone(), cancel).await {
             Ok(digests) => break digests,

@@ -115,6 +115,8 @@ pub struct Running {
     pub stop: Option<StopReason>,
     /// Live byte counters.
     pub live: Arc<LiveBytes>,
+    /// The job's bandwidth limit (changeable while it runs).
+    pub limit: Arc<crate::engine::limit::RateLimiter>,
 }
 
 /// The scheduler's state. Handlers in [`crate::handlers`] work on it directly.
@@ -163,6 +165,7 @@ impl Scheduler {
             .get_meta::<u32>(META_MAX_CONCURRENT)?
             .unwrap_or(settings.max_concurrent);
         let bandwidth_limit = store.get_meta::<Option<u64>>(META_BANDWIDTH)?.flatten();
+        engine.global_limit().set_rate(bandwidth_limit);
         let runner_ctx = RunnerContext {
             engine,
             scheduler: runner_tx,
@@ -279,12 +282,14 @@ impl Scheduler {
         self.store.put_job(&job)?;
         let cancel = self.shutdown.child_token();
         let live = Arc::new(LiveBytes::default());
+        let limit = Arc::new(crate::engine::limit::RateLimiter::new(job.bandwidth_limit));
         self.running.insert(
             id,
             Running {
                 cancel: cancel.clone(),
                 stop: None,
                 live: live.clone(),
+                limit: limit.clone(),
             },
         );
         let _ = self
@@ -292,7 +297,7 @@ impl Scheduler {
             .send(Event::Started(job::job_info(&job, &files, &[])));
         tracing::info!(job = id, source = %job::redact_url(&job.source), "starting");
         let ctx = self.runner_ctx.clone();
-        tokio::spawn(runner::run_job(ctx, job, files, cancel, live));
+        tokio::spawn(runner::run_job(ctx, job, files, cancel, live, limit));
         Ok(())
     }
 

@@ -2,10 +2,13 @@
 //! --wait follow it to the end like `mdlctl wait`.
 
 use anyhow::Result;
-use mdl_protocol::{AddReply, AddRequest, Secret};
+use mdl_protocol::{
+    AddOutcome, AddReply, AddRequest, ClientError, ErrorKind, Request, Response, Secret,
+};
 
 use super::{absolute_path, wait, Ctx};
 use crate::cli::AddArgs;
+use crate::exit::Failure;
 use crate::output::{added_json, added_line, emit, emit_json, live::Live, plan_text};
 
 /// The caller's environment variables forwarded to the daemon with every add, so that it
@@ -27,57 +30,117 @@ pub const FORWARDED_ENV: [&str; 14] = [
     "HOME",
 ];
 
-/// Run `add`.
+/// Run `add`: one request per source. `--json` prints one object for one job, an array for
+/// several (several sources, or a search that queued several jobs).
 pub async fn run(ctx: &Ctx, args: AddArgs) -> Result<()> {
     let (dry_run, wait_after) = (args.dry_run, args.wait);
-    let request = build_request(args, |name| std::env::var(name).ok())?;
-    ctx.debug(2, format_args!("add request: {request:?}"));
+    let requests = build_requests(args, |name| std::env::var(name).ok())?;
     let mut client = ctx.connect().await?;
 
     if dry_run {
-        let plan = client.plan(request).await?;
+        let mut plans = Vec::new();
+        for request in requests {
+            ctx.debug(2, format_args!("add request: {request:?}"));
+            plans.push(client.plan(request).await?);
+        }
         return if ctx.json {
-            emit_json(&plan)
+            match plans.as_slice() {
+                [one] => emit_json(one),
+                many => emit_json(many),
+            }
         } else {
-            emit(plan_text(&plan).trim_end())
+            let text: Vec<String> = plans.iter().map(plan_text).collect();
+            emit(text.join("\n").trim_end())
         };
     }
 
-    let reply = client.add(request).await?;
-    if !wait_after {
-        return if ctx.json {
-            emit_json(&added_json(&reply))
+    let mut replies: Vec<AddReply> = Vec::new();
+    let single = requests.len() == 1;
+    for request in requests {
+        ctx.debug(2, format_args!("add request: {request:?}"));
+        match client.request(&Request::Add(request)).await? {
+            Response::Added(reply) => replies.push(reply),
+            // A search source: one job per result.
+            Response::Jobs(jobs) => replies.extend(jobs.into_iter().map(|job| AddReply {
+                outcome: AddOutcome::Created,
+                job,
+            })),
+            Response::Error(e) => return Err(ClientError::Daemon(e).into()),
+            other => {
+                return Err(Failure::new(
+                    ErrorKind::Other,
+                    format!("unexpected reply to add: {other:?}"),
+                )
+                .into())
+            }
+        }
+    }
+    let one = single && replies.len() == 1;
+    let print = |replies: &[AddReply]| -> Result<()> {
+        if one {
+            emit_json(&added_json(&replies[0]))
         } else {
-            emit(added_line(&reply))
-        };
+            emit_json(&replies.iter().map(added_json).collect::<Vec<_>>())
+        }
+    };
+    if !wait_after {
+        if ctx.json {
+            return print(&replies);
+        }
+        for reply in &replies {
+            emit(added_line(reply))?;
+        }
+        return Ok(());
     }
     drop(client);
 
     if !ctx.json {
-        emit(added_line(&reply))?;
+        for reply in &replies {
+            emit(added_line(reply))?;
+        }
     }
+    let ids: Vec<_> = replies.iter().map(|r| r.job.id).collect();
     let mut live = (!ctx.json).then(|| Live::new(false));
-    let jobs = wait::wait_for(ctx, &[reply.job.id], live.as_mut()).await?;
+    let jobs = wait::wait_for(ctx, &ids, live.as_mut()).await?;
     drop(live);
     if ctx.json {
-        // Still one object: the job as it ended, with the add's outcome.
-        let job = jobs.into_iter().next().unwrap_or(reply.job);
-        let done = AddReply {
-            outcome: reply.outcome,
-            job,
-        };
-        emit_json(&added_json(&done))?;
-        wait::outcome(std::slice::from_ref(&done.job))
+        // The jobs as they ended, with the adds' outcomes.
+        let done: Vec<AddReply> = replies
+            .iter()
+            .map(|r| AddReply {
+                outcome: r.outcome,
+                job: jobs
+                    .iter()
+                    .find(|j| j.id == r.job.id)
+                    .cloned()
+                    .unwrap_or_else(|| r.job.clone()),
+            })
+            .collect();
+        print(&done)?;
+        wait::outcome(&done.into_iter().map(|r| r.job).collect::<Vec<_>>())
     } else {
         wait::outcome(&jobs)
     }
+}
+
+/// One protocol request per source of the command line.
+fn build_requests(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<Vec<AddRequest>> {
+    let sources = args.sources.clone();
+    let template = build_request(args, env)?;
+    Ok(sources
+        .into_iter()
+        .map(|source| AddRequest {
+            source,
+            ..template.clone()
+        })
+        .collect())
 }
 
 /// The protocol request for the command line, with `env` looking up forwarded variables.
 fn build_request(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<AddRequest> {
     let dest = args.dest.as_deref().map(absolute_path).transpose()?;
     Ok(AddRequest {
-        source: args.source,
+        source: args.sources.first().cloned().unwrap_or_default(),
         dest,
         sha256: args.sha256,
         md5: args.md5,
@@ -154,6 +217,21 @@ mod tests {
         );
         // Secrets stay hidden in debug output.
         assert!(!format!("{request:?}").contains("secret"));
+    }
+
+    #[test]
+    fn several_sources_make_several_requests() {
+        let requests = build_requests(
+            add_args(&["civitai://1", "civitai://2@3", "--option", "layout=comfyui"]),
+            |_| None,
+        )
+        .unwrap();
+        let sources: Vec<&str> = requests.iter().map(|r| r.source.as_str()).collect();
+        assert_eq!(sources, ["civitai://1", "civitai://2@3"]);
+        assert!(requests
+            .iter()
+            .all(|r| r.options == [("layout".to_string(), "comfyui".to_string())]));
+        assert!(Cli::try_parse_from(["mdlctl", "add"]).is_err());
     }
 
     #[test]

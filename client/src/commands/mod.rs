@@ -8,6 +8,7 @@ mod cancel;
 mod completions;
 mod concurrency;
 mod daemon;
+mod ensure;
 mod limit;
 mod ls;
 mod pause;
@@ -113,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Limit(args) => limit::run(&ctx, args).await,
         Command::Concurrency(args) => concurrency::run(&ctx, args).await,
         Command::Verify(args) => verify::run(&ctx, args).await,
+        Command::Ensure(args) => ensure::run(&ctx, args).await,
         Command::Daemon(command) => daemon::run(&ctx, command).await,
         Command::Completions(args) => completions::run(args),
     }

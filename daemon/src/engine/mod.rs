@@ -6,6 +6,7 @@
 //! ([`FileCheckpoint`]) and receives durable checkpoints back through a [`FetchObserver`].
 
 pub mod finalize;
+pub mod limit;
 pub mod names;
 pub mod retry;
 pub mod space;
@@ -120,6 +121,8 @@ pub struct FetchSpec {
     pub checkpoint: FileCheckpoint,
     /// Digests to compute besides sha256.
     pub hashes: HashPlan,
+    /// The job's bandwidth limit (the global one is the engine's).
+    pub job_limit: Option<Arc<limit::RateLimiter>>,
 }
 
 /// The HTTP engine. Cheap to clone: the connection pool is shared.
@@ -127,6 +130,7 @@ pub struct FetchSpec {
 pub struct Engine {
     http: reqwest::Client,
     settings: Arc<EngineSettings>,
+    global_limit: Arc<limit::RateLimiter>,
 }
 
 impl Engine {
@@ -141,12 +145,18 @@ impl Engine {
         Ok(Engine {
             http,
             settings: Arc::new(settings),
+            global_limit: Arc::new(limit::RateLimiter::new(None)),
         })
     }
 
     /// The HTTP client (for source resolvers that call hub APIs).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The limit shared by every download.
+    pub fn global_limit(&self) -> &Arc<limit::RateLimiter> {
+        &self.global_limit
     }
 
     /// The engine's settings.
@@ -471,6 +481,10 @@ impl<'a> Attempt<'a> {
                     break Err(retry(format!("connection lost: {}", describe_reqwest(&e))))
                 }
                 Ok(Some(Ok(chunk))) => {
+                    self.engine.global_limit.acquire(chunk.len() as u64).await;
+                    if let Some(job_limit) = &self.spec.job_limit {
+                        job_limit.acquire(chunk.len() as u64).await;
+                    }
                     buffer.extend_from_slice(&chunk);
                     let received = buffer_start + buffer.len() as u64;
                     if let Some(total) = self.checkpoint.total {

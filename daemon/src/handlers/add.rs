@@ -32,16 +32,14 @@ fn check_hex(name: &str, value: &Option<String>, len: usize) -> Result<Option<St
     }
 }
 
-/// Queue a download (or describe it, for a dry run).
-pub async fn add(scheduler: &mut Scheduler, request: AddRequest) -> HandlerResult {
-    let source = request.source.trim().to_string();
-    if source.is_empty() {
-        return Err(invalid("the source is empty"));
-    }
-    sources::classify(&source).map_err(invalid)?;
-    let sha256 = check_hex("sha256", &request.sha256, 64)?;
-    let md5 = check_hex("md5", &request.md5, 32)?;
-    let dest_dir = match &request.dest {
+/// Where an add goes: its absolute `--dest`, else the source's default (a hub's cache,
+/// `<downloads>/civitai`, or the download directory).
+pub fn destination(
+    kind: sources::SourceKind,
+    request: &AddRequest,
+    settings: &crate::Settings,
+) -> Result<PathBuf, ErrorReply> {
+    Ok(match &request.dest {
         Some(dest) => {
             let path = PathBuf::from(dest);
             if !path.is_absolute() {
@@ -51,8 +49,25 @@ pub async fn add(scheduler: &mut Scheduler, request: AddRequest) -> HandlerResul
             }
             path
         }
-        None => scheduler.settings.download_dir.clone(),
-    };
+        None if kind == sources::SourceKind::Civitai => settings.download_dir.join("civitai"),
+        None => sources::default_destination(kind, &request.env, &settings.download_dir),
+    })
+}
+
+/// Queue a download (or describe it, for a dry run).
+pub async fn add(scheduler: &mut Scheduler, request: AddRequest) -> HandlerResult {
+    let source = request.source.trim().to_string();
+    if source.is_empty() {
+        return Err(invalid("the source is empty"));
+    }
+    let kind = sources::classify_with(&source, &scheduler.settings.engine.sources, &request.env)
+        .map_err(invalid)?;
+    if kind == sources::SourceKind::Civitai {
+        sources::civitai::validate_options(&request.options).map_err(invalid)?;
+    }
+    let sha256 = check_hex("sha256", &request.sha256, 64)?;
+    let md5 = check_hex("md5", &request.md5, 32)?;
+    let dest_dir = destination(kind, &request, &scheduler.settings)?;
     let file_name = match &request.file_name {
         Some(name) => Some(
             names::sanitize_file_name(name)
@@ -110,7 +125,11 @@ pub async fn add(scheduler: &mut Scheduler, request: AddRequest) -> HandlerResul
         revision: request.revision,
         include: request.include,
         exclude: request.exclude,
-        options: request.options,
+        options: {
+            let mut options = request.options;
+            options.extend(sources::recorded_options(kind, request.dest.is_some()));
+            options
+        },
         token: request.token,
         env: request.env,
         resolved: false,

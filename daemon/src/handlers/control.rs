@@ -211,6 +211,11 @@ pub async fn set_bandwidth_limit(
         None => {
             scheduler.bandwidth_limit = request.bytes_per_second;
             scheduler
+                .runner_ctx
+                .engine
+                .global_limit()
+                .set_rate(request.bytes_per_second);
+            scheduler
                 .store
                 .put_meta(META_BANDWIDTH, &request.bytes_per_second)?;
         }
@@ -218,6 +223,9 @@ pub async fn set_bandwidth_limit(
             let mut job = load(scheduler, id)?;
             job.bandwidth_limit = request.bytes_per_second;
             scheduler.store.put_job(&job)?;
+            if let Some(running) = scheduler.running.get(&id) {
+                running.limit.set_rate(request.bytes_per_second);
+            }
         }
     }
     scheduler.store.flush().await?;

@@ -5,10 +5,12 @@
 pub mod add;
 pub mod control;
 pub mod query;
+pub mod search;
+pub mod verify;
 
 use mdl_protocol::{ErrorKind, ErrorReply, Request, Response};
 
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, SchedulerHandle};
 use crate::store::StoreError;
 
 /// Handle one request.
@@ -28,7 +30,7 @@ pub async fn dispatch(scheduler: &mut Scheduler, request: Request) -> Response {
         Request::SetBandwidthLimit(req) => control::set_bandwidth_limit(scheduler, req).await,
         Request::Verify(_) => Err(ErrorReply::new(
             ErrorKind::InvalidRequest,
-            "verify is not supported by this daemon version",
+            "verify runs outside the scheduler task (SchedulerHandle::request)",
         )),
         Request::Subscribe | Request::Shutdown => Err(ErrorReply::new(
             ErrorKind::InvalidRequest,
@@ -39,6 +41,33 @@ pub async fn dispatch(scheduler: &mut Scheduler, request: Request) -> Response {
         tracing::debug!(request = name, "request failed: {}", e.message);
         Response::Error(e)
     })
+}
+
+/// Requests whose slow part (network, hashing) must not run in the scheduler's task: handled
+/// here, in the caller's task, touching the state only through [`SchedulerHandle::with`].
+/// Every other request comes back as `Err` for the scheduler.
+pub async fn outside(handle: &SchedulerHandle, request: Request) -> Result<Response, Request> {
+    match request {
+        Request::Verify(verify) => Ok(verify::run(handle, verify).await),
+        Request::Add(add) => match crate::sources::civitai::search_pairs(&add.source) {
+            Some(pairs) => Ok(search::run(handle, add, pairs).await),
+            // A hub dry run resolves the source (network): plan it here.
+            None if add.dry_run => {
+                let Some((engine, settings)) = handle
+                    .with(|s| (s.runner_ctx.engine.clone(), s.settings.clone()))
+                    .await
+                else {
+                    return Err(Request::Add(add));
+                };
+                match crate::sources::plan(&engine, &settings, &add).await {
+                    Some(plan) => Ok(plan),
+                    None => Err(Request::Add(add)),
+                }
+            }
+            None => Err(Request::Add(add)),
+        },
+        other => Err(other),
+    }
 }
 
 /// The result of a handler: a response, or a typed error reply.

@@ -63,6 +63,17 @@ pub fn is_civitai(source: &str) -> bool {
         })
 }
 
+/// The query of a search source (`civitai://search?...`), or `None` for any other source.
+pub fn search_pairs(source: &str) -> Option<Vec<(String, String)>> {
+    if !is_civitai(source) {
+        return None;
+    }
+    match parse(source) {
+        Ok(Target::Search(pairs)) => Some(pairs),
+        _ => None,
+    }
+}
+
 /// Parse a Civitai source string.
 pub fn parse(source: &str) -> Result<Target, String> {
     let s = source.trim();
@@ -102,7 +113,13 @@ pub fn parse(source: &str) -> Result<Target, String> {
             .find(|(k, _)| k == "modelVersionId" || k == "version")
             .and_then(|(_, v)| v.parse().ok());
         return Ok(match (target, version) {
-            (Target::Model { model, version: None }, Some(v)) => Target::Model {
+            (
+                Target::Model {
+                    model,
+                    version: None,
+                },
+                Some(v),
+            ) => Target::Model {
                 model,
                 version: Some(v),
             },
@@ -111,7 +128,10 @@ pub fn parse(source: &str) -> Result<Target, String> {
     }
     let url = url::Url::parse(s).map_err(|_| bad())?;
     let mut segments = url.path_segments().ok_or_else(bad)?;
-    if !segments.next().is_some_and(|p| p.eq_ignore_ascii_case("models")) {
+    if !segments
+        .next()
+        .is_some_and(|p| p.eq_ignore_ascii_case("models"))
+    {
         return Err(bad());
     }
     let model = segments
@@ -285,7 +305,10 @@ fn error_message(body: &[u8]) -> Option<String> {
         Value::Null => None,
         other => Some(other.to_string()),
     };
-    match (v.get("error").and_then(text), v.get("message").and_then(text)) {
+    match (
+        v.get("error").and_then(text),
+        v.get("message").and_then(text),
+    ) {
         (Some(e), Some(m)) => Some(format!("{e} ({m})")),
         (e, m) => e.or(m),
     }
@@ -347,7 +370,10 @@ async fn choose_version(
             ),
         ));
     }
-    let versions = model["modelVersions"].as_array().cloned().unwrap_or_default();
+    let versions = model["modelVersions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let version = match version_id {
         None => versions.first().cloned().ok_or_else(|| {
             FetchError::failed(
@@ -406,7 +432,7 @@ fn choose_file(job: &JobRecord, version: &Value) -> Result<Value, FetchError> {
     if let Some(id) = option(job, "file") {
         return files
             .iter()
-            .find(|f| f["id"].to_string() == id)
+            .find(|f| f["id"].as_u64().is_some_and(|n| n.to_string() == id))
             .cloned()
             .ok_or_else(|| {
                 FetchError::failed(
@@ -420,7 +446,11 @@ fn choose_file(job: &JobRecord, version: &Value) -> Result<Value, FetchError> {
     let mut candidates: Vec<&Value> = match want_type {
         Some(t) => files
             .iter()
-            .filter(|f| f["type"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(t)))
+            .filter(|f| {
+                f["type"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(t))
+            })
             .collect(),
         None => {
             let models: Vec<&Value> = files
@@ -491,7 +521,10 @@ pub fn layout_dir(model_type: &str, layout: &str) -> Option<String> {
         "vae" => ("models/vae", "models/VAE"),
         "controlnet" => ("models/controlnet", "models/ControlNet"),
         "upscaler" => ("models/upscale_models", "models/ESRGAN"),
-        "motionmodule" => ("models/animatediff_models", "extensions/sd-webui-animatediff/model"),
+        "motionmodule" => (
+            "models/animatediff_models",
+            "extensions/sd-webui-animatediff/model",
+        ),
         "textencoder" | "clip" => ("models/text_encoders", "models/text_encoder"),
         "unet" => ("models/diffusion_models", "models/Stable-diffusion"),
         "clipvision" => ("models/clip_vision", "models/clip_vision"),
@@ -538,7 +571,8 @@ pub fn expand_template(
 
 /// Resolve a Civitai job into its one file.
 pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<Resolved, FetchError> {
-    let target = parse(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))?;
+    let target =
+        parse(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))?;
     let base = endpoint(job);
     let chosen = choose_version(engine, job, &base, &target).await?;
     let file = choose_file(job, &chosen.version)?;
@@ -638,7 +672,8 @@ fn probe_job(request: &AddRequest) -> JobRecord {
 
 /// Expand a search source into one add per model: `GET /api/v1/models` with the query's
 /// filters, following `nextCursor` until `limit` models (default 20, at most
-/// [`MAX_SEARCH_RESULTS`]) are collected. Each add pins the newest version.
+/// [`MAX_SEARCH_RESULTS`]) are collected, `per_page` per request (default `limit`, at most
+/// 100). Each add pins the newest version.
 pub async fn expand_search(
     engine: &Engine,
     request: &AddRequest,
@@ -660,23 +695,32 @@ pub async fn expand_search(
         .transpose()?
         .unwrap_or(20)
         .clamp(1, MAX_SEARCH_RESULTS);
+    let per_page = pairs
+        .iter()
+        .find(|(k, _)| k == "per_page")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(want)
+        .clamp(1, 100);
     let mut query: Vec<(String, String)> = pairs
         .iter()
-        .filter(|(k, _)| k != "limit" && k != "cursor" && k != "page" && k != "token")
+        .filter(|(k, _)| !["limit", "per_page", "cursor", "page", "token"].contains(&k.as_str()))
         .cloned()
         .collect();
-    query.push(("limit".into(), want.min(100).to_string()));
+    query.push(("limit".into(), per_page.to_string()));
     let mut adds = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &query {
-            q.append_pair(k, v);
-        }
-        if let Some(c) = &cursor {
-            q.append_pair("cursor", c);
-        }
-        let page = get_json(engine, &job, &base, &format!("/api/v1/models?{}", q.finish())).await?;
+        let encoded = {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &query {
+                q.append_pair(k, v);
+            }
+            if let Some(c) = &cursor {
+                q.append_pair("cursor", c);
+            }
+            q.finish()
+        };
+        let page = get_json(engine, &job, &base, &format!("/api/v1/models?{encoded}")).await?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
         for item in &items {
             if adds.len() >= want {
@@ -697,7 +741,11 @@ pub async fn expand_search(
         cursor = page["metadata"]["nextCursor"]
             .as_str()
             .map(str::to_string)
-            .or_else(|| page["metadata"]["nextCursor"].as_u64().map(|n| n.to_string()));
+            .or_else(|| {
+                page["metadata"]["nextCursor"]
+                    .as_u64()
+                    .map(|n| n.to_string())
+            });
         if adds.len() >= want || cursor.is_none() || items.is_empty() {
             break;
         }

@@ -312,7 +312,11 @@ pub fn display_url(url: &str) -> String {
 /// The ordered endpoint list of a source: the environment override first (job env, then the
 /// daemon's), then the configured list, then the official endpoint; trailing `/` stripped,
 /// duplicates removed.
-pub fn endpoint_list(env_override: Option<String>, configured: &[String], official: &str) -> Vec<String> {
+pub fn endpoint_list(
+    env_override: Option<String>,
+    configured: &[String],
+    official: &str,
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let candidates = env_override
         .into_iter()

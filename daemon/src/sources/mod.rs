@@ -3,13 +3,16 @@
 
 pub mod civitai;
 pub mod http_meta;
+pub mod huggingface;
+pub mod modelscope;
 
 use mdl_protocol::{ErrorKind, Secret};
 use reqwest::header::HeaderMap;
 
-use crate::engine::{names, FetchError};
+use crate::engine::{names, Engine, FetchError};
 use crate::job::{FileRecord, JobRecord};
 use crate::runner::RunnerContext;
+use crate::settings::SourceSettings;
 
 /// The kinds of source mdl understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,10 +21,125 @@ pub enum SourceKind {
     Url,
     /// Civitai: `civitai://`, `https://civitai.com/models/...`, `urn:air:...:civitai:...`.
     Civitai,
+    /// Hugging Face: `hf://`, `https://huggingface.co/...` (or a configured endpoint's host).
+    HuggingFace,
+    /// ModelScope: `ms://`, `https://www.modelscope.cn/models/...`.
+    ModelScope,
+}
+
+/// The job option recording the kind chosen at add time (when it depends on configured
+/// endpoints or the caller's environment, which the runner must not re-guess).
+pub const KIND_OPTION: &str = "mdl.source";
+
+impl SourceKind {
+    fn option_value(self) -> &'static str {
+        match self {
+            SourceKind::Url => "url",
+            SourceKind::Civitai => "civitai",
+            SourceKind::HuggingFace => "huggingface",
+            SourceKind::ModelScope => "modelscope",
+        }
+    }
+}
+
+/// Recognise a source string like [`classify`], also treating URLs on configured hub
+/// endpoints (and `HF_ENDPOINT` / `MODELSCOPE_ENDPOINT` from `env`, then the daemon's
+/// environment) as hub sources.
+pub fn classify_with(
+    source: &str,
+    settings: &SourceSettings,
+    env: &[(String, Secret)],
+) -> Result<SourceKind, String> {
+    if civitai::is_civitai(source) {
+        return classify_basic(source);
+    }
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.expose().to_string())
+            .or_else(|| std::env::var(name).ok())
+            .filter(|v| !v.trim().is_empty())
+    };
+    let hf = http_meta::endpoint_list(
+        lookup("HF_ENDPOINT"),
+        &settings.hf_endpoints,
+        crate::settings::HF_OFFICIAL_ENDPOINT,
+    );
+    if huggingface::matches(source, &hf) {
+        huggingface::parse(source)?;
+        return Ok(SourceKind::HuggingFace);
+    }
+    let ms = http_meta::endpoint_list(
+        lookup("MODELSCOPE_ENDPOINT"),
+        &settings.modelscope_endpoints,
+        crate::settings::MODELSCOPE_OFFICIAL_ENDPOINT,
+    );
+    if modelscope::matches(source, &ms) {
+        modelscope::parse(source)?;
+        return Ok(SourceKind::ModelScope);
+    }
+    classify_basic(source)
+}
+
+/// The kind of a queued job: the one recorded at add time, else recognised from its source.
+pub fn job_kind(job: &JobRecord) -> Result<SourceKind, String> {
+    let recorded = job.options.iter().find(|(k, _)| k == KIND_OPTION);
+    if let Some((_, v)) = recorded {
+        for kind in [
+            SourceKind::Url,
+            SourceKind::Civitai,
+            SourceKind::HuggingFace,
+            SourceKind::ModelScope,
+        ] {
+            if kind.option_value() == v {
+                return Ok(kind);
+            }
+        }
+    }
+    classify(&job.source)
+}
+
+/// Where a job goes when the add names no destination, and the options that record the
+/// source's kind and layout: hub sources use their cache layout (`HF_HUB_CACHE`...,
+/// `MODELSCOPE_CACHE`), everything else the daemon's download directory.
+pub fn default_destination(
+    kind: SourceKind,
+    env: &[(String, Secret)],
+    download_dir: &std::path::Path,
+) -> std::path::PathBuf {
+    match kind {
+        SourceKind::HuggingFace => huggingface::default_dest(env),
+        SourceKind::ModelScope => modelscope::default_dest(env),
+        SourceKind::Url | SourceKind::Civitai => download_dir.to_path_buf(),
+    }
+}
+
+/// Options an add of `kind` records (its kind, and the cache layout when no `--dest` is given).
+pub fn recorded_options(kind: SourceKind, dest_given: bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match kind {
+        SourceKind::HuggingFace | SourceKind::ModelScope => {
+            out.push((KIND_OPTION.to_string(), kind.option_value().to_string()));
+            if !dest_given {
+                let (k, v) = if kind == SourceKind::HuggingFace {
+                    huggingface::LAYOUT_OPTION
+                } else {
+                    modelscope::LAYOUT_OPTION
+                };
+                out.push((k.to_string(), v.to_string()));
+            }
+        }
+        SourceKind::Url | SourceKind::Civitai => {}
+    }
+    out
 }
 
 /// Recognise a source string, or explain what is accepted.
 pub fn classify(source: &str) -> Result<SourceKind, String> {
+    classify_with(source, &SourceSettings::default(), &[])
+}
+
+fn classify_basic(source: &str) -> Result<SourceKind, String> {
     let lower = source.trim().to_ascii_lowercase();
     if civitai::is_civitai(source) {
         civitai::parse(source)?;
@@ -32,7 +150,7 @@ pub fn classify(source: &str) -> Result<SourceKind, String> {
         return Ok(SourceKind::Url);
     }
     Err(format!(
-        "unsupported source {source:?}: expected an http:// or https:// URL"
+        "unsupported source {source:?}: expected an http(s):// URL, hf://ORG/NAME, ms://OWNER/NAME or civitai://..."
     ))
 }
 
@@ -47,8 +165,16 @@ pub struct Resolved {
 
 /// Resolve a job's source into its files.
 pub async fn resolve(ctx: &RunnerContext, job: &JobRecord) -> Result<Resolved, FetchError> {
-    match classify(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
-        SourceKind::Civitai => civitai::resolve(&ctx.engine, job).await,
+    resolve_with(&ctx.engine, job).await
+}
+
+/// Resolve a job's source into its files with `engine`'s HTTP client and settings (also used
+/// by dry runs, outside any runner).
+pub async fn resolve_with(engine: &Engine, job: &JobRecord) -> Result<Resolved, FetchError> {
+    match job_kind(job).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
+        SourceKind::Civitai => civitai::resolve(engine, job).await,
+        SourceKind::HuggingFace => huggingface::resolve(engine, job).await,
+        SourceKind::ModelScope => modelscope::resolve(engine, job).await,
         SourceKind::Url => {
             let mut file = FileRecord::new(job.source.trim().to_string());
             file.sha256 = job.sha256.clone();
@@ -64,16 +190,25 @@ pub async fn resolve(ctx: &RunnerContext, job: &JobRecord) -> Result<Resolved, F
 
 /// Work after every file of a job is verified and in place (e.g. a cache's `refs/` entry).
 pub async fn after_complete(_ctx: &RunnerContext, job: &JobRecord) -> Result<(), FetchError> {
-    match classify(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
-        SourceKind::Url | SourceKind::Civitai => Ok(()),
+    match job_kind(job).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
+        // Hugging Face writes `refs/<revision>` when it resolves (as `snapshot_download`
+        // does), so nothing is left to do here.
+        SourceKind::Url
+        | SourceKind::Civitai
+        | SourceKind::HuggingFace
+        | SourceKind::ModelScope => Ok(()),
     }
 }
 
 /// Headers for requests to `url` on behalf of `job` (a `--token` becomes a Bearer token for
 /// plain URLs). reqwest drops `Authorization` when a redirect leaves the host.
 pub fn auth_headers(job: &JobRecord, url: &str) -> HeaderMap {
-    if classify(&job.source) == Ok(SourceKind::Civitai) {
-        return civitai::auth_headers(job, url);
+    match job_kind(job) {
+        Ok(SourceKind::Civitai) => return civitai::auth_headers(job, url),
+        // Every URL of a hub job is on a hub endpoint; the CDN is only reached by redirect.
+        Ok(SourceKind::HuggingFace) => return huggingface::auth_headers(job),
+        Ok(SourceKind::ModelScope) => return modelscope::auth_headers(job),
+        _ => {}
     }
     let mut headers = HeaderMap::new();
     if let Some(token) = &job.token {
@@ -90,4 +225,102 @@ pub fn auth_headers(job: &JobRecord, url: &str) -> HeaderMap {
 /// A forwarded environment variable of the job, if set.
 pub fn job_env<'a>(job: &'a JobRecord, name: &str) -> Option<&'a Secret> {
     job.env.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// Describe what an add of a hub source would fetch (`--dry-run`): resolve it (network) and
+/// list each file's repository path, destination, size, hash and the bytes still to fetch
+/// (0 for a verified copy already in place). Queues nothing. `None` for plain URLs, which the
+/// scheduler describes without any request.
+pub async fn plan(
+    engine: &Engine,
+    settings: &crate::Settings,
+    request: &mdl_protocol::AddRequest,
+) -> Option<mdl_protocol::Response> {
+    use mdl_protocol::{ErrorReply, PlanInfo, PlannedFile, Response};
+    let source = request.source.trim().to_string();
+    if civitai::search_pairs(&source).is_some() {
+        return None;
+    }
+    let kind = match classify_with(&source, &settings.engine.sources, &request.env) {
+        Ok(SourceKind::Url) => return None,
+        Ok(kind) => kind,
+        Err(m) => {
+            return Some(Response::Error(ErrorReply::new(
+                ErrorKind::InvalidRequest,
+                m,
+            )))
+        }
+    };
+    if kind == SourceKind::Civitai {
+        if let Err(m) = civitai::validate_options(&request.options) {
+            return Some(Response::Error(ErrorReply::new(
+                ErrorKind::InvalidRequest,
+                m,
+            )));
+        }
+    }
+    let dest_dir = match crate::handlers::add::destination(kind, request, settings) {
+        Ok(d) => d,
+        Err(e) => return Some(Response::Error(e)),
+    };
+    let mut options = request.options.clone();
+    options.extend(recorded_options(kind, request.dest.is_some()));
+    let job = JobRecord {
+        id: 0,
+        source: source.clone(),
+        dest_dir: dest_dir.clone(),
+        priority: request.priority,
+        seq: 0,
+        state: mdl_protocol::JobState::Queued,
+        error: None,
+        created_ms: 0,
+        finished_ms: None,
+        sha256: request.sha256.clone(),
+        md5: request.md5.clone(),
+        file_name: request.file_name.clone(),
+        revision: request.revision.clone(),
+        include: request.include.clone(),
+        exclude: request.exclude.clone(),
+        options,
+        token: request.token.clone(),
+        env: request.env.clone(),
+        resolved: false,
+        file_count: 0,
+        bandwidth_limit: None,
+    };
+    let resolved = match resolve_with(engine, &job).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Some(Response::Error(ErrorReply::new(e.kind(), e.to_string())));
+        }
+    };
+    let files = resolved
+        .files
+        .iter()
+        .flat_map(|f| {
+            let shown: Vec<String> = if f.links.is_empty() {
+                f.rel_path.iter().cloned().collect()
+            } else {
+                f.links.clone()
+            };
+            let done = f.state == mdl_protocol::FileState::Completed;
+            let dest_dir = &dest_dir;
+            shown.into_iter().map(move |rel| PlannedFile {
+                path: f
+                    .source_path
+                    .clone()
+                    .filter(|_| f.links.len() <= 1)
+                    .unwrap_or_else(|| rel.clone()),
+                dest: dest_dir.join(&rel).display().to_string(),
+                size: f.size,
+                sha256: f.sha256.clone().or_else(|| f.verified_sha256.clone()),
+                bytes_to_fetch: if done { Some(0) } else { f.size },
+            })
+        })
+        .collect();
+    Some(Response::Plan(PlanInfo {
+        source: crate::job::redact_url(&source),
+        revision: resolved.revision,
+        files,
+    }))
 }

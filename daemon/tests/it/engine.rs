@@ -404,3 +404,84 @@ async fn same_destination_joins_or_completes_at_once() {
         "nothing downloaded again"
     );
 }
+
+/// Measure a download's rate after its first MiB (so start-up does not count).
+async fn measured_rate(daemon: &TestDaemon, id: u64, len: u64) -> f64 {
+    let first = daemon
+        .wait_job(id, Duration::from_secs(30), |j| j.bytes_done >= MIB)
+        .await;
+    let start = Instant::now();
+    let done = daemon.wait_finished(id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    (len - first.bytes_done) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::test]
+async fn global_bandwidth_limit_holds_within_ten_percent_and_persists() {
+    let server = FileServer::start().await;
+    let file = server.add(
+        "/limited-global.bin",
+        pseudo_random_bytes(7 * MIB as usize, 31),
+    );
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let limit = 2_000_000u64;
+    let info = client.set_bandwidth_limit(None, Some(limit)).await.unwrap();
+    assert_eq!(info.bandwidth_limit, Some(limit));
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    let rate = measured_rate(&daemon, job.id, file.len).await;
+    assert!(
+        (rate - limit as f64).abs() <= limit as f64 * 0.10,
+        "rate {rate:.0} B/s vs limit {limit}"
+    );
+    drop(client);
+    let daemon = daemon.restart().await;
+    let mut client = daemon.client().await;
+    assert_eq!(
+        client.daemon_status().await.unwrap().bandwidth_limit,
+        Some(limit),
+        "kept across restarts"
+    );
+    client.set_bandwidth_limit(None, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn per_job_limit_applies_while_running() {
+    let server = FileServer::start().await;
+    let file = server.add(
+        "/limited-job.bin",
+        pseudo_random_bytes(8 * MIB as usize, 32),
+    );
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let job = client
+        .add(mdl_protocol::AddRequest {
+            source: file.url.clone(),
+            dest: Some(daemon.downloads.display().to_string()),
+            paused: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .job;
+    let limit = 3_000_000u64;
+    client
+        .set_bandwidth_limit(Some(job.id), Some(limit))
+        .await
+        .unwrap();
+    client
+        .resume(mdl_protocol::Target::Job(job.id))
+        .await
+        .unwrap();
+    let rate = measured_rate(&daemon, job.id, file.len).await;
+    assert!(
+        (rate - limit as f64).abs() <= limit as f64 * 0.10,
+        "rate {rate:.0} B/s vs limit {limit}"
+    );
+}

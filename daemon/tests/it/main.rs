@@ -2,7 +2,10 @@
 //! directory (testkit's `TestDaemon`) against local fault-injecting HTTP servers on loopback.
 //! One test binary with a module tree, so it links once.
 
+mod civitai;
 mod engine;
+mod hf;
+mod modelscope;
 mod protocol;
 mod queue;
 mod store;

@@ -1,0 +1,756 @@
+//! Hugging Face Hub sources (`shared/specs/huggingface.md`).
+//!
+//! Accepted forms: `hf://ORG/NAME[@REV][/PATH]`, `hf://datasets/ORG/NAME...`,
+//! `hf://spaces/ORG/NAME...`, and the site's own URLs (`https://huggingface.co/ORG/NAME`,
+//! `.../tree/REV[/PATH]`, `.../blob/REV/PATH`, `.../resolve/REV/PATH`, `.../datasets/...`) on
+//! `huggingface.co`, `hf.co` or a configured endpoint's host.
+//!
+//! Resolution imitates `snapshot_download` (§5): the revision is resolved to a commit with
+//! `GET /api/{type}s/{repo}/revision/{rev}`, the files are listed with the recursive tree API
+//! (following `Link: rel="next"` pages), filtered with `--include`/`--exclude` (fnmatch-style
+//! globs as in the `hf` CLI) and downloaded through `/{prefix}{repo}/resolve/{commit}/{path}`
+//! and its redirects. LFS files are verified by sha256, regular files by their git blob sha1.
+//!
+//! Without `--dest` files go into the hub cache ([`crate::layout::hf_cache`]): one blob per
+//! etag, shared across revisions and never fetched twice, shown in `snapshots/<commit>/` by
+//! relative symlinks; `refs/<revision>` records the commit.
+
+use std::path::PathBuf;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use mdl_protocol::{ErrorKind, FileState};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use serde::Deserialize;
+
+use super::http_meta::{self, MetaResponse};
+use crate::engine::{Engine, FetchError};
+use crate::job::{FileRecord, JobRecord};
+use crate::layout::{self, hf_cache};
+use crate::settings::{SourceSettings, HF_OFFICIAL_ENDPOINT};
+
+/// The job option that selects the hub-cache layout (set at add time when no `--dest` is given).
+pub const LAYOUT_OPTION: (&str, &str) = ("mdl.layout", "hf-cache");
+
+/// Characters percent-encoded in a file path (like Python's `quote(path)`: `/` kept).
+const PATH_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The kind of a Hub repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoType {
+    /// A model (no URL prefix).
+    Model,
+    /// A dataset (`datasets/`).
+    Dataset,
+    /// A space (`spaces/`).
+    Space,
+}
+
+impl RepoType {
+    /// The plural of `/api/{plural}/...` paths and cache folder names.
+    pub fn plural(self) -> &'static str {
+        match self {
+            RepoType::Model => "models",
+            RepoType::Dataset => "datasets",
+            RepoType::Space => "spaces",
+        }
+    }
+
+    /// The prefix of `/resolve/` URLs.
+    pub fn url_prefix(self) -> &'static str {
+        match self {
+            RepoType::Model => "",
+            RepoType::Dataset => "datasets/",
+            RepoType::Space => "spaces/",
+        }
+    }
+}
+
+/// A parsed Hugging Face source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HfSource {
+    /// Model, dataset or space.
+    pub repo_type: RepoType,
+    /// `ORG/NAME` (or a bare canonical name).
+    pub repo_id: String,
+    /// The revision named in the source, if any.
+    pub revision: Option<String>,
+    /// A file or folder inside the repo, if the source names one.
+    pub path: Option<String>,
+}
+
+/// Hosts that are always Hugging Face.
+const HF_HOSTS: [&str; 3] = ["huggingface.co", "www.huggingface.co", "hf.co"];
+
+/// Whether `source` is a Hugging Face source: `hf://...`, or an https URL on a Hub host (the
+/// official ones, or the host of one of `endpoints`).
+pub fn matches(source: &str, endpoints: &[String]) -> bool {
+    let lower = source.trim().to_ascii_lowercase();
+    if lower.starts_with("hf://") {
+        return true;
+    }
+    let Ok(url) = url::Url::parse(source.trim()) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    if HF_HOSTS.contains(&host) {
+        return true;
+    }
+    endpoints.iter().any(|e| {
+        url::Url::parse(e).is_ok_and(|eu| {
+            eu.host_str() == Some(host) && eu.port_or_known_default() == url.port_or_known_default()
+        })
+    })
+}
+
+/// Parse a Hugging Face source (see the module docs).
+pub fn parse(source: &str) -> Result<HfSource, String> {
+    let trimmed = source.trim();
+    let bad = |why: &str| format!("invalid Hugging Face source {trimmed:?}: {why}");
+    if trimmed.len() >= 5 && trimmed[..5].eq_ignore_ascii_case("hf://") {
+        let rest = trimmed[5..].trim_matches('/');
+        let mut segments: Vec<String> = rest
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(decode)
+            .collect();
+        let repo_type = take_type(&mut segments);
+        if segments.is_empty() {
+            return Err(bad("expected hf://ORG/NAME[@REVISION][/PATH]"));
+        }
+        // ORG/NAME[@REV], or a bare NAME[@REV] when nothing follows.
+        let (repo_id, mut revision, consumed) = if segments.len() == 1 || segments[0].contains('@')
+        {
+            let (name, rev) = split_at_rev(&segments[0]);
+            (name, rev, 1)
+        } else {
+            let (name, rev) = split_at_rev(&segments[1]);
+            (format!("{}/{name}", segments[0]), rev, 2)
+        };
+        let mut rest: Vec<String> = segments[consumed..].to_vec();
+        // `refs/pr/N` (and `refs/convert/...`) span three segments.
+        if revision.as_deref() == Some("refs") && rest.len() >= 2 {
+            revision = Some(format!("refs/{}/{}", rest[0], rest[1]));
+            rest.drain(..2);
+        }
+        if repo_id.split('/').any(str::is_empty) {
+            return Err(bad("empty organisation or repository name"));
+        }
+        return Ok(HfSource {
+            repo_type,
+            repo_id,
+            revision,
+            path: (!rest.is_empty()).then(|| rest.join("/")),
+        });
+    }
+    let url = url::Url::parse(trimmed).map_err(|e| bad(&e.to_string()))?;
+    let mut segments: Vec<String> = url
+        .path_segments()
+        .map(|s| s.filter(|s| !s.is_empty()).map(decode).collect())
+        .unwrap_or_default();
+    let repo_type = take_type(&mut segments);
+    if segments.len() < 2 {
+        return Err(bad("expected https://huggingface.co/ORG/NAME"));
+    }
+    let repo_id = format!("{}/{}", segments[0], segments[1]);
+    let rest = &segments[2..];
+    let (revision, path) = match rest.first().map(String::as_str) {
+        None => (None, None),
+        Some("tree" | "blob" | "resolve") if rest.len() >= 2 => {
+            let mut rev = rest[1].clone();
+            let mut at = 2;
+            if rev == "refs" && rest.len() >= 4 {
+                rev = format!("refs/{}/{}", rest[2], rest[3]);
+                at = 4;
+            }
+            let path = rest[at..].join("/");
+            (Some(rev), (!path.is_empty()).then_some(path))
+        }
+        Some(other) => return Err(bad(&format!("unexpected {other:?} after the repository"))),
+    };
+    Ok(HfSource {
+        repo_type,
+        repo_id,
+        revision,
+        path,
+    })
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .to_string()
+}
+
+fn take_type(segments: &mut Vec<String>) -> RepoType {
+    let t = match segments.first().map(String::as_str) {
+        Some("datasets") if segments.len() > 1 => RepoType::Dataset,
+        Some("spaces") if segments.len() > 1 => RepoType::Space,
+        Some("models") if segments.len() > 2 => RepoType::Model,
+        _ => return RepoType::Model,
+    };
+    segments.remove(0);
+    t
+}
+
+fn split_at_rev(segment: &str) -> (String, Option<String>) {
+    match segment.split_once('@') {
+        Some((name, rev)) if !rev.is_empty() => (name.to_string(), Some(rev.to_string())),
+        Some((name, _)) => (name.to_string(), None),
+        None => (segment.to_string(), None),
+    }
+}
+
+/// A variable from the job's forwarded environment, else the daemon's; empty counts as unset.
+pub fn env_var(job: &JobRecord, name: &str) -> Option<String> {
+    super::job_env(job, name)
+        .map(|s| s.expose().to_string())
+        .or_else(|| std::env::var(name).ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// The endpoints to try, in order: `HF_ENDPOINT`, the configured list, the official one.
+pub fn endpoints(job: &JobRecord, settings: &SourceSettings) -> Vec<String> {
+    http_meta::endpoint_list(
+        env_var(job, "HF_ENDPOINT"),
+        &settings.hf_endpoints,
+        HF_OFFICIAL_ENDPOINT,
+    )
+}
+
+/// The token: `--token`, else `HF_TOKEN` (or the legacy `HUGGING_FACE_HUB_TOKEN`), else the
+/// file `HF_TOKEN_PATH`, else `$HF_HOME/token`.
+pub fn token(job: &JobRecord) -> Option<String> {
+    if let Some(t) = &job.token {
+        return Some(t.expose().trim().to_string()).filter(|t| !t.is_empty());
+    }
+    if let Some(t) = env_var(job, "HF_TOKEN").or_else(|| env_var(job, "HUGGING_FACE_HUB_TOKEN")) {
+        return Some(t.trim().to_string());
+    }
+    let path = env_var(job, "HF_TOKEN_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| hf_cache::hf_home(|k| env_var(job, k)).join("token"));
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// `Authorization: Bearer <token>` (marked sensitive) when a token is known. Only ever sent to
+/// Hub endpoints: every URL mdl builds for a Hugging Face job is on one, and reqwest drops the
+/// header when a redirect leaves for the CDN.
+pub fn auth_headers(job: &JobRecord) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = token(job) {
+        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+    }
+    headers
+}
+
+/// Whether the job uses the hub-cache layout.
+pub fn uses_cache(job: &JobRecord) -> bool {
+    job.options
+        .iter()
+        .any(|(k, v)| k == LAYOUT_OPTION.0 && v == LAYOUT_OPTION.1)
+}
+
+/// The cache root for a job's forwarded environment.
+pub fn default_dest(env: &[(String, mdl_protocol::Secret)]) -> PathBuf {
+    hf_cache::cache_root(|k| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.expose().to_string())
+            .or_else(|| std::env::var(k).ok())
+            .filter(|v| !v.trim().is_empty())
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct RepoInfo {
+    sha: Option<String>,
+    #[serde(default)]
+    gated: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct TreeEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    oid: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    lfs: Option<LfsInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LfsInfo {
+    oid: String,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+/// The revision a job asks for: `--revision`, else the one in the source, else `main`.
+fn requested_revision(job: &JobRecord, src: &HfSource) -> String {
+    job.revision
+        .clone()
+        .filter(|r| !r.trim().is_empty())
+        .or_else(|| src.revision.clone())
+        .unwrap_or_else(|| "main".to_string())
+}
+
+/// Resolve a Hugging Face job into its files.
+pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved, FetchError> {
+    let src = parse(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))?;
+    let settings = engine.settings();
+    let endpoints = endpoints(job, &settings.sources);
+    let headers = auth_headers(job);
+    let http = engine.http();
+    let revision = requested_revision(job, &src);
+    let plural = src.repo_type.plural();
+    let rev_enc = utf8_percent_encode(&revision, NON_ALPHANUMERIC).to_string();
+
+    // 1. The commit (and whether the repo is gated).
+    let info_path = format!("/api/{plural}/{}/revision/{rev_enc}", src.repo_id);
+    let response = http_meta::get(http, &endpoints, &info_path, headers.clone(), settings).await?;
+    if !response.is_success() {
+        return Err(hub_error(&response, &src, &revision, &endpoints, job));
+    }
+    let info: RepoInfo = response.json()?;
+    let endpoint = response.endpoint.clone();
+    let commit = info.sha.filter(|s| !s.is_empty()).ok_or_else(|| {
+        FetchError::failed(
+            ErrorKind::Fatal,
+            format!(
+                "{} did not say which commit {revision:?} of {} is",
+                endpoint, src.repo_id
+            ),
+        )
+    })?;
+
+    // 2. The file list, page by page.
+    let tree_path = format!(
+        "/api/{plural}/{}/tree/{commit}?recursive=true&expand=false",
+        src.repo_id
+    );
+    let mut page = http_meta::get(
+        http,
+        std::slice::from_ref(&endpoint),
+        &tree_path,
+        headers.clone(),
+        settings,
+    )
+    .await?;
+    let mut entries: Vec<TreeEntry> = Vec::new();
+    loop {
+        if !page.is_success() {
+            return Err(hub_error(&page, &src, &revision, &endpoints, job));
+        }
+        entries.extend(page.json::<Vec<TreeEntry>>()?);
+        match page.next_link() {
+            Some(next) => {
+                page =
+                    http_meta::get_url(http, &next, &endpoint, headers.clone(), settings).await?;
+            }
+            None => break,
+        }
+    }
+
+    // 3. Filter.
+    let include = compile_globs(&job.include)?;
+    let exclude = compile_globs(&job.exclude)?;
+    let prefix = src.path.as_deref().map(|p| p.trim_matches('/').to_string());
+    let mut wanted: Vec<TreeEntry> = entries
+        .into_iter()
+        .filter(|e| e.kind == "file")
+        .filter(|e| match &prefix {
+            Some(p) if !p.is_empty() => e.path == *p || e.path.starts_with(&format!("{p}/")),
+            _ => true,
+        })
+        .filter(|e| include.as_ref().is_none_or(|g| g.is_match(&e.path)))
+        .filter(|e| exclude.as_ref().is_none_or(|g| !g.is_match(&e.path)))
+        .collect();
+    wanted.sort_by(|a, b| a.path.cmp(&b.path));
+    if wanted.is_empty() {
+        return Err(FetchError::failed(
+            ErrorKind::NotFound,
+            match &prefix {
+                Some(p) => format!(
+                    "no file matches {p:?} in {} at {revision} (check the path, --include and --exclude)",
+                    src.repo_id
+                ),
+                None => format!(
+                    "no file of {} at {revision} matches --include/--exclude",
+                    src.repo_id
+                ),
+            },
+        ));
+    }
+
+    // 4. A gated repo: check access before queueing bytes, so the error says what to do.
+    if gated(&info.gated) {
+        probe_access(
+            engine,
+            job,
+            &src,
+            &endpoint,
+            &commit,
+            &wanted[0].path,
+            &revision,
+            &endpoints,
+        )
+        .await?;
+    }
+
+    // 5. File records.
+    let cache = uses_cache(job);
+    let folder = hf_cache::repo_folder(plural, &src.repo_id);
+    if cache {
+        // Like `snapshot_download` (§5 step 2): `refs/<revision>` names the commit at once;
+        // blobs and snapshot links follow as files complete.
+        hf_cache::write_ref(&job.dest_dir, &folder, &revision, &commit)
+            .map_err(|e| crate::engine::io_failure("cannot write the cache's refs entry", e))?;
+    }
+    let mut files: Vec<FileRecord> = Vec::new();
+    for entry in wanted {
+        let sha256 = entry.lfs.as_ref().map(|l| l.oid.to_ascii_lowercase());
+        let size = entry.lfs.as_ref().and_then(|l| l.size).or(entry.size);
+        let git_sha1 = match &sha256 {
+            Some(_) => None,
+            None => entry.oid.clone().map(|o| o.to_ascii_lowercase()),
+        };
+        let Some(etag) = sha256.clone().or_else(|| git_sha1.clone()) else {
+            return Err(FetchError::failed(
+                ErrorKind::Fatal,
+                format!("the Hub listed {:?} without an object id", entry.path),
+            ));
+        };
+        let snapshot = hf_cache::snapshot_rel(&folder, &commit, &entry.path);
+        if cache {
+            // Blobs are shared: a second path with the same content only adds a link.
+            if let Some(existing) = files
+                .iter_mut()
+                .find(|f| f.rel_path.as_deref() == Some(&hf_cache::blob_rel(&folder, &etag)))
+            {
+                existing.links.push(snapshot);
+                continue;
+            }
+        }
+        let url_for = |ep: &str| {
+            format!(
+                "{}/{}{}/resolve/{commit}/{}",
+                ep.trim_end_matches('/'),
+                src.repo_type.url_prefix(),
+                src.repo_id,
+                utf8_percent_encode(&entry.path, PATH_SET)
+            )
+        };
+        let mut file = FileRecord::new(url_for(&endpoint));
+        file.fallback_urls = endpoints
+            .iter()
+            .filter(|e| **e != endpoint)
+            .map(|e| url_for(e))
+            .collect();
+        file.size = size;
+        file.sha256 = sha256;
+        file.git_sha1 = git_sha1;
+        file.source_path = Some(entry.path.clone());
+        if cache {
+            file.rel_path = Some(hf_cache::blob_rel(&folder, &etag));
+            file.links = vec![snapshot];
+        } else {
+            file.rel_path = Some(entry.path.clone());
+        }
+        files.push(file);
+    }
+    for file in &mut files {
+        mark_if_present(job, file).await?;
+    }
+    Ok(super::Resolved {
+        files,
+        revision: Some(commit),
+    })
+}
+
+/// A file whose verified copy is already in place (a shared blob, or an earlier download into
+/// `--dest`) is marked completed, and its links are made now: it is never fetched twice.
+async fn mark_if_present(job: &JobRecord, file: &mut FileRecord) -> Result<(), FetchError> {
+    let Some(rel) = file.rel_path.clone() else {
+        return Ok(());
+    };
+    let path = crate::runner::safe_join(&job.dest_dir, &rel)?;
+    let (size, sha256, git_sha1) = (file.size, file.sha256.clone(), file.git_sha1.clone());
+    let check = path.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        layout::verified_copy(&check, size, sha256.as_deref(), git_sha1.as_deref())
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(sha) = verified else {
+        return Ok(());
+    };
+    for link in &file.links {
+        let link_path = crate::runner::safe_join(&job.dest_dir, link)?;
+        crate::runner::link_file(&path, &link_path).map_err(|e| {
+            crate::engine::io_failure(&format!("cannot link {}", link_path.display()), e)
+        })?;
+    }
+    file.state = FileState::Completed;
+    file.verified_sha256 = Some(sha);
+    file.verified_stamp = crate::runner::file_stamp(&path);
+    file.note = Some("already present and verified; not fetched again".to_string());
+    Ok(())
+}
+
+fn gated(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::String(s) => !s.is_empty() && s != "false",
+        _ => false,
+    }
+}
+
+/// HEAD one file of a gated repo (without following the CDN redirect) to learn whether the
+/// token gives access.
+#[allow(clippy::too_many_arguments)]
+async fn probe_access(
+    engine: &Engine,
+    job: &JobRecord,
+    src: &HfSource,
+    endpoint: &str,
+    commit: &str,
+    path: &str,
+    revision: &str,
+    endpoints: &[String],
+) -> Result<(), FetchError> {
+    let url = format!(
+        "{}/{}{}/resolve/{commit}/{}",
+        endpoint,
+        src.repo_type.url_prefix(),
+        src.repo_id,
+        utf8_percent_encode(path, PATH_SET)
+    );
+    let response = engine
+        .http()
+        .head(&url)
+        .headers(auth_headers(job))
+        .header(reqwest::header::ACCEPT_ENCODING, "identity")
+        .send()
+        .await;
+    let Ok(response) = response else {
+        return Ok(()); // the download itself will report network trouble
+    };
+    let status = response.status().as_u16();
+    if status == 401 || status == 403 {
+        let meta = MetaResponse {
+            status,
+            headers: response.headers().clone(),
+            body: bytes::Bytes::new(),
+            endpoint: endpoint.to_string(),
+            url,
+        };
+        return Err(hub_error(&meta, src, revision, endpoints, job));
+    }
+    Ok(())
+}
+
+/// Turn a Hub error answer into a message that says what to do (§6).
+fn hub_error(
+    response: &MetaResponse,
+    src: &HfSource,
+    revision: &str,
+    endpoints: &[String],
+    job: &JobRecord,
+) -> FetchError {
+    let code = response.header("x-error-code").unwrap_or("").to_string();
+    let server_message = response
+        .header("x-error-message")
+        .map(str::to_string)
+        .or_else(|| {
+            serde_json::from_slice::<serde_json::Value>(&response.body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        })
+        .unwrap_or_default();
+    let repo_url = format!(
+        "{}/{}{}",
+        response.endpoint.trim_end_matches('/'),
+        src.repo_type.url_prefix(),
+        src.repo_id
+    );
+    let has_token = token(job).is_some();
+    let suffix = if server_message.is_empty() {
+        String::new()
+    } else {
+        format!(" (the Hub says: {server_message})")
+    };
+    let (kind, message) = match code.as_str() {
+        "GatedRepo" => (
+            ErrorKind::Auth,
+            if has_token {
+                format!(
+                    "{} is gated and this token has no access yet: accept the license at {repo_url} with the account of this token, then retry{suffix}",
+                    src.repo_id
+                )
+            } else {
+                format!(
+                    "{} is gated: accept the license at {repo_url}, then set HF_TOKEN (or pass --token) to a token of that account{suffix}",
+                    src.repo_id
+                )
+            },
+        ),
+        "RepoNotFound" => (
+            if has_token || response.status == 404 {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::Auth
+            },
+            format!(
+                "repository {} not found on {}: check the name; if it is private, set HF_TOKEN (or pass --token) to a token with access{suffix}",
+                src.repo_id, response.endpoint
+            ),
+        ),
+        "RevisionNotFound" => (
+            ErrorKind::NotFound,
+            format!(
+                "revision {revision:?} not found in {}: check --revision (a branch, tag, commit or refs/pr/N){suffix}",
+                src.repo_id
+            ),
+        ),
+        "EntryNotFound" => (
+            ErrorKind::NotFound,
+            format!("file not found in {} at {revision}{suffix}", src.repo_id),
+        ),
+        _ if server_message.contains("Invalid credentials") => (
+            ErrorKind::Auth,
+            "the Hugging Face token was rejected (invalid or expired): check HF_TOKEN, HF_TOKEN_PATH or --token".to_string(),
+        ),
+        _ => {
+            let base = response.failure();
+            let FetchError::Failed { kind, message, .. } = base else {
+                return base;
+            };
+            (kind, format!("{message}{suffix}"))
+        }
+    };
+    let _ = endpoints;
+    FetchError::Failed {
+        kind,
+        message,
+        status: Some(response.status),
+    }
+}
+
+/// Compile globs with the `hf` CLI's fnmatch semantics: `*` also matches `/`, and a pattern
+/// ending in `/` means everything below that folder.
+pub fn compile_globs(patterns: &[String]) -> Result<Option<GlobSet>, FetchError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        let p = if p.ends_with('/') {
+            format!("{p}*")
+        } else {
+            p.clone()
+        };
+        let glob = GlobBuilder::new(&p)
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| {
+                FetchError::failed(ErrorKind::InvalidRequest, format!("bad pattern {p:?}: {e}"))
+            })?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| FetchError::failed(ErrorKind::InvalidRequest, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> HfSource {
+        parse(s).unwrap()
+    }
+
+    #[test]
+    fn hf_scheme_forms() {
+        let s = p("hf://acme/tiny");
+        assert_eq!(
+            (s.repo_type, s.repo_id.as_str(), s.revision, s.path),
+            (RepoType::Model, "acme/tiny", None, None)
+        );
+        let s = p("hf://datasets/acme/corpus@v1/data/train.parquet");
+        assert_eq!(s.repo_type, RepoType::Dataset);
+        assert_eq!(s.revision.as_deref(), Some("v1"));
+        assert_eq!(s.path.as_deref(), Some("data/train.parquet"));
+        let s = p("hf://acme/tiny@refs/pr/1/config.json");
+        assert_eq!(s.revision.as_deref(), Some("refs/pr/1"));
+        assert_eq!(s.path.as_deref(), Some("config.json"));
+        let s = p("hf://acme/tiny@refs%2Fpr%2F2");
+        assert_eq!(s.revision.as_deref(), Some("refs/pr/2"));
+        assert_eq!(p("hf://gpt2").repo_id, "gpt2");
+        assert_eq!(p("hf://spaces/a/b").repo_type, RepoType::Space);
+    }
+
+    #[test]
+    fn site_url_forms() {
+        let s = p("https://huggingface.co/acme/tiny");
+        assert_eq!(
+            (s.repo_id.as_str(), s.revision, s.path),
+            ("acme/tiny", None, None)
+        );
+        let s = p("https://huggingface.co/acme/tiny/resolve/main/sub/w.bin");
+        assert_eq!(s.revision.as_deref(), Some("main"));
+        assert_eq!(s.path.as_deref(), Some("sub/w.bin"));
+        let s = p("https://huggingface.co/datasets/acme/c/tree/refs%2Fpr%2F3/data");
+        assert_eq!(s.repo_type, RepoType::Dataset);
+        assert_eq!(s.revision.as_deref(), Some("refs/pr/3"));
+        assert_eq!(s.path.as_deref(), Some("data"));
+        let s = p("https://huggingface.co/acme/tiny/blob/v2/README.md");
+        assert_eq!(s.revision.as_deref(), Some("v2"));
+        assert!(parse("https://huggingface.co/acme/tiny/discussions").is_err());
+    }
+
+    #[test]
+    fn host_matching() {
+        assert!(matches("https://huggingface.co/a/b/resolve/main/x", &[]));
+        assert!(!matches("https://example.com/a/b", &[]));
+        assert!(matches(
+            "http://127.0.0.1:8080/a/b",
+            &["http://127.0.0.1:8080".into()]
+        ));
+        assert!(!matches(
+            "http://127.0.0.1:8081/a/b",
+            &["http://127.0.0.1:8080".into()]
+        ));
+    }
+
+    #[test]
+    fn fnmatch_globs() {
+        let g = compile_globs(&["*.json".into(), "onnx/".into()])
+            .unwrap()
+            .unwrap();
+        assert!(g.is_match("config.json"));
+        assert!(g.is_match("sub/config.json"));
+        assert!(g.is_match("onnx/model.onnx"));
+        assert!(!g.is_match("model.safetensors"));
+    }
+}

@@ -1,0 +1,423 @@
+//! ModelScope sources (`shared/specs/modelscope.md`).
+//!
+//! Accepted forms: `ms://OWNER/NAME[@REV][/PATH]` and model URLs on `modelscope.cn` /
+//! `modelscope.ai` (`https://www.modelscope.cn/models/OWNER/NAME[/files|/summary|/resolve/REV/PATH]`).
+//!
+//! The file list comes from `GET /api/v1/models/{owner}/{name}/repo/files?Revision=&Recursive=True`
+//! (one response, no pagination, §3.3); each file is fetched through
+//! `/api/v1/models/{owner}/{name}/repo?Revision=&FilePath=` and its `302` to the storage host
+//! (§3.4), and verified against its listed `Sha256` (§6). The default revision is `master`
+//! (HF's `main` is translated, §5). The token (`--token`, else `MODELSCOPE_API_TOKEN`) goes to
+//! the API host as the `m_session_id` cookie and as a Bearer token (§4); reqwest drops both on
+//! the cross-host redirect to storage.
+
+use std::path::PathBuf;
+
+use globset::GlobSet;
+use mdl_protocol::{ErrorKind, FileState};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, COOKIE};
+use serde::Deserialize;
+
+use super::http_meta::{self, MetaResponse};
+use crate::engine::{Engine, FetchError};
+use crate::job::{FileRecord, JobRecord};
+use crate::layout::{self, modelscope_cache};
+use crate::settings::{SourceSettings, MODELSCOPE_OFFICIAL_ENDPOINT};
+
+/// The job option that selects the ModelScope cache layout (set when no `--dest` is given).
+pub const LAYOUT_OPTION: (&str, &str) = ("mdl.layout", "modelscope-cache");
+
+/// A parsed ModelScope source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsSource {
+    /// The owner namespace.
+    pub owner: String,
+    /// The model name.
+    pub name: String,
+    /// The revision named in the source, if any.
+    pub revision: Option<String>,
+    /// A file or folder inside the repo.
+    pub path: Option<String>,
+}
+
+/// Whether `source` is a ModelScope source.
+pub fn matches(source: &str, endpoints: &[String]) -> bool {
+    let lower = source.trim().to_ascii_lowercase();
+    if lower.starts_with("ms://") || lower.starts_with("modelscope://") {
+        return true;
+    }
+    let Ok(url) = url::Url::parse(source.trim()) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches("www.");
+    if host == "modelscope.cn" || host == "modelscope.ai" {
+        return true;
+    }
+    endpoints.iter().any(|e| {
+        url::Url::parse(e).is_ok_and(|eu| {
+            eu.host_str() == url.host_str()
+                && eu.port_or_known_default() == url.port_or_known_default()
+                && url.path().starts_with("/models/")
+        })
+    })
+}
+
+/// Parse a ModelScope source.
+pub fn parse(source: &str) -> Result<MsSource, String> {
+    let trimmed = source.trim();
+    let bad = |why: &str| format!("invalid ModelScope source {trimmed:?}: {why}");
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .to_string()
+    };
+    let lower = trimmed.to_ascii_lowercase();
+    let scheme_rest = if lower.starts_with("ms://") {
+        Some(&trimmed[5..])
+    } else if lower.starts_with("modelscope://") {
+        Some(&trimmed[13..])
+    } else {
+        None
+    };
+    if let Some(rest) = scheme_rest {
+        let segments: Vec<String> = rest
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(decode)
+            .collect();
+        if segments.len() < 2 {
+            return Err(bad("expected ms://OWNER/NAME[@REVISION][/PATH]"));
+        }
+        let (name, revision) = match segments[1].split_once('@') {
+            Some((n, r)) => (n.to_string(), Some(r.to_string()).filter(|r| !r.is_empty())),
+            None => (segments[1].clone(), None),
+        };
+        let path = segments[2..].join("/");
+        return Ok(MsSource {
+            owner: segments[0].clone(),
+            name,
+            revision,
+            path: (!path.is_empty()).then_some(path),
+        });
+    }
+    let url = url::Url::parse(trimmed).map_err(|e| bad(&e.to_string()))?;
+    let segments: Vec<String> = url
+        .path_segments()
+        .map(|s| s.filter(|s| !s.is_empty()).map(decode).collect())
+        .unwrap_or_default();
+    if segments.len() < 3 || segments[0] != "models" {
+        return Err(bad("expected https://www.modelscope.cn/models/OWNER/NAME"));
+    }
+    let rest = &segments[3..];
+    let (revision, path) = match rest.first().map(String::as_str) {
+        Some("resolve") if rest.len() >= 2 => {
+            let path = rest[2..].join("/");
+            (Some(rest[1].clone()), (!path.is_empty()).then_some(path))
+        }
+        _ => {
+            let revision = url
+                .query_pairs()
+                .find(|(k, _)| k.eq_ignore_ascii_case("revision"))
+                .map(|(_, v)| v.to_string());
+            (revision, None)
+        }
+    };
+    Ok(MsSource {
+        owner: segments[1].clone(),
+        name: segments[2].clone(),
+        revision,
+        path,
+    })
+}
+
+fn env_var(job: &JobRecord, name: &str) -> Option<String> {
+    super::huggingface::env_var(job, name)
+}
+
+/// The endpoints to try: `MODELSCOPE_ENDPOINT`, the configured list, the official one.
+pub fn endpoints(job: &JobRecord, settings: &SourceSettings) -> Vec<String> {
+    let env = env_var(job, "MODELSCOPE_ENDPOINT").map(|e| {
+        if e.contains("://") {
+            e
+        } else {
+            format!("https://{e}")
+        }
+    });
+    http_meta::endpoint_list(
+        env,
+        &settings.modelscope_endpoints,
+        MODELSCOPE_OFFICIAL_ENDPOINT,
+    )
+}
+
+/// The token: `--token`, else `MODELSCOPE_API_TOKEN`.
+pub fn token(job: &JobRecord) -> Option<String> {
+    job.token
+        .as_ref()
+        .map(|t| t.expose().trim().to_string())
+        .filter(|t| !t.is_empty())
+        .or_else(|| env_var(job, "MODELSCOPE_API_TOKEN").map(|t| t.trim().to_string()))
+}
+
+/// `Cookie: m_session_id=<token>` and `Authorization: Bearer <token>` (both sensitive), for
+/// the API host only; reqwest removes both when a redirect leaves for the storage host.
+pub fn auth_headers(job: &JobRecord) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = token(job) {
+        if let Ok(mut value) = HeaderValue::from_str(&format!("m_session_id={token}")) {
+            value.set_sensitive(true);
+            headers.insert(COOKIE, value);
+        }
+        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+    }
+    headers
+}
+
+/// Whether the job uses the ModelScope cache layout.
+pub fn uses_cache(job: &JobRecord) -> bool {
+    job.options
+        .iter()
+        .any(|(k, v)| k == LAYOUT_OPTION.0 && v == LAYOUT_OPTION.1)
+}
+
+/// The cache root for a forwarded environment.
+pub fn default_dest(env: &[(String, mdl_protocol::Secret)]) -> PathBuf {
+    modelscope_cache::cache_root(|k| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.expose().to_string())
+            .or_else(|| std::env::var(k).ok())
+            .filter(|v| !v.trim().is_empty())
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Envelope<T> {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    data: Option<T>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    success: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct FilesData {
+    #[serde(default)]
+    files: Option<Vec<MsEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MsEntry {
+    path: String,
+    #[serde(rename = "Type", default)]
+    kind: String,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+/// Resolve a ModelScope job into its files.
+pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved, FetchError> {
+    let src = parse(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))?;
+    let settings = engine.settings();
+    let endpoints = endpoints(job, &settings.sources);
+    let headers = auth_headers(job);
+    let mut revision = job
+        .revision
+        .clone()
+        .filter(|r| !r.trim().is_empty())
+        .or_else(|| src.revision.clone())
+        .unwrap_or_else(|| "master".to_string());
+    if revision == "main" {
+        revision = "master".to_string();
+    }
+    let rev_q = utf8_percent_encode(&revision, NON_ALPHANUMERIC).to_string();
+    let list_path = format!(
+        "/api/v1/models/{}/{}/repo/files?Revision={rev_q}&Recursive=True",
+        src.owner, src.name
+    );
+    let response = http_meta::get(engine.http(), &endpoints, &list_path, headers, settings).await?;
+    let envelope: Envelope<FilesData> = match response.json() {
+        Ok(e) => e,
+        Err(_) if !response.is_success() => return Err(ms_error(&response, &src, &revision, None)),
+        Err(e) => return Err(e),
+    };
+    let ok = response.is_success()
+        && envelope.code.is_none_or(|c| c == 200)
+        && envelope.success.unwrap_or(true);
+    if !ok {
+        return Err(ms_error(&response, &src, &revision, envelope.message));
+    }
+    let endpoint = response.endpoint.clone();
+    let entries = envelope.data.and_then(|d| d.files).unwrap_or_default();
+
+    let include = super::huggingface::compile_globs(&job.include)?;
+    let exclude = super::huggingface::compile_globs(&job.exclude)?;
+    let prefix = src.path.as_deref().map(|p| p.trim_matches('/').to_string());
+    let matches_globs = |path: &str, set: &Option<GlobSet>, empty: bool| {
+        set.as_ref().map_or(empty, |g| g.is_match(path))
+    };
+    let mut wanted: Vec<MsEntry> = entries
+        .into_iter()
+        .filter(|e| e.kind != "tree")
+        .filter(|e| match &prefix {
+            Some(p) if !p.is_empty() => e.path == *p || e.path.starts_with(&format!("{p}/")),
+            _ => true,
+        })
+        .filter(|e| matches_globs(&e.path, &include, true))
+        .filter(|e| !matches_globs(&e.path, &exclude, false))
+        .collect();
+    wanted.sort_by(|a, b| a.path.cmp(&b.path));
+    if wanted.is_empty() {
+        return Err(FetchError::failed(
+            ErrorKind::NotFound,
+            format!(
+                "no file of {}/{} at {revision} matches the path, --include and --exclude",
+                src.owner, src.name
+            ),
+        ));
+    }
+    let base = if uses_cache(job) {
+        format!(
+            "{}/",
+            modelscope_cache::model_dir_rel(&src.owner, &src.name)
+        )
+    } else {
+        String::new()
+    };
+    let mut files = Vec::new();
+    for entry in wanted {
+        let url_for = |ep: &str| {
+            format!(
+                "{}/api/v1/models/{}/{}/repo?Revision={rev_q}&FilePath={}",
+                ep.trim_end_matches('/'),
+                src.owner,
+                src.name,
+                utf8_percent_encode(&entry.path, NON_ALPHANUMERIC)
+            )
+        };
+        let mut file = FileRecord::new(url_for(&endpoint));
+        file.fallback_urls = endpoints
+            .iter()
+            .filter(|e| **e != endpoint)
+            .map(|e| url_for(e))
+            .collect();
+        file.size = entry.size;
+        file.sha256 = entry
+            .sha256
+            .filter(|s| s.len() == 64)
+            .map(|s| s.to_ascii_lowercase());
+        file.source_path = Some(entry.path.clone());
+        file.rel_path = Some(format!("{base}{}", entry.path));
+        let path = crate::runner::safe_join(&job.dest_dir, file.rel_path.as_deref().unwrap_or(""))?;
+        let (size, sha) = (file.size, file.sha256.clone());
+        if sha.is_some() {
+            let check = path.clone();
+            let verified = tokio::task::spawn_blocking(move || {
+                layout::verified_copy(&check, size, sha.as_deref(), None)
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(sha) = verified {
+                file.state = FileState::Completed;
+                file.verified_sha256 = Some(sha);
+                file.verified_stamp = crate::runner::file_stamp(&path);
+                file.note = Some("already present and verified; not fetched again".into());
+            }
+        }
+        files.push(file);
+    }
+    Ok(super::Resolved {
+        files,
+        revision: Some(revision),
+    })
+}
+
+fn ms_error(
+    response: &MetaResponse,
+    src: &MsSource,
+    revision: &str,
+    message: Option<String>,
+) -> FetchError {
+    let message = message.or_else(|| {
+        serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| {
+                v.get("Message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
+    });
+    let said = message
+        .map(|m| format!(" (ModelScope says: {m})"))
+        .unwrap_or_default();
+    let id = format!("{}/{}", src.owner, src.name);
+    let (kind, text) = match response.status {
+        401 | 403 => (
+            ErrorKind::Auth,
+            format!(
+                "access to {id} was refused: if it is private, set MODELSCOPE_API_TOKEN (or pass --token) to a token with access (https://modelscope.cn/my/myaccesstoken){said}"
+            ),
+        ),
+        404 => (
+            ErrorKind::NotFound,
+            format!("{id} (revision {revision:?}) not found on {}: check the name and --revision{said}", response.endpoint),
+        ),
+        200..=299 => (
+            ErrorKind::Fatal,
+            format!("ModelScope refused to list {id} at {revision:?}{said}"),
+        ),
+        _ => {
+            let FetchError::Failed { kind, message, .. } = response.failure() else {
+                unreachable!("failure() is always Failed")
+            };
+            (kind, format!("{message}{said}"))
+        }
+    };
+    FetchError::Failed {
+        kind,
+        message: text,
+        status: Some(response.status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let s = parse("ms://acme/tiny@v1/onnx").unwrap();
+        assert_eq!(
+            (
+                s.owner.as_str(),
+                s.name.as_str(),
+                s.revision.as_deref(),
+                s.path.as_deref()
+            ),
+            ("acme", "tiny", Some("v1"), Some("onnx"))
+        );
+        let s = parse("https://www.modelscope.cn/models/acme/tiny/files").unwrap();
+        assert_eq!((s.owner.as_str(), s.name.as_str()), ("acme", "tiny"));
+        let s = parse("https://modelscope.ai/models/acme/tiny/resolve/master/a/b.bin").unwrap();
+        assert_eq!(s.revision.as_deref(), Some("master"));
+        assert_eq!(s.path.as_deref(), Some("a/b.bin"));
+        assert!(matches("https://www.modelscope.cn/models/a/b", &[]));
+        assert!(!matches("https://example.com/models/a/b", &[]));
+    }
+}
