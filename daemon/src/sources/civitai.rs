@@ -213,10 +213,7 @@ pub fn auth_headers(job: &JobRecord, url: &str) -> HeaderMap {
         return headers;
     }
     if let Some(token) = token(job) {
-        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}")) {
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
+        super::insert_secret(&mut headers, AUTHORIZATION, &format!("Bearer {token}"));
     }
     headers
 }

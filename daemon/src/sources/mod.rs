@@ -212,14 +212,31 @@ pub fn auth_headers(job: &JobRecord, url: &str) -> HeaderMap {
     }
     let mut headers = HeaderMap::new();
     if let Some(token) = &job.token {
-        if let Ok(mut value) =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-        {
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
+        insert_secret(
+            &mut headers,
+            reqwest::header::AUTHORIZATION,
+            &format!("Bearer {}", token.expose()),
+        );
     }
     headers
+}
+
+/// Insert a header that carries a secret, marked sensitive so it is never logged. A value that
+/// is not a valid header (e.g. a token with a newline) is left out.
+pub fn insert_secret(headers: &mut HeaderMap, name: reqwest::header::HeaderName, value: &str) {
+    if let Ok(mut value) = reqwest::header::HeaderValue::from_str(value) {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+}
+
+/// A variable from the job's forwarded environment, else the daemon's own; empty means unset.
+pub fn env_value(env: &[(String, Secret)], key: &str) -> Option<String> {
+    env.iter()
+        .find(|(n, _)| n == key)
+        .map(|(_, v)| v.expose().to_string())
+        .or_else(|| std::env::var(key).ok())
+        .filter(|v| !v.trim().is_empty())
 }
 
 /// A forwarded environment variable of the job, if set.

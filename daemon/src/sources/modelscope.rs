@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use globset::GlobSet;
 use mdl_protocol::{ErrorKind, FileState};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, COOKIE};
+use reqwest::header::{HeaderMap, AUTHORIZATION, COOKIE};
 use serde::Deserialize;
 
 use super::http_meta::{self, MetaResponse};
@@ -168,14 +168,8 @@ pub fn token(job: &JobRecord) -> Option<String> {
 pub fn auth_headers(job: &JobRecord) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(token) = token(job) {
-        if let Ok(mut value) = HeaderValue::from_str(&format!("m_session_id={token}")) {
-            value.set_sensitive(true);
-            headers.insert(COOKIE, value);
-        }
-        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}")) {
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
+        super::insert_secret(&mut headers, COOKIE, &format!("m_session_id={token}"));
+        super::insert_secret(&mut headers, AUTHORIZATION, &format!("Bearer {token}"));
     }
     headers
 }
@@ -189,13 +183,7 @@ pub fn uses_cache(job: &JobRecord) -> bool {
 
 /// The cache root for a forwarded environment.
 pub fn default_dest(env: &[(String, mdl_protocol::Secret)]) -> PathBuf {
-    modelscope_cache::cache_root(|k| {
-        env.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.expose().to_string())
-            .or_else(|| std::env::var(k).ok())
-            .filter(|v| !v.trim().is_empty())
-    })
+    modelscope_cache::cache_root(|k| super::env_value(env, k))
 }
 
 #[derive(Debug, Deserialize)]
