@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # mdl benchmark: mdl (mdld + mdlctl) against curl and aria2c on loopback nginx.
 #
-#   bench/run.sh                 full run: 3 runs per case, median (~5 min plus the build)
-#   BENCH_QUICK=1 bench/run.sh   quick: 1 run per case, 256 MiB file for the capped case
+#   bench/run.sh                 full run: 3 runs per case, median (~6 min plus the build)
+#   BENCH_QUICK=1 bench/run.sh   quick: 1 run per case, 256 MiB file for the capped case (~1 min)
 #
 # Environment knobs (all optional):
 #   BENCH_QUICK=1                  quick mode (see above)
@@ -76,12 +76,15 @@ if ((${#missing[@]})); then
     fi
     command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
     export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -qq || die "apt-get update failed"
+    mkdir -p "$WORK"
+    apt_log=$WORK/apt.log
+    "${SUDO[@]}" apt-get update -qq >"$apt_log" 2>&1 || die "apt-get update failed: $(tail -n 5 "$apt_log")"
     pkgs=()
     for m in "${missing[@]}"; do
         if [[ $m == nginx ]]; then
             # nginx-light is enough (static files, limit_rate); newer Debian has only nginx.
-            if apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            policy=$(apt-cache policy nginx-light 2>/dev/null || true)
+            if [[ $policy =~ Candidate:\ [0-9] ]]; then
                 pkgs+=(nginx-light)
             else
                 pkgs+=(nginx)
@@ -91,8 +94,8 @@ if ((${#missing[@]})); then
         fi
     done
     info "apt-get install ${pkgs[*]}"
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null ||
-        die "apt-get install ${pkgs[*]} failed"
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$apt_log" 2>&1 ||
+        die "apt-get install ${pkgs[*]} failed: $(tail -n 5 "$apt_log")"
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 fi
 [[ -x $NGINX ]] || die "nginx not found after install"
@@ -134,6 +137,7 @@ python3 "$HELPER" gen-data "$WORK" "${quick_flag[@]}"
 # Cleanup: stop what this script started (by pid) and drop the downloaded copies.
 
 NGINX_PIDFILE=$WORK/nginx/nginx.pid
+NGINX_STARTED=0
 MDLD_PID=""
 SAMPLER_PID=""
 stop_pid() { # PID SIGNAL WHAT
@@ -147,19 +151,29 @@ stop_pid() { # PID SIGNAL WHAT
     echo "warning: $what (pid $pid) did not stop in 10 s; sending KILL" >&2
     kill -KILL "$pid" 2>/dev/null || true
 }
+# Is PID alive and a process of ours: its command line contains MARK (a path under bench/work)?
+ours() { # PID MARK
+    local cmdline
+    [[ $1 =~ ^[0-9]+$ ]] || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+    [[ $cmdline == *"$2"* ]]
+}
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    set +e
+    trap - EXIT INT TERM HUP
+    trap '' PIPE # the terminal may be gone: still stop everything
     [[ -n $SAMPLER_PID ]] && stop_pid "$SAMPLER_PID" TERM "RSS sampler"
     if [[ -n $MDLD_PID ]]; then
         info "stopping mdld (pid $MDLD_PID)"
         stop_pid "$MDLD_PID" TERM mdld
-        wait "$MDLD_PID" 2>/dev/null || true
+        wait "$MDLD_PID" 2>/dev/null
+        rm -f "$WORK/mdld.pid"
     fi
-    if [[ -f $NGINX_PIDFILE ]]; then
+    if ((NGINX_STARTED)) && [[ -f $NGINX_PIDFILE ]]; then
         local npid
-        npid=$(cat "$NGINX_PIDFILE" 2>/dev/null || true)
-        if [[ -n $npid ]]; then
+        npid=$(cat "$NGINX_PIDFILE" 2>/dev/null)
+        if ours "$npid" "$WORK/nginx/nginx.conf"; then
             info "stopping nginx (pid $npid)"
             stop_pid "$npid" QUIT nginx
         fi
@@ -170,14 +184,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
 
 # ---------------------------------------------------------------------------------------------
 # 4. nginx: :PORT_A unthrottled, :PORT_B with limit_rate per connection
 
 log "Starting nginx on 127.0.0.1:$PORT_A (unthrottled) and 127.0.0.1:$PORT_B (limit_rate $CAP_RATE)"
 mkdir -p "$WORK/nginx/tmp"
-if [[ -f $NGINX_PIDFILE ]] && kill -0 "$(cat "$NGINX_PIDFILE")" 2>/dev/null; then
-    die "an nginx from an earlier run is still running (pid $(cat "$NGINX_PIDFILE")); stop it first"
+# An nginx left running by an earlier, killed run of this script holds the ports: stop it.
+if [[ -f $NGINX_PIDFILE ]] && ours "$(cat "$NGINX_PIDFILE")" "$WORK/nginx/nginx.conf"; then
+    info "stopping the nginx left over from an earlier run (pid $(cat "$NGINX_PIDFILE"))"
+    stop_pid "$(cat "$NGINX_PIDFILE")" QUIT nginx
 fi
 rm -f "$NGINX_PIDFILE"
 nginx_v=$("$NGINX" -V 2>&1)
@@ -215,6 +233,7 @@ http {
     }
 }
 EOF
+NGINX_STARTED=1
 "$NGINX" -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" ||
     die "nginx failed to start (ports $PORT_A/$PORT_B in use? set BENCH_PORT); see $WORK/nginx/error.log"
 for ((i = 0; i < 50; i++)); do
@@ -232,16 +251,16 @@ CLK_TCK=$(getconf CLK_TCK)
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 # utime and stime (clock ticks) of a process, all threads: fields 14 and 15 of /proc/PID/stat.
 cpu_ticks() {
-    local stat rest
+    local stat fields
     read -r stat <"/proc/$1/stat"
-    rest=${stat##*) } # drop "pid (comm) ", comm may hold spaces
-    set -- $rest
-    echo "${12} ${13}"
+    read -r -a fields <<<"${stat##*) }" # drop "pid (comm) ": comm may hold spaces
+    echo "${fields[11]} ${fields[12]}"
 }
 
 IDLE_RSS_KIB=0
+MDL_HAS_ENSURE=0
 if has_tool mdl; then
-    log "Starting mdld (max_concurrent = 8)"
+    log "Starting mdld (max_concurrent = 8, segments = 16)"
     MDL_SOCKET=$WORK/mdld.sock
     if ((${#MDL_SOCKET} > 100)); then # sun_path is 108 bytes
         MDL_SOCKET=$(mktemp -d /tmp/mdl-bench.XXXXXX)/mdld.sock
@@ -250,13 +269,21 @@ if has_tool mdl; then
     # Never let mdlctl start a daemon of its own behind the benchmark's back.
     export MDL_DAEMON_BIN=/bin/false
     export MDLCTL
+    if "$MDLCTL" ensure --help >/dev/null 2>&1; then MDL_HAS_ENSURE=1; fi
+    # A daemon left running by an earlier, killed run of this script: stop it.
+    if [[ -f $WORK/mdld.pid ]] && ours "$(cat "$WORK/mdld.pid")" "$WORK/mdld-data"; then
+        info "stopping the mdld left over from an earlier run (pid $(cat "$WORK/mdld.pid"))"
+        stop_pid "$(cat "$WORK/mdld.pid")" TERM mdld
+    fi
     rm -rf "$WORK/mdld-data" "$MDL_SOCKET"
     # max_concurrent = 8 gives mdl the same job parallelism as aria2c -j8 / curl --parallel-max 8
     # in the repository case; a single-file job is not affected by it.
-    printf '# Generated by bench/run.sh.\nmax_concurrent = 8\n' >"$WORK/mdld.toml"
+    # 16 connections per large file, as aria2c -x16 -s16 gets.
+    printf '# Generated by bench/run.sh.\nmax_concurrent = 8\n[engine]\nsegments = 16\n' >"$WORK/mdld.toml"
     "$MDLD" --socket "$MDL_SOCKET" --data-dir "$WORK/mdld-data" --config "$WORK/mdld.toml" \
         >"$WORK/mdld.log" 2>&1 </dev/null &
     MDLD_PID=$!
+    echo "$MDLD_PID" >"$WORK/mdld.pid"
     for ((i = 0; i < 100; i++)); do
         kill -0 "$MDLD_PID" 2>/dev/null || die "mdld exited at start; see $WORK/mdld.log: $(tail -n 5 "$WORK/mdld.log")"
         "$MDLCTL" daemon status >/dev/null 2>&1 && break
@@ -309,7 +336,7 @@ record() { # scenario tool run t0 t1 bytes user sys rss_kib [mdl_queue_s]
 
 # Time an external command; CPU and peak RSS from GNU time.
 run_external() { # SCENARIO TOOL RUN CASE BYTES DEST -- CMD...
-    local scenario=$1 tool=$2 run=$3 case=$4 bytes=$5 dest=$6 t0 t1 e user sys rss
+    local scenario=$1 tool=$2 run=$3 case=$4 bytes=$5 dest=$6 t0 t1 user sys rss
     shift 7
     rm -rf "$dest"
     mkdir -p "$dest"
@@ -319,7 +346,7 @@ run_external() { # SCENARIO TOOL RUN CASE BYTES DEST -- CMD...
         die "$tool failed in $scenario run $run: $(tail -n 5 "$WORK/$tool.log")"
     fi
     t1=$(date +%s.%N)
-    read -r e user sys rss < <(tail -n 1 "$WORK/time.out")
+    read -r _ user sys rss < <(tail -n 1 "$WORK/time.out")
     verify_dest "$case" "$dest" "$tool ($scenario run $run)"
     record "$scenario" "$tool" "$run" "$t0" "$t1" "$bytes" "$user" "$sys" "$rss" 0
     info "$(printf '%-15s run %d: %7.2f s  %8.1f MiB/s  CPU %6.2f s  RSS %6.1f MiB' "$tool" "$run" \
@@ -327,12 +354,21 @@ run_external() { # SCENARIO TOOL RUN CASE BYTES DEST -- CMD...
     rm -rf "$dest"
 }
 
-# Time mdl: add + wait through mdlctl. CPU = the daemon's utime+stime delta plus the client
-# processes (GNU time over mdl_fetch.sh); RSS = the daemon's VmRSS sampled every 100 ms.
-run_mdl() { # SCENARIO RUN CASE BYTES DEST
-    local scenario=$1 run=$2 case=$3 bytes=$4 dest=$5 t0 t1 e cu cs crss u0 s0 u1 s1 rss samples user sys queue_s total_s
+# Time mdl through mdlctl: MODE "add" is `mdlctl add` per file then `mdlctl wait` (mdl_fetch.sh),
+# MODE "ensure" is one `mdlctl ensure --wait MANIFEST`. CPU = the daemon's utime+stime delta
+# plus the client processes (GNU time); RSS = the daemon's VmRSS sampled every 100 ms.
+run_mdl() { # SCENARIO TOOL MODE RUN CASE BYTES DEST
+    local scenario=$1 tool=$2 mode=$3 run=$4 case=$5 bytes=$6 dest=$7
+    local t0 t1 cu cs u0 s0 u1 s1 rss samples user sys queue_s=0 cmd
     rm -rf "$dest"
     mkdir -p "$dest"
+    if [[ $mode == ensure ]]; then
+        python3 "$HELPER" manifest "$WORK/$case.urls" "$dest" "$WORK/$case.manifest.json"
+        cmd=("$MDLCTL" ensure --wait "$WORK/$case.manifest.json")
+    else
+        cmd=(bash "$BENCH_DIR/mdl_fetch.sh" "$WORK/$case.urls" "$dest" "$WORK/mdlctl.log")
+    fi
+    rm -f "$WORK/phases.out"
     kill -0 "$MDLD_PID" 2>/dev/null || die "mdld (pid $MDLD_PID) is no longer running; see $WORK/mdld.log"
     "$MDLCTL" rm --finished >/dev/null
     sync
@@ -341,8 +377,8 @@ run_mdl() { # SCENARIO RUN CASE BYTES DEST
     SAMPLER_PID=$!
     t0=$(date +%s.%N)
     if ! MDL_FETCH_PHASES=$WORK/phases.out /usr/bin/time -f "$TIME_FMT" -o "$WORK/time.out" \
-        bash "$BENCH_DIR/mdl_fetch.sh" "$WORK/$case.urls" "$dest" "$WORK/mdlctl.log" >>"$WORK/mdlctl.log" 2>&1; then
-        die "mdl failed in $scenario run $run: $(tail -n 5 "$WORK/mdlctl.log")"
+        "${cmd[@]}" >>"$WORK/mdlctl.log" 2>&1; then
+        die "$tool failed in $scenario run $run: $(tail -n 5 "$WORK/mdlctl.log")"
     fi
     t1=$(date +%s.%N)
     read -r u1 s1 < <(cpu_ticks "$MDLD_PID")
@@ -350,14 +386,15 @@ run_mdl() { # SCENARIO RUN CASE BYTES DEST
     wait "$SAMPLER_PID" || true
     SAMPLER_PID=""
     read -r rss samples <"$WORK/rss.out"
-    read -r e cu cs crss < <(tail -n 1 "$WORK/time.out")
-    read -r queue_s total_s <"$WORK/phases.out"
+    ((samples > 0)) || echo "warning: no RSS sample of mdld in $scenario run $run" >&2
+    read -r _ cu cs _ < <(tail -n 1 "$WORK/time.out")
+    [[ -f $WORK/phases.out ]] && read -r queue_s _ <"$WORK/phases.out"
     user=$(calc "$cu + ($u1 - $u0) / $CLK_TCK")
     sys=$(calc "$cs + ($s1 - $s0) / $CLK_TCK")
-    verify_dest "$case" "$dest" "mdl ($scenario run $run)"
-    record "$scenario" mdl "$run" "$t0" "$t1" "$bytes" "$user" "$sys" "$rss" "$queue_s"
+    verify_dest "$case" "$dest" "$tool ($scenario run $run)"
+    record "$scenario" "$tool" "$run" "$t0" "$t1" "$bytes" "$user" "$sys" "$rss" "$queue_s"
     info "$(printf '%-15s run %d: %7.2f s  %8.1f MiB/s  CPU %6.2f s  RSS %6.1f MiB (CPU: daemon %.2f s, clients %.2f s; adds took %.2f s)' \
-        mdl "$run" "$(calc "$t1 - $t0")" "$(calc "$bytes / 1048576 / ($t1 - $t0)")" "$(calc "$user + $sys")" "$(calc "$rss / 1024")" \
+        "$tool" "$run" "$(calc "$t1 - $t0")" "$(calc "$bytes / 1048576 / ($t1 - $t0)")" "$(calc "$user + $sys")" "$(calc "$rss / 1024")" \
         "$(calc "($u1 - $u0 + $s1 - $s0) / $CLK_TCK")" "$(calc "$cu + $cs")" "$queue_s")"
     rm -rf "$dest"
 }
@@ -369,7 +406,14 @@ run_case() { # SCENARIO CASE BYTES PORT KIND(single|repo)
     name=${url##*/}
     for ((run = 1; run <= RUNS; run++)); do
         if has_tool mdl; then
-            run_mdl "$scenario" "$run" "$case" "$bytes" "$OUT/mdl"
+            if [[ $kind == repo ]] && ((MDL_HAS_ENSURE)); then
+                # A batch: one client, one connection (the preferred way for many files) ...
+                run_mdl "$scenario" mdl ensure "$run" "$case" "$bytes" "$OUT/mdl"
+                # ... and one `mdlctl add` process per file, as a shell loop would.
+                run_mdl "$scenario" mdl-add add "$run" "$case" "$bytes" "$OUT/mdl-add"
+            else
+                run_mdl "$scenario" mdl add "$run" "$case" "$bytes" "$OUT/mdl"
+            fi
         fi
         if has_tool curl; then
             if [[ $kind == single ]]; then
@@ -426,7 +470,13 @@ fi
 
 versions="nginx $("$NGINX" -v 2>&1 | sed 's/^nginx version: nginx\///'), $(curl --version | head -n1 | cut -d' ' -f1-2)"
 if has_tool aria2c; then versions+=", $(aria2c --version | head -n1 | sed 's/ version//')"; fi
-if has_tool mdl; then versions+=", $("$MDLD" --version)"; fi
+if has_tool mdl; then
+    versions+=", $("$MDLD" --version)"
+    if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
+        [[ -z $(git -C "$ROOT" status --porcelain -- . ':!bench' 2>/dev/null) ]] || rev+="+uncommitted changes"
+        versions+=" (git $rev)"
+    fi
+fi
 python3 - "$WORK/meta.json" <<EOF
 import json, sys, datetime, os
 json.dump({

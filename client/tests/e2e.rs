@@ -144,9 +144,10 @@ fn stop(mut child: Child) {
 
 #[test]
 fn kill_dash_nine_mid_download_resumes_with_at_most_one_checkpoint_refetched() {
-    let checkpoint = 8 * MIB;
+    // Four segments of 24 MiB/s each, so kill -9 hits several connections in flight.
+    let checkpoint = 16 * MIB;
     let env = Env::new(&format!(
-        "[engine]\ncheckpoint_bytes = {checkpoint}\ncheckpoint_interval_ms = 60000\n"
+        "[engine]\ncheckpoint_bytes = {checkpoint}\ncheckpoint_interval_ms = 60000\nsegments = 4\n"
     ));
     let server = FileServer::start_blocking();
     let len = 256 * MIB as usize;
@@ -154,20 +155,20 @@ fn kill_dash_nine_mid_download_resumes_with_at_most_one_checkpoint_refetched() {
     server.set_behavior(
         "/big.safetensors",
         Behavior {
-            rate_limit_bytes_per_sec: Some(96 * MIB),
+            rate_limit_bytes_per_sec: Some(24 * MIB),
             ..Default::default()
         },
     );
 
-    let daemon = env.spawn_daemon();
+    let mut daemon = env.spawn_daemon();
     let id = env.add(&file.url, &["--sha256", &file.sha256]);
     let before = env.wait_until(id, Duration::from_secs(60), |j| {
         j["bytes_done"].as_u64().unwrap() >= 100 * MIB
     });
-    let mut daemon = daemon;
     daemon.kill().unwrap(); // SIGKILL: no chance to checkpoint
     daemon.wait().unwrap();
     let sent_before_kill = server.stats("/big.safetensors").body_bytes_sent;
+    let requests_before_kill = server.stats("/big.safetensors").log.len();
     assert!(
         sent_before_kill < file.len,
         "the kill must happen mid-download ({before})"
@@ -188,23 +189,27 @@ fn kill_dash_nine_mid_download_resumes_with_at_most_one_checkpoint_refetched() {
 
     let stats = server.stats("/big.safetensors");
     let refetched = stats.body_bytes_sent - file.len;
-    let resumed_from: u64 = stats
-        .log
-        .last()
-        .unwrap()
-        .range
-        .as_deref()
-        .unwrap()
-        .trim_start_matches("bytes=")
-        .trim_end_matches('-')
-        .parse()
-        .unwrap();
-    eprintln!("kill -9 at {sent_before_kill} bytes sent; resumed from {resumed_from}; re-fetched {refetched} bytes (checkpoint {checkpoint})");
-    // Lost: what arrived after the last durable checkpoint (< one checkpoint), plus what the
-    // kernel still held in socket buffers and the 4 MiB write queue at the moment of the kill.
-    assert!(resumed_from > 0, "the restart resumed with Range");
+    let resumed_from: Vec<u64> = stats.log[requests_before_kill..]
+        .iter()
+        .filter_map(|r| r.range.as_deref())
+        .map(|r| {
+            let start = r.trim_start_matches("bytes=").split('-').next().unwrap();
+            start.parse().unwrap()
+        })
+        .collect();
+    eprintln!(
+        "kill -9 at {sent_before_kill} bytes sent; resumed at {resumed_from:?}; \
+         re-fetched {refetched} bytes (checkpoint {checkpoint})"
+    );
     assert!(
-        refetched <= checkpoint + 8 * MIB,
+        !resumed_from.is_empty() && resumed_from.iter().all(|&s| s > 0),
+        "the restart resumed every segment with Range"
+    );
+    // The daemon loses at most one checkpoint of received bytes. The server also counts what
+    // the kernel still held in the four loopback connections' socket buffers at the moment of
+    // the kill (never received by mdld): allow 1 MiB per connection for that.
+    assert!(
+        refetched <= checkpoint + 4 * MIB,
         "re-fetched {refetched} bytes"
     );
     stop(daemon);

@@ -84,6 +84,18 @@ pub struct EngineSettings {
     pub user_agent: String,
     /// Bytes buffered before a write is handed to the writer thread.
     pub write_buffer_bytes: usize,
+    /// Files at least this large are fetched over several connections at once.
+    pub segment_threshold: u64,
+    /// Connections per segmented file (default; `hosts` may override per host).
+    pub segments: u32,
+    /// An assignment is split for an idle connection only if both halves are this large.
+    pub min_segment: u64,
+    /// Files of one job fetched at the same time.
+    pub files_in_flight: usize,
+    /// Connections open to one host at once, across all jobs (`hosts` may override).
+    pub max_connections_per_host: usize,
+    /// Per-host overrides, keyed by host name (`huggingface.co`, `127.0.0.1`).
+    pub hosts: std::collections::HashMap<String, HostSettings>,
     /// Hub endpoints (the config file's `[sources]` table). They live here so that every
     /// source resolver reaches them through `Engine::settings()`.
     pub sources: SourceSettings,
@@ -132,6 +144,12 @@ impl Default for EngineSettings {
             checkpoint_interval: Duration::from_secs(2),
             user_agent: format!("mdl/{}", env!("CARGO_PKG_VERSION")),
             write_buffer_bytes: 1024 * 1024,
+            segment_threshold: 64 * 1024 * 1024,
+            segments: 8,
+            min_segment: 4 * 1024 * 1024,
+            files_in_flight: 8,
+            max_connections_per_host: 16,
+            hosts: Default::default(),
             sources: SourceSettings::default(),
         }
     }
@@ -247,9 +265,51 @@ struct SourcesFile {
     civitai_endpoints: Option<Vec<String>>,
 }
 
+/// Per-host engine settings (`[engine.hosts."HOST"]` in the config file).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    /// Connections per segmented file to this host.
+    pub segments: Option<u32>,
+    /// Connections to this host at once, across all jobs.
+    pub connections: Option<usize>,
+}
+
+impl EngineSettings {
+    /// Connections per segmented file for `host`.
+    pub fn segments_for(&self, host: &str) -> u32 {
+        self.host(host)
+            .and_then(|h| h.segments)
+            .unwrap_or(self.segments)
+            .max(1)
+    }
+
+    /// The overrides for `host` (`host:port` first, then the bare host name).
+    fn host(&self, host: &str) -> Option<&HostSettings> {
+        self.hosts
+            .get(host)
+            .or_else(|| self.hosts.get(host.split(':').next().unwrap_or(host)))
+    }
+
+    /// Connections to `host` at once.
+    pub fn connections_for(&self, host: &str) -> usize {
+        self.host(host)
+            .and_then(|h| h.connections)
+            .unwrap_or(self.max_connections_per_host)
+            .max(1)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EngineFile {
+    segment_threshold: Option<u64>,
+    segments: Option<u32>,
+    min_segment: Option<u64>,
+    files_in_flight: Option<usize>,
+    max_connections_per_host: Option<usize>,
+    #[serde(default)]
+    hosts: std::collections::HashMap<String, HostSettings>,
     connect_timeout_secs: Option<u64>,
     stall_timeout_secs: Option<u64>,
     max_redirects: Option<usize>,
@@ -325,6 +385,22 @@ impl ConfigFile {
         if let Some(v) = e.user_agent {
             engine.user_agent = v;
         }
+        if let Some(v) = e.segment_threshold {
+            engine.segment_threshold = v;
+        }
+        if let Some(v) = e.segments {
+            engine.segments = v.clamp(1, 64);
+        }
+        if let Some(v) = e.min_segment {
+            engine.min_segment = v.max(64 * 1024);
+        }
+        if let Some(v) = e.files_in_flight {
+            engine.files_in_flight = v.clamp(1, 64);
+        }
+        if let Some(v) = e.max_connections_per_host {
+            engine.max_connections_per_host = v.max(1);
+        }
+        engine.hosts.extend(e.hosts);
     }
 }
 

@@ -199,6 +199,32 @@ impl RequestRecord {
 #[derive(Default)]
 struct State {
     entries: HashMap<String, Entry>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Bodies being sent right now, and the most at once: how many connections a client really
+/// kept busy at the same time.
+#[derive(Default)]
+struct InFlight {
+    current: AtomicU64,
+    max: AtomicU64,
+}
+
+/// Counts one body in flight for as long as it lives.
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlightGuard {
+    fn new(gauge: &Arc<InFlight>) -> Self {
+        let now = gauge.current.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.max.fetch_max(now, Ordering::SeqCst);
+        InFlightGuard(gauge.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Default)]
@@ -419,6 +445,21 @@ impl FileServer {
         }
     }
 
+    /// The most response bodies (file contents) that were being sent at the same time since
+    /// the server started or [`FileServer::reset_max_in_flight`].
+    pub fn max_in_flight(&self) -> u64 {
+        lock(&self.inner.state).in_flight.max.load(Ordering::SeqCst)
+    }
+
+    /// Start counting [`FileServer::max_in_flight`] afresh.
+    pub fn reset_max_in_flight(&self) {
+        let st = lock(&self.inner.state);
+        st.in_flight.max.store(
+            st.in_flight.current.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
+    }
+
     /// Zeroes the counters and clears the log of `path`. Bytes still being
     /// sent by responses started before the reset are not counted afterwards.
     pub fn reset_stats(&self, path: &str) {
@@ -560,10 +601,11 @@ fn handle(
             raw_path.clone()
         }
     };
+    let in_flight = st.in_flight.clone();
     let entry = st.entries.entry(key).or_default();
     entry.requests += 1;
     let counter = Arc::new(AtomicU64::new(0));
-    let resp = respond(
+    let mut resp = respond(
         entry,
         &method,
         range.as_deref(),
@@ -571,6 +613,9 @@ fn handle(
         &counter,
         flushed,
     );
+    if !resp.body().data.is_empty() {
+        resp.body_mut().in_flight = Some(InFlightGuard::new(&in_flight));
+    }
     entry.log.push(LogEntry {
         record: RequestRecord {
             method: method.as_str().to_string(),
@@ -929,6 +974,8 @@ struct ServeBody {
     started: Option<tokio::time::Instant>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     counters: Vec<Arc<AtomicU64>>,
+    /// Keeps the in-flight gauge up while this body lives.
+    in_flight: Option<InFlightGuard>,
     /// For a reset: the connection's flush signal, and the flush count seen
     /// when the cut point was reached.
     flushed: Option<Arc<FlushSignal>>,
@@ -947,6 +994,7 @@ impl ServeBody {
             started: None,
             sleep: None,
             counters: Vec::new(),
+            in_flight: None,
             flushed: None,
             cut_seen_flushes: None,
         }

@@ -9,6 +9,8 @@ pub mod finalize;
 pub mod limit;
 pub mod names;
 pub mod retry;
+pub mod segmented;
+pub mod segments;
 pub mod space;
 pub mod writer;
 
@@ -131,6 +133,9 @@ pub struct Engine {
     http: reqwest::Client,
     settings: Arc<EngineSettings>,
     global_limit: Arc<limit::RateLimiter>,
+    /// One semaphore per host: the connection cap that holds across all jobs.
+    host_slots:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
 }
 
 impl Engine {
@@ -146,12 +151,33 @@ impl Engine {
             http,
             settings: Arc::new(settings),
             global_limit: Arc::new(limit::RateLimiter::new(None)),
+            host_slots: Default::default(),
         })
     }
 
     /// The HTTP client (for source resolvers that call hub APIs).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Wait for a connection slot to the host of `url` (held until the permit drops).
+    pub async fn host_slot(&self, url: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let host = host_of(url);
+        let semaphore = {
+            let mut slots = self.host_slots.lock().expect("host slots lock");
+            slots
+                .entry(host.clone())
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Semaphore::new(
+                        self.settings.connections_for(&host),
+                    ))
+                })
+                .clone()
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("host semaphores are never closed")
     }
 
     /// The limit shared by every download.
@@ -174,12 +200,16 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Digests, FetchError> {
         let mut checkpoint = spec.checkpoint.clone();
-        // Trust only the contiguous prefix that is really in the partial file.
+        // Trust only ranges that are really inside the partial file.
         let on_disk = std::fs::metadata(&spec.part_path)
             .map(|m| m.len())
             .unwrap_or(0);
-        let prefix = checkpoint.ranges.contiguous_prefix().min(on_disk);
-        checkpoint.ranges = RangeSet::prefix(prefix);
+        let mut kept = RangeSet::new();
+        for &(start, end) in checkpoint.ranges.ranges() {
+            kept.insert(start, end.min(on_disk));
+        }
+        checkpoint.ranges = kept;
+        let prefix = checkpoint.ranges.contiguous_prefix();
         let sink: Arc<dyn CheckpointSink> = observer.clone() as Arc<dyn CheckpointSink>;
         let mut writer = WriterHandle::spawn(
             &spec.part_path,
@@ -194,8 +224,10 @@ impl Engine {
             spec: &spec,
             observer: &*observer,
             cancel,
+            ranges: checkpoint.ranges.clone(),
             checkpoint,
             pos: prefix,
+            single_stream: false,
         };
         match attempt.run(&mut writer).await {
             Ok(()) => {
@@ -224,8 +256,12 @@ struct Attempt<'a> {
     observer: &'a dyn FetchObserver,
     cancel: &'a CancellationToken,
     checkpoint: FileCheckpoint,
-    /// Bytes handed to the writer: the next offset to fetch.
+    /// Bytes handed to the writer: the next offset to fetch in a single stream.
     pos: u64,
+    /// Ranges already in the partial file beyond `pos` (from segments).
+    ranges: RangeSet,
+    /// Segments failed for this server: fetch as one stream.
+    single_stream: bool,
 }
 
 /// One failed attempt.
@@ -248,7 +284,7 @@ impl<'a> Attempt<'a> {
             if self.cancel.is_cancelled() {
                 return Err(FetchError::Interrupted);
             }
-            let before = self.pos;
+            let before = self.pos + self.ranges.covered();
             match self.once(writer).await {
                 Ok(()) => return Ok(()),
                 Err(AttemptError::Stop(err)) => return Err(err),
@@ -257,7 +293,7 @@ impl<'a> Attempt<'a> {
                     retry_after,
                     rate_limited,
                 }) => {
-                    if self.pos > before {
+                    if self.pos + self.ranges.covered() > before {
                         failures = 0;
                     }
                     failures += 1;
@@ -297,7 +333,9 @@ impl<'a> Attempt<'a> {
             .headers(self.spec.headers.clone());
         // Bytes on disk must be the file's bytes, not a compressed transfer of them.
         req = req.header(header::ACCEPT_ENCODING, "identity");
-        if self.pos > 0 {
+        // With bytes on disk, always ask by range with a validator: a 206 proves the same
+        // version, a 200 says start over.
+        if self.pos > 0 || self.ranges.covered() > 0 {
             req = req.header(header::RANGE, format!("bytes={}-", self.pos));
             if let Some(validator) = if_range_validator(&self.checkpoint) {
                 req = req.header(header::IF_RANGE, validator);
@@ -312,6 +350,10 @@ impl<'a> Attempt<'a> {
                 return Ok(());
             }
         }
+        let slot = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(AttemptError::Stop(FetchError::Interrupted)),
+            slot = self.engine.host_slot(&self.spec.url) => slot,
+        };
         let response = tokio::select! {
             _ = self.cancel.cancelled() => return Err(AttemptError::Stop(FetchError::Interrupted)),
             r = self.request().send() => r,
@@ -320,23 +362,21 @@ impl<'a> Attempt<'a> {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let endpoint = endpoint_of(response.url());
+        let ranges_ok;
         match status {
             200 => {
-                if self.pos > 0 {
+                if self.pos > 0 || self.ranges.covered() > 0 {
                     // The server ignored our Range, or If-Range says the file changed:
                     // start over, never splice two versions.
                     tracing::info!(
                         pos = self.pos,
                         "server sent the whole file; restarting from 0"
                     );
-                    writer
-                        .truncate()
-                        .await
-                        .map_err(|e| stop_io("cannot reset the partial file", e))?;
-                    self.pos = 0;
+                    self.reset(writer).await?;
                 }
                 let total = content_length(&headers);
                 let no_ranges = !accepts_ranges(&headers);
+                ranges_ok = !no_ranges;
                 self.adopt(&headers, total, &endpoint, no_ranges, writer)
                     .await?;
             }
@@ -348,11 +388,7 @@ impl<'a> Attempt<'a> {
                     || matches!((self.checkpoint.total, total), (Some(a), Some(b)) if a != b);
                 if start != self.pos || validators_changed {
                     tracing::info!("resource changed or range mismatch; restarting from 0");
-                    writer
-                        .truncate()
-                        .await
-                        .map_err(|e| stop_io("cannot reset the partial file", e))?;
-                    self.pos = 0;
+                    self.reset(writer).await?;
                     self.checkpoint = FileCheckpoint::default();
                     return Err(AttemptError::Retry {
                         message: "the file changed on the server; restarting".into(),
@@ -360,6 +396,7 @@ impl<'a> Attempt<'a> {
                         rate_limited: false,
                     });
                 }
+                ranges_ok = true;
                 self.adopt(&headers, total, &endpoint, false, writer)
                     .await?;
             }
@@ -373,11 +410,7 @@ impl<'a> Attempt<'a> {
                     self.checkpoint.total = total;
                     return Ok(());
                 }
-                writer
-                    .truncate()
-                    .await
-                    .map_err(|e| stop_io("cannot reset the partial file", e))?;
-                self.pos = 0;
+                self.reset(writer).await?;
                 self.checkpoint = FileCheckpoint::default();
                 return Err(AttemptError::Retry {
                     message: "416 range not satisfiable; restarting".into(),
@@ -398,7 +431,29 @@ impl<'a> Attempt<'a> {
             }
             _ => return Err(status_error(status, &headers, &redacted(&self.spec.url))),
         }
+        let settings = &self.engine.settings;
+        let segments = settings.segments_for(&host_of(&self.spec.url));
+        let big = self
+            .checkpoint
+            .total
+            .is_some_and(|t| t >= settings.segment_threshold);
+        if ranges_ok && big && segments > 1 && !self.single_stream {
+            return self
+                .read_segmented(response, slot, writer, segments as usize)
+                .await;
+        }
         self.read_body(response, writer).await
+    }
+
+    /// Throw away every byte fetched so far (another version, or a server that ignores Range).
+    async fn reset(&mut self, writer: &mut WriterHandle) -> Result<(), AttemptError> {
+        writer
+            .truncate()
+            .await
+            .map_err(|e| stop_io("cannot reset the partial file", e))?;
+        self.pos = 0;
+        self.ranges.clear();
+        Ok(())
     }
 
     /// Take the validators and length of a response we are going to read.
@@ -706,6 +761,17 @@ fn original_endpoint(url: &str) -> String {
     reqwest::Url::parse(url)
         .map(|u| endpoint_of(&u))
         .unwrap_or_default()
+}
+
+/// `host` (or `host:port` when a port is given) of a URL, for per-host limits.
+pub fn host_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.port() {
+            Some(port) => format!("{}:{port}", u.host_str().unwrap_or("")),
+            None => u.host_str().unwrap_or("").to_string(),
+        },
+        Err(_) => String::new(),
+    }
 }
 
 /// `scheme://host[:port]` of a URL.

@@ -58,6 +58,27 @@ enum Message {
     Finish(oneshot::Sender<io::Result<Digests>>),
 }
 
+/// Hands data of one connection to the writer thread; many may exist for one file.
+#[derive(Clone)]
+pub struct WriterSender {
+    tx: mpsc::Sender<Message>,
+}
+
+impl WriterSender {
+    /// Queue `data` to be written at `offset`. Fails when the writer thread stopped (its error
+    /// surfaces through the [`WriterHandle`]).
+    pub async fn write(&self, offset: u64, data: Bytes) -> Result<(), WriterGone> {
+        self.tx
+            .send(Message::Write { offset, data })
+            .await
+            .map_err(|_| WriterGone)
+    }
+}
+
+/// The writer thread stopped (after an I/O error, which its handle reports).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterGone;
+
 /// The async side's handle to a writer thread.
 pub struct WriterHandle {
     tx: mpsc::Sender<Message>,
@@ -112,7 +133,86 @@ struct WriterState {
     ranges: RangeSet,
     hashed: u64,
     hashers: Hashers,
-    sink: Arc<dyn CheckpointSink>,
+    syncer: Syncer,
+}
+
+/// Makes checkpoints durable on its own thread, so `fdatasync` never stalls the writes behind
+/// it. `fdatasync` flushes every dirty page of the file, so all ranges written before a
+/// checkpoint was queued are on disk when the sink hears of it. Checkpoints queued while a
+/// sync runs collapse into the newest one.
+struct Syncer {
+    tx: Option<std::sync::mpsc::Sender<(u64, FileCheckpoint)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    error: Arc<std::sync::Mutex<Option<io::Error>>>,
+    /// Bumped by a truncate: checkpoints of the bytes thrown away are never reported.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Syncer {
+    fn spawn(file: File, sink: Arc<dyn CheckpointSink>) -> io::Result<Syncer> {
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, FileCheckpoint)>();
+        let error = Arc::new(std::sync::Mutex::new(None));
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (thread_error, thread_epoch) = (error.clone(), epoch.clone());
+        let thread = std::thread::Builder::new()
+            .name("mdl-sync".into())
+            .spawn(move || {
+                while let Ok(mut item) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        item = newer;
+                    }
+                    if item.0 != thread_epoch.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    if let Err(e) = file.sync_data() {
+                        *thread_error.lock().expect("sync error lock") = Some(e);
+                        return;
+                    }
+                    if item.0 == thread_epoch.load(Ordering::SeqCst) {
+                        sink.durable(item.1);
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            tx: Some(tx),
+            thread: Some(thread),
+            error,
+            epoch,
+        })
+    }
+
+    /// Queue a checkpoint of `ranges` (already written).
+    fn checkpoint(&self, checkpoint: FileCheckpoint) -> io::Result<()> {
+        self.failed()?;
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((epoch, checkpoint));
+        }
+        Ok(())
+    }
+
+    /// Forget queued checkpoints (the file was truncated).
+    fn invalidate(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A sync error, once one happened.
+    fn failed(&self) -> io::Result<()> {
+        match self.error.lock().expect("sync error lock").take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Wait until every queued checkpoint is durable and reported.
+    fn drain(&mut self) -> io::Result<()> {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.failed()
+    }
 }
 
 impl WriterState {
@@ -184,51 +284,74 @@ impl WriterHandle {
             .truncate(false)
             .open(path)?;
         let (tx, mut rx) = mpsc::channel::<Message>(queue_depth.max(1));
+        let syncer = Syncer::spawn(file.try_clone()?, sink)?;
         let mut state = WriterState {
             file,
             ranges: existing,
             hashed: 0,
             hashers: Hashers::new(plan),
-            sink,
+            syncer,
         };
         let thread = std::thread::Builder::new()
             .name("mdl-writer".into())
             .spawn(move || {
-                state.catch_up_hash()?;
-                while let Some(message) = rx.blocking_recv() {
-                    match message {
-                        Message::Write { offset, data } => state.write(offset, &data)?,
-                        Message::Checkpoint(mut checkpoint) => {
-                            state.file.sync_data()?;
-                            checkpoint.ranges = state.ranges.clone();
-                            state.sink.durable(checkpoint);
-                        }
-                        Message::Truncate => {
-                            state.file.set_len(0)?;
-                            state.ranges.clear();
-                            state.hashed = 0;
-                            state.hashers = Hashers::new(state.hashers.plan);
-                        }
-                        Message::Finish(reply) => {
-                            let result = state.file.sync_all().map(|()| {
-                                let hashers = std::mem::replace(
-                                    &mut state.hashers,
-                                    Hashers::new(HashPlan::default()),
-                                );
-                                hashers.finish(state.hashed)
-                            });
-                            let _ = reply.send(result);
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(())
+                let result = state.run(&mut rx);
+                // Whatever ended the loop, the checkpoints queued so far become durable.
+                let drained = state.syncer.drain();
+                result.and(drained)
             })?;
         Ok(WriterHandle {
             tx,
             thread: Some(thread),
             path: path.to_path_buf(),
         })
+    }
+}
+
+impl WriterState {
+    fn run(&mut self, rx: &mut mpsc::Receiver<Message>) -> io::Result<()> {
+        self.catch_up_hash()?;
+        while let Some(message) = rx.blocking_recv() {
+            match message {
+                Message::Write { offset, data } => self.write(offset, &data)?,
+                Message::Checkpoint(mut checkpoint) => {
+                    checkpoint.ranges = self.ranges.clone();
+                    self.syncer.checkpoint(checkpoint)?;
+                }
+                Message::Truncate => {
+                    self.syncer.invalidate();
+                    self.file.set_len(0)?;
+                    self.ranges.clear();
+                    self.hashed = 0;
+                    self.hashers = Hashers::new(self.hashers.plan);
+                }
+                Message::Finish(reply) => {
+                    let result =
+                        self.syncer
+                            .drain()
+                            .and_then(|()| self.file.sync_all())
+                            .map(|()| {
+                                let hashers = std::mem::replace(
+                                    &mut self.hashers,
+                                    Hashers::new(HashPlan::default()),
+                                );
+                                hashers.finish(self.hashed)
+                            });
+                    let _ = reply.send(result);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WriterHandle {
+    /// A cloneable sender for the data of several connections (segments) of this file.
+    pub fn sender(&self) -> WriterSender {
+        WriterSender {
+            tx: self.tx.clone(),
+        }
     }
 
     /// The partial file's path.

@@ -8,6 +8,7 @@ mod hf;
 mod modelscope;
 mod protocol;
 mod queue;
+mod segmented;
 mod store;
 
 use mdl_protocol::{AddRequest, Client, JobInfo};

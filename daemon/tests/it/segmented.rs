@@ -1,0 +1,192 @@
+//! Segmented downloads: several Range connections per file, resume of every segment, the
+//! fallback to one stream, and the per-host connection cap across jobs.
+
+use std::time::{Duration, Instant};
+
+use mdl_protocol::JobState;
+use testkit::daemon::TestDaemon;
+use testkit::{pseudo_random_bytes, Behavior, FileServer};
+
+use crate::add_url;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A CDN that caps every connection at `rate` bytes per second.
+fn capped(rate: u64) -> Behavior {
+    Behavior {
+        rate_limit_bytes_per_sec: Some(rate),
+        ..Default::default()
+    }
+}
+
+fn segmented(settings: &mut mdld::Settings, segments: u32) {
+    settings.engine.segment_threshold = MIB;
+    settings.engine.segments = segments;
+    settings.engine.min_segment = 512 * 1024;
+}
+
+#[tokio::test]
+async fn a_capped_connection_is_beaten_by_several_segments() {
+    let server = FileServer::start().await;
+    let file = server.add("/seg.bin", pseudo_random_bytes(16 * MIB as usize, 41));
+    server.set_behavior("/seg.bin", capped(4 * MIB));
+    let daemon = TestDaemon::start_with(|s| segmented(s, 4)).await;
+    let mut client = daemon.client().await;
+    let started = Instant::now();
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    let done = daemon.wait_finished(job.id).await;
+    let elapsed = started.elapsed();
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(
+        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("seg.bin")).unwrap()),
+        file.sha256
+    );
+    // One connection would need 4 s.
+    assert!(elapsed < Duration::from_millis(2500), "took {elapsed:?}");
+    assert!(
+        server.max_in_flight() >= 3,
+        "max in flight {}",
+        server.max_in_flight()
+    );
+    let stats = server.stats("/seg.bin");
+    let wasted = stats.body_bytes_sent - file.len;
+    assert!(wasted <= 2 * MIB, "{wasted} bytes fetched twice");
+    assert!(
+        stats
+            .log
+            .iter()
+            .skip(1)
+            .all(|r| r.range.is_some() && r.if_range.is_some()),
+        "{:#?}",
+        stats.log
+    );
+}
+
+#[tokio::test]
+async fn a_segmented_download_resumes_every_segment_after_a_restart() {
+    let server = FileServer::start().await;
+    let file = server.add(
+        "/resume-seg.bin",
+        pseudo_random_bytes(32 * MIB as usize, 42),
+    );
+    server.set_behavior("/resume-seg.bin", capped(4 * MIB));
+    let daemon = TestDaemon::start_with(|s| segmented(s, 4)).await;
+    let mut client = daemon.client().await;
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    daemon
+        .wait_job(job.id, Duration::from_secs(30), |j| {
+            j.bytes_done >= 10 * MIB
+        })
+        .await;
+    drop(client);
+    let requests_before = server.stats("/resume-seg.bin").log.len();
+    let daemon = daemon.restart().await;
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(
+        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("resume-seg.bin")).unwrap()),
+        file.sha256
+    );
+    let stats = server.stats("/resume-seg.bin");
+    let refetched = stats.body_bytes_sent - file.len;
+    assert!(refetched <= 3 * MIB, "re-fetched {refetched} bytes");
+    // After the restart several segments picked up where they were, none from byte 0.
+    let starts: Vec<u64> = stats.log[requests_before..]
+        .iter()
+        .filter_map(|r| r.range.as_deref())
+        .map(|r| {
+            r.trim_start_matches("bytes=")
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        starts.len() >= 2 && starts.iter().all(|&s| s > 0),
+        "{starts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_ranges_gets_one_stream() {
+    let server = FileServer::start().await;
+    let file = server.add("/one.bin", pseudo_random_bytes(6 * MIB as usize, 43));
+    server.set_behavior(
+        "/one.bin",
+        Behavior {
+            no_ranges: true,
+            ..capped(16 * MIB)
+        },
+    );
+    let daemon = TestDaemon::start_with(|s| segmented(s, 4)).await;
+    let mut client = daemon.client().await;
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(server.max_in_flight(), 1);
+    assert_eq!(server.stats("/one.bin").requests, 1);
+    assert!(
+        done.files[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("single stream"),
+        "{done:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_per_host_cap_holds_across_jobs() {
+    let server = FileServer::start().await;
+    let daemon = TestDaemon::start_with(|s| {
+        segmented(s, 4);
+        s.engine.max_connections_per_host = 3;
+        s.max_concurrent = 3;
+    })
+    .await;
+    let mut client = daemon.client().await;
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let path = format!("/cap{i}.bin");
+        let file = server.add(&path, pseudo_random_bytes(6 * MIB as usize, 50 + i));
+        server.set_behavior(&path, capped(4 * MIB));
+        jobs.push(
+            add_url(
+                &mut client,
+                &file.url,
+                &daemon.downloads,
+                Some(&file.sha256),
+            )
+            .await
+            .id,
+        );
+    }
+    for id in jobs {
+        assert_eq!(daemon.wait_finished(id).await.state, JobState::Completed);
+    }
+    assert_eq!(
+        server.max_in_flight(),
+        3,
+        "three jobs of four segments each shared three connections"
+    );
+}
