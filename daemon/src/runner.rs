@@ -148,30 +148,61 @@ async fn run(
         .filter(|f| f.state == FileState::Completed)
         .map(|f| f.known_size().unwrap_or(0))
         .sum();
-    let job_progress = Arc::new(JobProgress::new(total_known, done_before));
-    for (index, file) in files.into_iter().enumerate() {
-        if file.state == FileState::Completed {
-            continue;
+    let run = JobRun {
+        ctx,
+        job: &job,
+        // Stops the job's other files when one fails for good.
+        cancel: cancel.child_token(),
+        live,
+        progress: Arc::new(JobProgress::new(total_known, done_before)),
+        limit,
+    };
+    // Several files in flight at once (a repository of small files), each under the engine's
+    // per-host connection cap.
+    let in_flight = ctx.engine.settings().files_in_flight.max(1);
+    let mut queue = files.into_iter().enumerate().filter(|(_, f)| f.state != FileState::Completed);
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut failure: Option<FetchError> = None;
+    loop {
+        while failure.is_none() && running.len() < in_flight {
+            let Some((index, file)) = queue.next() else { break };
+            running.push(fetch_one(&run, index as u32, file));
         }
-        fetch_one(
-            ctx,
-            &job,
-            index as u32,
-            file,
-            cancel,
-            live,
-            &job_progress,
-            limit,
-        )
-        .await?;
+        match futures::StreamExt::next(&mut running).await {
+            None => break,
+            Some(Ok(())) => {}
+            Some(Err(err)) => {
+                // The first real failure wins; the interruptions it causes in the others don't.
+                if failure.is_none() && !(matches!(err, FetchError::Interrupted) && run.cancel.is_cancelled()) {
+                    failure = Some(err);
+                    run.cancel.cancel();
+                }
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        return Err(FetchError::Interrupted);
+    }
+    if let Some(err) = failure {
+        return Err(err);
     }
     crate::sources::after_complete(ctx, &job).await
+}
+
+/// What the files of one running job share.
+struct JobRun<'a> {
+    ctx: &'a RunnerContext,
+    job: &'a JobRecord,
+    cancel: CancellationToken,
+    live: &'a Arc<LiveBytes>,
+    progress: Arc<JobProgress>,
+    limit: &'a Arc<RateLimiter>,
 }
 
 /// Byte accounting across a job's files, for progress events.
 struct JobProgress {
     total: Option<u64>,
-    done_before_current: AtomicU64,
+    done_files: AtomicU64,
     started: Instant,
     started_bytes: AtomicU64,
 }
@@ -180,24 +211,16 @@ impl JobProgress {
     fn new(total: Option<u64>, done: u64) -> Self {
         JobProgress {
             total,
-            done_before_current: AtomicU64::new(done),
+            done_files: AtomicU64::new(done),
             started: Instant::now(),
             started_bytes: AtomicU64::new(u64::MAX),
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a context struct would only rename the list
-async fn fetch_one(
-    ctx: &RunnerContext,
-    job: &JobRecord,
-    index: u32,
-    mut file: FileRecord,
-    cancel: &CancellationToken,
-    live: &Arc<LiveBytes>,
-    progress: &Arc<JobProgress>,
-    limit: &Arc<RateLimiter>,
-) -> Result<(), FetchError> {
+async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result<(), FetchError> {
+    let JobRun { ctx, job, live, limit, .. } = *run;
+    let (cancel, progress) = (&run.cancel, &run.progress);
     file.state = FileState::Downloading;
     let part = part_path(&job.dest_dir, job.id, index);
     let observer = Arc::new(FileObserver {
@@ -285,8 +308,9 @@ async fn fetch_one(
     record.verified_stamp = file_stamp(&dest);
     record.size = Some(digests.len);
     progress
-        .done_before_current
+        .done_files
         .fetch_add(digests.len, Ordering::Relaxed);
+    live.set(index as usize, 0);
     observer.replace(record, true);
     tracing::info!(job = job.id, file = %dest.display(), sha256 = %digests.sha256, "verified and installed");
     Ok(())
@@ -435,8 +459,9 @@ impl FetchObserver for FileObserver {
             *last = Some(now);
         }
         let record = self.record();
-        let before = self.progress.done_before_current.load(Ordering::Relaxed);
-        let job_done = before + bytes;
+        // Completed files plus every file in flight.
+        let before = self.progress.done_files.load(Ordering::Relaxed);
+        let job_done = before + self.live.snapshot().iter().sum::<u64>();
         let _ = self.progress.started_bytes.compare_exchange(
             u64::MAX,
             job_done,

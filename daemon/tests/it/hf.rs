@@ -561,3 +561,25 @@ print("ok")
 fn repo_kind_prefixes_match_the_mock() {
     assert_eq!(RepoKind::Dataset.url_prefix(), "datasets/");
 }
+
+#[tokio::test]
+async fn a_repository_of_many_files_keeps_several_in_flight() {
+    let mock = HfMock::start().await;
+    // 16 LFS files of 128 KiB at 256 KiB/s per connection: one at a time would take 8 s.
+    let files: Vec<HfFile> = (0..16)
+        .map(|i| HfFile::lfs(&format!("shards/part-{i:02}.bin"), pseudo_random_bytes(128 * KIB, 900 + i)))
+        .collect();
+    mock.add_repo(HfRepo::model("acme/many").with_files(files));
+    mock.set_cdn_throttle(Some(256 * KIB as u64));
+    let daemon = TestDaemon::start_with(|s| s.engine.files_in_flight = 8).await;
+    let cache = daemon.downloads.join("hub");
+    let mut client = daemon.client().await;
+    let started = std::time::Instant::now();
+    let job = add(&mut client, &mock, "hf://acme/many", &cache, |_| {}).await;
+    let done = daemon.wait_finished(job.id).await;
+    let elapsed = started.elapsed();
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(done.files.len(), 16);
+    assert!(done.files.iter().all(|f| f.state == FileState::Completed));
+    assert!(elapsed < Duration::from_secs(4), "16 throttled files took {elapsed:?}");
+}
