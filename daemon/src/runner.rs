@@ -160,12 +160,17 @@ async fn run(
     // Several files in flight at once (a repository of small files), each under the engine's
     // per-host connection cap.
     let in_flight = ctx.engine.settings().files_in_flight.max(1);
-    let mut queue = files.into_iter().enumerate().filter(|(_, f)| f.state != FileState::Completed);
+    let mut queue = files
+        .into_iter()
+        .enumerate()
+        .filter(|(_, f)| f.state != FileState::Completed);
     let mut running = futures::stream::FuturesUnordered::new();
     let mut failure: Option<FetchError> = None;
     loop {
         while failure.is_none() && running.len() < in_flight {
-            let Some((index, file)) = queue.next() else { break };
+            let Some((index, file)) = queue.next() else {
+                break;
+            };
             running.push(fetch_one(&run, index as u32, file));
         }
         match futures::StreamExt::next(&mut running).await {
@@ -173,7 +178,9 @@ async fn run(
             Some(Ok(())) => {}
             Some(Err(err)) => {
                 // The first real failure wins; the interruptions it causes in the others don't.
-                if failure.is_none() && !(matches!(err, FetchError::Interrupted) && run.cancel.is_cancelled()) {
+                if failure.is_none()
+                    && !(matches!(err, FetchError::Interrupted) && run.cancel.is_cancelled())
+                {
                     failure = Some(err);
                     run.cancel.cancel();
                 }
@@ -219,7 +226,13 @@ impl JobProgress {
 }
 
 async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result<(), FetchError> {
-    let JobRun { ctx, job, live, limit, .. } = *run;
+    let JobRun {
+        ctx,
+        job,
+        live,
+        limit,
+        ..
+    } = *run;
     let (cancel, progress) = (&run.cancel, &run.progress);
     file.state = FileState::Downloading;
     let part = part_path(&job.dest_dir, job.id, index);

@@ -90,6 +90,8 @@ pub struct EngineSettings {
     pub segments: u32,
     /// An assignment is split for an idle connection only if both halves are this large.
     pub min_segment: u64,
+    /// A file's first connection faster than this (bytes per second) stays the only one.
+    pub single_stream_above: u64,
     /// Files of one job fetched at the same time.
     pub files_in_flight: usize,
     /// Connections open to one host at once, across all jobs (`hosts` may override).
@@ -147,6 +149,7 @@ impl Default for EngineSettings {
             segment_threshold: 64 * 1024 * 1024,
             segments: 8,
             min_segment: 4 * 1024 * 1024,
+            single_stream_above: 128 * 1024 * 1024,
             files_in_flight: 8,
             max_connections_per_host: 16,
             hosts: Default::default(),
@@ -307,6 +310,7 @@ struct EngineFile {
     segments: Option<u32>,
     min_segment: Option<u64>,
     files_in_flight: Option<usize>,
+    single_stream_above: Option<u64>,
     max_connections_per_host: Option<usize>,
     #[serde(default)]
     hosts: std::collections::HashMap<String, HostSettings>,
@@ -393,6 +397,9 @@ impl ConfigFile {
         }
         if let Some(v) = e.min_segment {
             engine.min_segment = v.max(64 * 1024);
+        }
+        if let Some(v) = e.single_stream_above {
+            engine.single_stream_above = v;
         }
         if let Some(v) = e.files_in_flight {
             engine.files_in_flight = v.clamp(1, 64);

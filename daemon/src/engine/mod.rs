@@ -31,6 +31,16 @@ use retry::{backoff_delay, classify_status, parse_retry_after, StatusClass};
 use writer::WriterHandle;
 pub use writer::{CheckpointSink, Digests, HashPlan};
 
+/// A response body as a stream of chunks.
+pub(crate) type BodyStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// Received bytes between two progress reports of a stream (keeps the per-chunk path cheap).
+const PROGRESS_STEP: u64 = 64 * 1024;
+
+/// How long one connection runs before the engine decides whether to split the file.
+const SPLIT_PROBE: Duration = Duration::from_millis(150);
+
 /// Buffers (of `write_buffer_bytes` each) queued to a writer thread before receiving waits:
 /// bounds memory per file, and the bytes a crash can lose beyond the last checkpoint.
 pub const WRITE_QUEUE_DEPTH: usize = 4;
@@ -437,12 +447,23 @@ impl<'a> Attempt<'a> {
             .checkpoint
             .total
             .is_some_and(|t| t >= settings.segment_threshold);
-        if ranges_ok && big && segments > 1 && !self.single_stream {
-            return self
-                .read_segmented(response, slot, writer, segments as usize)
-                .await;
+        let may_split = ranges_ok && big && segments > 1 && !self.single_stream;
+        let start = self.pos;
+        let stream: BodyStream = Box::pin(response.bytes_stream());
+        // Start as one stream; split only if that one connection turns out to be slow (a CDN
+        // that caps each connection). A fast link keeps one connection and no split overhead.
+        match self.read_body(stream, writer, may_split).await? {
+            None => Ok(()),
+            Some(stream) => {
+                tracing::debug!(
+                    at = self.pos,
+                    from = start,
+                    "one connection is slow; splitting into segments"
+                );
+                self.read_segmented(stream, slot, writer, segments as usize)
+                    .await
+            }
         }
-        self.read_body(response, writer).await
     }
 
     /// Throw away every byte fetched so far (another version, or a server that ignores Range).
@@ -500,13 +521,18 @@ impl<'a> Attempt<'a> {
             .map_err(|e| stop_io("cannot write the partial file", e))
     }
 
+    /// Read a body as one stream into the partial file. With `may_split`, after a short probe
+    /// a connection slower than `single_stream_above` is handed back (at `self.pos`) so the
+    /// caller can continue with segments.
     async fn read_body(
         &mut self,
-        response: reqwest::Response,
+        mut stream: BodyStream,
         writer: &mut WriterHandle,
-    ) -> Result<(), AttemptError> {
+        mut may_split: bool,
+    ) -> Result<Option<BodyStream>, AttemptError> {
         let settings = &self.engine.settings;
-        let mut stream = response.bytes_stream();
+        let probe_start = (Instant::now(), self.pos);
+        let mut last_progress = self.pos;
         let mut buffer = BytesMut::with_capacity(settings.write_buffer_bytes);
         let mut buffer_start = self.pos;
         let mut last_checkpoint_pos = self.pos;
@@ -519,7 +545,8 @@ impl<'a> Attempt<'a> {
             .checkpoint_bytes
             .saturating_sub(in_flight)
             .max(settings.write_buffer_bytes as u64);
-        let result: Result<(), AttemptError> = loop {
+        // Ok(true): hand the stream to segments.
+        let result: Result<bool, AttemptError> = loop {
             let next = tokio::select! {
                 _ = self.cancel.cancelled() => break Err(AttemptError::Stop(FetchError::Interrupted)),
                 n = tokio::time::timeout(settings.stall_timeout, stream.next()) => n,
@@ -531,7 +558,7 @@ impl<'a> Attempt<'a> {
                         settings.stall_timeout
                     )))
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => break Ok(false),
                 Ok(Some(Err(e))) => {
                     break Err(retry(format!("connection lost: {}", describe_reqwest(&e))))
                 }
@@ -550,7 +577,6 @@ impl<'a> Attempt<'a> {
                             )));
                         }
                     }
-                    self.observer.progress(received);
                     if buffer.len() >= settings.write_buffer_bytes {
                         let data = buffer.split().freeze();
                         writer
@@ -560,6 +586,18 @@ impl<'a> Attempt<'a> {
                         buffer_start = received;
                         self.pos = received;
                         buffer.reserve(settings.write_buffer_bytes);
+                    }
+                    if received - last_progress >= PROGRESS_STEP {
+                        self.observer.progress(received);
+                        last_progress = received;
+                    }
+                    if may_split && probe_start.0.elapsed() >= SPLIT_PROBE {
+                        may_split = false;
+                        let rate = (received - probe_start.1) as f64
+                            / probe_start.0.elapsed().as_secs_f64();
+                        if rate < settings.single_stream_above as f64 {
+                            break Ok(true);
+                        }
                     }
                     if self.pos - last_checkpoint_pos >= checkpoint_every
                         || (last_checkpoint_at.elapsed() >= settings.checkpoint_interval
@@ -585,16 +623,19 @@ impl<'a> Attempt<'a> {
                 .map_err(|e| stop_io("cannot write the partial file", e))?;
             self.pos = buffer_start + len;
         }
-        result?;
+        self.observer.progress(self.pos);
+        if result? {
+            return Ok(Some(stream));
+        }
         match self.checkpoint.total {
             Some(total) if self.pos < total => Err(retry(format!(
                 "connection closed early after {} of {total} bytes",
                 self.pos
             ))),
-            Some(_) => Ok(()),
+            Some(_) => Ok(None),
             None => {
                 self.checkpoint.total = Some(self.pos);
-                Ok(())
+                Ok(None)
             }
         }
     }

@@ -24,10 +24,16 @@ use super::segments::{SegmentTable, WorkerId};
 use super::writer::{WriterHandle, WriterSender};
 use super::{
     content_range, describe_reqwest, endpoint_of, header_string, if_range_validator,
-    original_endpoint, request_error, retry, status_error, stop_io, Attempt, AttemptError, Engine,
-    FetchError, WRITE_QUEUE_DEPTH,
+    original_endpoint, request_error, retry, status_error, stop_io, Attempt, AttemptError,
+    BodyStream, Engine, FetchError, WRITE_QUEUE_DEPTH,
 };
 use crate::ranges::RangeSet;
+
+/// Each connection of a segmented file buffers a quarter of a single stream's buffer, so
+/// memory stays flat however many connections a file uses.
+fn segment_buffer_bytes(write_buffer_bytes: usize) -> usize {
+    (write_buffer_bytes / 4).max(64 * 1024)
+}
 
 /// The largest piece handed out at once (a steal can still split it).
 const MAX_PIECE: u64 = 16 * 1024 * 1024;
@@ -70,7 +76,7 @@ enum WorkerEnd {
 
 /// The first response, already open, that worker 0 continues to read.
 struct FirstResponse {
-    response: reqwest::Response,
+    response: BodyStream,
     start: u64,
     slot: OwnedSemaphorePermit,
 }
@@ -80,7 +86,7 @@ impl<'a> Attempt<'a> {
     /// over `segments` connections.
     pub(super) async fn read_segmented(
         &mut self,
-        first: reqwest::Response,
+        first: BodyStream,
         slot: OwnedSemaphorePermit,
         writer: &mut WriterHandle,
         segments: usize,
@@ -135,7 +141,8 @@ impl<'a> Attempt<'a> {
             workers.spawn(worker(shared.clone(), id, None));
         }
 
-        let in_flight = (WRITE_QUEUE_DEPTH + segments) as u64 * settings.write_buffer_bytes as u64;
+        let in_flight = (WRITE_QUEUE_DEPTH + segments) as u64
+            * segment_buffer_bytes(settings.write_buffer_bytes) as u64;
         let checkpoint_every = settings
             .checkpoint_bytes
             .saturating_sub(in_flight)
@@ -367,7 +374,7 @@ async fn open_next(shared: &Shared, id: WorkerId) -> Result<FirstResponse, Opene
             match content_range(headers) {
                 Some((got, total)) if got == start && total.is_none_or(|t| t == shared.total) => {
                     Ok(FirstResponse {
-                        response,
+                        response: Box::pin(response.bytes_stream()),
                         start,
                         slot,
                     })
@@ -425,12 +432,12 @@ enum StreamOutcome {
 async fn stream_range(
     shared: &Shared,
     id: WorkerId,
-    response: reqwest::Response,
+    mut stream: BodyStream,
     start: u64,
 ) -> (StreamOutcome, u64) {
     let settings = &shared.engine.settings;
-    let mut stream = response.bytes_stream();
-    let mut buffer = BytesMut::with_capacity(settings.write_buffer_bytes);
+    let buffer_size = segment_buffer_bytes(settings.write_buffer_bytes);
+    let mut buffer = BytesMut::with_capacity(buffer_size);
     let mut buffer_start = start;
     let mut offset = start;
     let outcome = loop {
@@ -463,7 +470,7 @@ async fn stream_range(
         buffer.extend_from_slice(&chunk[..keep as usize]);
         offset += keep;
         shared.received.fetch_add(keep, Ordering::Relaxed);
-        if buffer.len() >= settings.write_buffer_bytes || done {
+        if buffer.len() >= buffer_size || done {
             if shared
                 .writer
                 .write(buffer_start, buffer.split().freeze())

@@ -567,7 +567,12 @@ async fn a_repository_of_many_files_keeps_several_in_flight() {
     let mock = HfMock::start().await;
     // 16 LFS files of 128 KiB at 256 KiB/s per connection: one at a time would take 8 s.
     let files: Vec<HfFile> = (0..16)
-        .map(|i| HfFile::lfs(&format!("shards/part-{i:02}.bin"), pseudo_random_bytes(128 * KIB, 900 + i)))
+        .map(|i| {
+            HfFile::lfs(
+                format!("shards/part-{i:02}.bin"),
+                pseudo_random_bytes(128 * KIB, 900 + i),
+            )
+        })
         .collect();
     mock.add_repo(HfRepo::model("acme/many").with_files(files));
     mock.set_cdn_throttle(Some(256 * KIB as u64));
@@ -581,5 +586,8 @@ async fn a_repository_of_many_files_keeps_several_in_flight() {
     assert_eq!(done.state, JobState::Completed, "{done:#?}");
     assert_eq!(done.files.len(), 16);
     assert!(done.files.iter().all(|f| f.state == FileState::Completed));
-    assert!(elapsed < Duration::from_secs(4), "16 throttled files took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "16 throttled files took {elapsed:?}"
+    );
 }
