@@ -139,6 +139,8 @@ pub struct Scheduler {
     pub started: std::time::Instant,
     /// Cancelled to stop the whole daemon (by a shutdown request).
     pub shutdown: CancellationToken,
+    /// Records were written that must be flushed before the loop waits again.
+    pub flush_pending: bool,
 }
 
 /// Key of the persisted concurrency limit.
@@ -183,6 +185,7 @@ impl Scheduler {
                 runner_ctx,
                 started: std::time::Instant::now(),
                 shutdown,
+                flush_pending: false,
             },
             runner_rx,
         ))
@@ -217,6 +220,14 @@ impl Scheduler {
                     },
                     _ = self.shutdown.cancelled() => break,
                 }
+                // Take every runner message that is already waiting, then flush once for all.
+                for _ in 0..256 {
+                    match runner_rx.try_recv() {
+                        Ok(message) => self.on_runner(message).await,
+                        Err(_) => break,
+                    }
+                }
+                self.flush_if_pending().await;
                 self.schedule();
             }
             self.stop_all(&mut runner_rx).await;
@@ -244,6 +255,15 @@ impl Scheduler {
         let _ = self.events.send(Event::End);
         if let Err(e) = self.store.flush().await {
             tracing::error!("cannot flush the store on shutdown: {e}");
+        }
+    }
+
+    /// Make the checkpoints and records written since the last flush durable.
+    async fn flush_if_pending(&mut self) {
+        if std::mem::take(&mut self.flush_pending) {
+            if let Err(e) = self.store.flush().await {
+                tracing::error!("cannot flush the store: {e}");
+            }
         }
     }
 
@@ -326,7 +346,7 @@ impl Scheduler {
                     record.revision = revision;
                 }
                 self.store.put_job(&record)?;
-                self.store.flush().await?;
+                self.flush_pending = true;
                 let _ = self
                     .events
                     .send(Event::Updated(job::job_info(&record, &files, &[])));
@@ -342,9 +362,8 @@ impl Scheduler {
                     return Ok(());
                 }
                 self.store.put_file(job, index, &record)?;
-                if durable {
-                    self.store.flush().await?;
-                }
+                // Group commit: one flush for every checkpoint that arrived together.
+                self.flush_pending |= durable;
             }
             RunnerMessage::Finished { job, outcome } => {
                 let stop = self.running.remove(&job).and_then(|r| r.stop);
