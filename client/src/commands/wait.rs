@@ -52,7 +52,7 @@ pub async fn wait_for(
         let Some(event) = stream.next().await.context("reading events")? else {
             let pending: Vec<String> = order
                 .iter()
-                .filter(|id| !jobs.get(id).is_some_and(|job| job.state.is_finished()))
+                .filter(|id| !jobs.get(id).is_some_and(settled))
                 .map(|id| id.to_string())
                 .collect();
             return Err(Failure::new(
@@ -81,7 +81,7 @@ pub async fn wait_for(
                 let stale: Vec<JobId> = order
                     .iter()
                     .copied()
-                    .filter(|id| !jobs.get(id).is_some_and(|job| job.state.is_finished()))
+                    .filter(|id| !jobs.get(id).is_some_and(settled))
                     .collect();
                 let fresh = status_of(ctx, &mut control, &stale).await?;
                 if let Some(live) = live.as_deref_mut() {
@@ -124,7 +124,7 @@ pub async fn wait_for(
             }
             jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
         }
-        if order.iter().all(|id| jobs[id].state.is_finished()) {
+        if order.iter().all(|id| settled(&jobs[id])) {
             break;
         }
     }
@@ -152,6 +152,12 @@ async fn status_of(ctx: &Ctx, control: &mut Option<Client>, ids: &[JobId]) -> Re
     Ok(fresh)
 }
 
+/// A job `wait` stops waiting for: finished, or held by the daemon for a reason the user must
+/// act on (a full disk), which would otherwise keep `wait` waiting forever.
+fn settled(job: &JobInfo) -> bool {
+    job.state.is_finished() || (job.state == JobState::Paused && job.error.is_some())
+}
+
 /// The exit status for finished jobs: `Ok` when all completed, else the first failure (a
 /// failed job's own error kind, [`ErrorKind::Other`] for a cancelled one).
 pub fn outcome(jobs: &[JobInfo]) -> Result<()> {
@@ -171,6 +177,18 @@ pub fn outcome(jobs: &[JobInfo]) -> Result<()> {
                 )
                 .into());
             }
+            JobState::Paused => {
+                if let Some(error) = &job.error {
+                    return Err(Failure::new(
+                        error.kind,
+                        format!(
+                            "job {} is paused: {}; it keeps its bytes: fix the cause and run `mdlctl resume {}`",
+                            job.id, error.message, job.id
+                        ),
+                    )
+                    .into());
+                }
+            }
             _ => {}
         }
     }
@@ -183,6 +201,20 @@ mod tests {
     use crate::exit::{code_for_error, INTEGRITY, OTHER};
     use crate::output::tests::job;
     use mdl_protocol::ErrorInfo;
+
+    #[test]
+    fn a_job_paused_for_no_space_ends_the_wait_with_exit_8() {
+        let mut held = job(4, JobState::Paused);
+        assert!(!settled(&held), "a job the user paused is still waited for");
+        held.error = Some(ErrorInfo {
+            kind: ErrorKind::NoSpace,
+            message: "no space left".into(),
+        });
+        assert!(settled(&held));
+        let err = outcome(&[held]).unwrap_err();
+        assert_eq!(code_for_error(&err), 8);
+        assert!(err.to_string().contains("mdlctl resume 4"), "{err}");
+    }
 
     #[test]
     fn outcome_uses_the_first_failure() {

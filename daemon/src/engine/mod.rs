@@ -504,6 +504,10 @@ impl<'a> Attempt<'a> {
                 .parent()
                 .unwrap_or(std::path::Path::new("."));
             space::ensure_space(dir, total.saturating_sub(self.pos)).map_err(AttemptError::Stop)?;
+            writer
+                .preallocate(total)
+                .await
+                .map_err(|e| stop_io("cannot reserve space for the file", e))?;
         }
         self.observer.response(&ResponseInfo {
             content_disposition: header_string(headers, header::CONTENT_DISPOSITION),

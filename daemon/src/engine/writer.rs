@@ -53,6 +53,7 @@ pub struct Digests {
 
 enum Message {
     Write { offset: u64, data: Bytes },
+    Preallocate(u64),
     Checkpoint(FileCheckpoint),
     Truncate,
     Finish(oneshot::Sender<io::Result<Digests>>),
@@ -134,6 +135,8 @@ struct WriterState {
     hashed: u64,
     hashers: Hashers,
     syncer: Syncer,
+    /// The validators of the last checkpoint, for the checkpoint written when a write fails.
+    validators: FileCheckpoint,
 }
 
 /// Makes checkpoints durable on its own thread, so `fdatasync` never stalls the writes behind
@@ -246,6 +249,27 @@ impl WriterState {
     }
 }
 
+/// Reserve blocks for `len` bytes, keeping the file's size. A filesystem that cannot do it is
+/// not an error; a full one is.
+#[cfg(target_os = "linux")]
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    match fallocate(file, FallocateFlags::KEEP_SIZE, 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => Err(e.into()),
+        Err(e) => {
+            tracing::debug!("preallocation not available: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Reserve blocks for `len` bytes (not available on this platform: a no-op).
+#[cfg(not(target_os = "linux"))]
+fn preallocate(_file: &File, _len: u64) -> io::Result<()> {
+    Ok(())
+}
+
 #[cfg(unix)]
 fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -291,6 +315,7 @@ impl WriterHandle {
             hashed: 0,
             hashers: Hashers::new(plan),
             syncer,
+            validators: FileCheckpoint::default(),
         };
         let thread = std::thread::Builder::new()
             .name("mdl-writer".into())
@@ -310,16 +335,31 @@ impl WriterHandle {
 
 impl WriterState {
     fn run(&mut self, rx: &mut mpsc::Receiver<Message>) -> io::Result<()> {
+        let result = self.serve(rx);
+        if result.is_err() {
+            // A write failed (a full disk, say): record what did reach the file, so a resume
+            // after the cause is fixed loses nothing.
+            let mut checkpoint = self.validators.clone();
+            checkpoint.ranges = self.ranges.clone();
+            let _ = self.syncer.checkpoint(checkpoint);
+        }
+        result
+    }
+
+    fn serve(&mut self, rx: &mut mpsc::Receiver<Message>) -> io::Result<()> {
         self.catch_up_hash()?;
         while let Some(message) = rx.blocking_recv() {
             match message {
                 Message::Write { offset, data } => self.write(offset, &data)?,
+                Message::Preallocate(len) => preallocate(&self.file, len)?,
                 Message::Checkpoint(mut checkpoint) => {
                     checkpoint.ranges = self.ranges.clone();
+                    self.validators = checkpoint.clone();
                     self.syncer.checkpoint(checkpoint)?;
                 }
                 Message::Truncate => {
                     self.syncer.invalidate();
+                    self.validators = FileCheckpoint::default();
                     self.file.set_len(0)?;
                     self.ranges.clear();
                     self.hashed = 0;
@@ -384,6 +424,12 @@ impl WriterHandle {
     /// together with these validators.
     pub async fn checkpoint(&mut self, validators: FileCheckpoint) -> io::Result<()> {
         self.send(Message::Checkpoint(validators)).await
+    }
+
+    /// Reserve `len` bytes for the file where the filesystem allows (without changing its
+    /// length), so a full disk shows up now rather than in the middle of the download.
+    pub async fn preallocate(&mut self, len: u64) -> io::Result<()> {
+        self.send(Message::Preallocate(len)).await
     }
 
     /// Throw away every byte (the server sent another version).

@@ -9,6 +9,7 @@ mod modelscope;
 mod protocol;
 mod queue;
 mod segmented;
+mod space;
 mod store;
 
 use mdl_protocol::{AddRequest, Client, JobInfo};
