@@ -42,6 +42,13 @@ pub enum RunnerMessage {
         /// Flush the store after writing it.
         durable: bool,
     },
+    /// Where is a verified, unchanged copy of a file with this sha256? (dedupe)
+    FindBySha256 {
+        /// The sha256, lowercase hex.
+        sha256: String,
+        /// The answer: the path of an intact completed file, if any.
+        reply: tokio::sync::oneshot::Sender<Option<PathBuf>>,
+    },
     /// The runner stopped.
     Finished {
         /// The job.
@@ -249,6 +256,12 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
     observer.send(true);
     // The primary URL first, then mirrors: a mirror that keeps failing with network or server
     // errors hands over to the next one, which resumes the same partial file.
+    if let Some(digests) = reuse_local_copy(ctx, &file, &part).await {
+        let mut record = observer.record();
+        record.endpoint = Some("local copy".into());
+        observer.replace(record, false);
+        return finish_file(run, index, &observer, &part, digests).await;
+    }
     let urls: Vec<String> = std::iter::once(file.url.clone())
         .chain(file.fallback_urls.iter().cloned())
         .collect();
@@ -281,6 +294,19 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
         }
     };
 
+    finish_file(run, index, &observer, &part, digests).await
+}
+
+/// Verify a fetched (or reused) file, move it into place, make its links, and record it.
+async fn finish_file(
+    run: &JobRun<'_>,
+    index: u32,
+    observer: &Arc<FileObserver>,
+    part: &Path,
+    digests: crate::engine::Digests,
+) -> Result<(), FetchError> {
+    let JobRun { ctx, job, live, .. } = *run;
+    let progress = &run.progress;
     let mut record = observer.record();
     let rel = record
         .rel_path
@@ -327,6 +353,40 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
     observer.replace(record, true);
     tracing::info!(job = job.id, file = %dest.display(), sha256 = %digests.sha256, "verified and installed");
     Ok(())
+}
+
+/// A verified, unchanged copy of the same bytes (by sha256) from any earlier download, hard
+/// linked (or copied) to `part` instead of downloading it again.
+async fn reuse_local_copy(
+    ctx: &RunnerContext,
+    file: &FileRecord,
+    part: &Path,
+) -> Option<crate::engine::Digests> {
+    let sha256 = file.sha256.clone()?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    ctx.scheduler
+        .send(RunnerMessage::FindBySha256 {
+            sha256: sha256.clone(),
+            reply,
+        })
+        .ok()?;
+    let source = answer.await.ok()??;
+    let _ = std::fs::remove_file(part);
+    if std::fs::hard_link(&source, part).is_err() {
+        std::fs::copy(&source, part).ok()?;
+    }
+    let len = std::fs::metadata(part).ok()?.len();
+    if file.size.is_some_and(|size| size != len) {
+        let _ = std::fs::remove_file(part);
+        return None;
+    }
+    tracing::info!(from = %source.display(), %sha256, "same bytes already downloaded; reusing them");
+    Some(crate::engine::Digests {
+        len,
+        sha256,
+        md5: None,
+        git_sha1: None,
+    })
 }
 
 /// Join a sanitized relative path to the destination, refusing anything that would escape it.

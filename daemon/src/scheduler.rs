@@ -365,6 +365,9 @@ impl Scheduler {
                 // Group commit: one flush for every checkpoint that arrived together.
                 self.flush_pending |= durable;
             }
+            RunnerMessage::FindBySha256 { sha256, reply } => {
+                let _ = reply.send(self.find_verified(&sha256)?);
+            }
             RunnerMessage::Finished { job, outcome } => {
                 let stop = self.running.remove(&job).and_then(|r| r.stop);
                 self.finish(job, outcome, stop).await?;
@@ -413,6 +416,28 @@ impl Scheduler {
         let files = self.store.files(id)?;
         let _ = self.events.send(event(job::job_info(&job, &files, &[])));
         Ok(())
+    }
+
+    /// A completed file with this sha256 that is still exactly as it was verified (same size
+    /// and modification time), from any job and any source.
+    pub fn find_verified(&self, sha256: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
+        for job in self.store.all_jobs()? {
+            if job.state != JobState::Completed {
+                continue;
+            }
+            for file in self.store.files(job.id)? {
+                if file.verified_sha256.as_deref() != Some(sha256) {
+                    continue;
+                }
+                let Some(rel) = &file.rel_path else { continue };
+                let path = job.dest_dir.join(rel);
+                let stamp = runner::file_stamp(&path);
+                if stamp.is_some() && stamp == file.verified_stamp {
+                    return Ok(Some(path));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The wire view of one job, with live byte counts if it runs.

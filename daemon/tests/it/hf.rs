@@ -591,3 +591,53 @@ async fn a_repository_of_many_files_keeps_several_in_flight() {
         "16 throttled files took {elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn the_same_bytes_from_another_source_are_linked_not_downloaded() {
+    let weights = pseudo_random_bytes(512 * KIB, 4242);
+    // First a plain URL with its sha256.
+    let server = testkit::FileServer::start().await;
+    let plain = server.add("/mirror/model.safetensors", weights.clone());
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let first = crate::add_url(
+        &mut client,
+        &plain.url,
+        &daemon.downloads.join("plain"),
+        Some(&plain.sha256),
+    )
+    .await;
+    assert_eq!(
+        daemon.wait_finished(first.id).await.state,
+        JobState::Completed
+    );
+    // Then the same weights from the Hub: nothing comes from the CDN.
+    let mock = HfMock::start().await;
+    mock.add_repo(HfRepo::model("acme/dedupe").with_files(vec![
+        HfFile::regular("config.json", "{}\n"),
+        HfFile::lfs("model.safetensors", weights.clone()),
+    ]));
+    let cache = daemon.downloads.join("hub");
+    let job = add(&mut client, &mock, "hf://acme/dedupe", &cache, |_| {}).await;
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    let reused = done
+        .files
+        .iter()
+        .find(|f| f.sha256.as_deref() == Some(plain.sha256.as_str()))
+        .expect("the LFS blob");
+    assert_eq!(reused.endpoint.as_deref(), Some("local copy"), "{done:#?}");
+    assert_eq!(
+        mock.cdn_body_bytes_sent(),
+        0,
+        "no bytes fetched from the CDN"
+    );
+    let snapshot_file = std::fs::read_dir(cache.join("models--acme--dedupe/snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("model.safetensors");
+    assert_eq!(std::fs::read(snapshot_file).unwrap(), weights.as_ref());
+}
