@@ -327,13 +327,13 @@ async fn finish_file(
         git_sha1: record.git_sha1.clone(),
     };
     if let Err(err) = finalize::verify(&dest.display().to_string(), &digests, &expected) {
-        let _ = std::fs::remove_file(&part);
+        let _ = std::fs::remove_file(part);
         record.checkpoint = FileCheckpoint::default();
         record.state = FileState::Failed;
         observer.replace(record, true);
         return Err(err);
     }
-    finalize::install(&part, &dest).map_err(|e| {
+    finalize::install(part, &dest).map_err(|e| {
         crate::engine::io_failure(&format!("cannot move the file to {}", dest.display()), e)
     })?;
     for link in &record.links {

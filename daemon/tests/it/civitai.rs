@@ -214,6 +214,14 @@ async fn token_goes_only_to_civitai_as_a_header() {
                 .with_file(CivitaiFile::new(501, "locked.safetensors", bytes(1200, 9)).primary()),
         ),
     );
+    // A second locked model with other bytes, so the second download is not deduplicated.
+    mock.add_model(
+        CivitaiModel::new(6, "Locked too", "Checkpoint").with_version(
+            CivitaiVersion::new(61, "v1")
+                .require_auth(true)
+                .with_file(CivitaiFile::new(601, "locked2.safetensors", bytes(1300, 10)).primary()),
+        ),
+    );
     let daemon = TestDaemon::start().await;
     let dest = daemon.downloads.join("civ");
 
@@ -227,7 +235,12 @@ async fn token_goes_only_to_civitai_as_a_header() {
     // With the forwarded CIVITAI_TOKEN, then with --token.
     for with_env in [true, false] {
         mock.clear_requests();
-        let mut req = add_request(&mock, "civitai://5", &dest.join(with_env.to_string()));
+        let source = if with_env {
+            "civitai://5"
+        } else {
+            "civitai://6"
+        };
+        let mut req = add_request(&mock, source, &dest.join(with_env.to_string()));
         if with_env {
             req.env.push(("CIVITAI_TOKEN".into(), Secret(TOKEN.into())));
         } else {
