@@ -270,7 +270,7 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
         let url = &urls[attempt];
         let spec = FetchSpec {
             url: url.clone(),
-            headers: crate::sources::auth_headers(job, url),
+            headers: crate::sources::auth_headers(job, url, ctx.engine.settings()),
             part_path: part.clone(),
             expected_size: file.size,
             checkpoint: observer.record().checkpoint,

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::engine::{names, Engine, FetchError};
 use crate::job::{FileRecord, JobRecord};
+use crate::settings::SourceSettings;
 
 use super::{job_env, Resolved};
 
@@ -161,17 +162,20 @@ fn model_at_version(s: &str) -> Option<Target> {
     })
 }
 
-/// The API base URL for a job: the caller's `CIVITAI_ENDPOINT`, else the daemon's, else
+/// The API endpoints for a job, in the order to try them: the caller's `CIVITAI_ENDPOINT`
+/// (else the daemon's), then the config file's `[sources] civitai_endpoints`, then
 /// <https://civitai.com>.
-pub fn endpoint(job: &JobRecord) -> String {
-    job_env(job, ENDPOINT_ENV)
+pub fn endpoints(job: &JobRecord, sources: &SourceSettings) -> Vec<String> {
+    let env_override = job_env(job, ENDPOINT_ENV)
         .map(|s| s.expose().to_string())
         .or_else(|| std::env::var(ENDPOINT_ENV).ok())
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
-        .trim()
-        .trim_end_matches('/')
-        .to_string()
+        .filter(|s| !s.trim().is_empty());
+    super::http_meta::endpoint_list(env_override, &sources.civitai_endpoints, DEFAULT_ENDPOINT)
+}
+
+/// The first API endpoint for a job (where download URLs are built).
+pub fn endpoint(job: &JobRecord, sources: &SourceSettings) -> String {
+    endpoints(job, sources).remove(0)
 }
 
 /// The token for a job: `--token`, else the caller's `CIVITAI_TOKEN` / `CIVITAI_API_KEY`, else
@@ -189,14 +193,17 @@ pub fn token(job: &JobRecord) -> Option<String> {
 
 /// Whether `url` goes to a host the token belongs to: the configured API host (same scheme,
 /// host and port) or `civitai.com` / `*.civitai.com`. Never the storage host.
-pub fn is_trusted_host(job: &JobRecord, url: &str) -> bool {
+pub fn is_trusted_host(job: &JobRecord, url: &str, sources: &SourceSettings) -> bool {
     let Ok(target) = url::Url::parse(url) else {
         return false;
     };
     let Some(host) = target.host_str().map(str::to_ascii_lowercase) else {
         return false;
     };
-    if let Ok(base) = url::Url::parse(&endpoint(job)) {
+    for base in endpoints(job, sources) {
+        let Ok(base) = url::Url::parse(&base) else {
+            continue;
+        };
         if base.host_str().map(str::to_ascii_lowercase).as_deref() == Some(host.as_str())
             && base.port_or_known_default() == target.port_or_known_default()
         {
@@ -207,9 +214,9 @@ pub fn is_trusted_host(job: &JobRecord, url: &str) -> bool {
 }
 
 /// `Authorization: Bearer <token>` for requests to the Civitai host; nothing for any other host.
-pub fn auth_headers(job: &JobRecord, url: &str) -> HeaderMap {
+pub fn auth_headers(job: &JobRecord, url: &str, sources: &SourceSettings) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    if !is_trusted_host(job, url) {
+    if !is_trusted_host(job, url, sources) {
         return headers;
     }
     if let Some(token) = token(job) {
@@ -262,11 +269,16 @@ async fn get_json(
     path_and_query: &str,
 ) -> Result<Value, FetchError> {
     let url = format!("{base}{path_and_query}");
-    let mut headers = auth_headers(job, &url);
+    let sources = &engine.settings().sources;
+    let mut headers = auth_headers(job, &url, sources);
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    // The job's endpoint first, then the other configured ones (mirror fallback).
+    let mut endpoints = endpoints(job, sources);
+    endpoints.retain(|e| e != base);
+    endpoints.insert(0, base.to_string());
     let response = super::http_meta::get(
         engine.http(),
-        &[base.to_string()],
+        &endpoints,
         path_and_query,
         headers,
         engine.settings(),
@@ -570,7 +582,7 @@ pub fn expand_template(
 pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<Resolved, FetchError> {
     let target =
         parse(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))?;
-    let base = endpoint(job);
+    let base = endpoint(job, &engine.settings().sources);
     let chosen = choose_version(engine, job, &base, &target).await?;
     let file = choose_file(job, &chosen.version)?;
     let vid = chosen.version["id"].as_u64().unwrap_or_default();
@@ -677,7 +689,7 @@ pub async fn expand_search(
     pairs: &[(String, String)],
 ) -> Result<Vec<AddRequest>, FetchError> {
     let job = probe_job(request);
-    let base = endpoint(&job);
+    let base = endpoint(&job, &engine.settings().sources);
     let want = pairs
         .iter()
         .find(|(k, _)| k == "limit")

@@ -202,9 +202,13 @@ pub async fn after_complete(_ctx: &RunnerContext, job: &JobRecord) -> Result<(),
 
 /// Headers for requests to `url` on behalf of `job` (a `--token` becomes a Bearer token for
 /// plain URLs). reqwest drops `Authorization` when a redirect leaves the host.
-pub fn auth_headers(job: &JobRecord, url: &str) -> HeaderMap {
+pub fn auth_headers(
+    job: &JobRecord,
+    url: &str,
+    settings: &crate::settings::EngineSettings,
+) -> HeaderMap {
     match job_kind(job) {
-        Ok(SourceKind::Civitai) => return civitai::auth_headers(job, url),
+        Ok(SourceKind::Civitai) => return civitai::auth_headers(job, url, &settings.sources),
         // Every URL of a hub job is on a hub endpoint; the CDN is only reached by redirect.
         Ok(SourceKind::HuggingFace) => return huggingface::auth_headers(job),
         Ok(SourceKind::ModelScope) => return modelscope::auth_headers(job),

@@ -395,3 +395,28 @@ async fn verify_requeues_a_damaged_file() {
     daemon.wait_state(job.id, JobState::Completed).await;
     assert_eq!(std::fs::read(&path).unwrap(), bytes(1500, 4));
 }
+
+#[tokio::test]
+async fn a_dead_mirror_falls_back_to_the_next_configured_endpoint() {
+    let mock = CivitaiMock::start().await;
+    let content = bytes(2000, 77);
+    mock.add_model(
+        CivitaiModel::new(9, "Mirrored", "LORA").with_version(
+            CivitaiVersion::new(91, "v1").with_file(
+                CivitaiFile::new(901, "mirrored.safetensors", content.clone()).primary(),
+            ),
+        ),
+    );
+    // A mirror that refuses connections first, then the (mock) official endpoint.
+    let endpoints = vec!["http://127.0.0.1:9".to_string(), mock.endpoint()];
+    let daemon = TestDaemon::start_with(|s| s.engine.sources.civitai_endpoints = endpoints).await;
+    let dest = daemon.downloads.join("civ");
+    let mut request = add_request(&mock, "civitai://9", &dest);
+    request.env.clear(); // no CIVITAI_ENDPOINT: the configured list decides
+    let job = run(&daemon, request).await;
+    assert_eq!(job.state, JobState::Completed, "{job:#?}");
+    assert_eq!(
+        job.files[0].sha256.as_deref(),
+        Some(sha256_hex(&content).as_str())
+    );
+}
