@@ -436,6 +436,27 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_config_example_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\n")
+            .expect("a toml block in the README")
+            + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, &readme[start..end]).unwrap();
+        let s = Settings::load(None, Some(dir.path().into()), Some(path)).unwrap();
+        assert_eq!(s.engine.segments_for("cdn-lfs.huggingface.co"), 16);
+        assert_eq!(s.engine.connections_for("cdn-lfs.huggingface.co:443"), 32);
+        assert_eq!(
+            s.engine.sources.hf_endpoints[0],
+            "https://hf-mirror.example"
+        );
+        assert_eq!(s.engine.files_in_flight, 8);
+    }
+
+    #[test]
     fn unknown_keys_are_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
