@@ -142,7 +142,9 @@ impl Default for EngineSettings {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(600),
-            checkpoint_bytes: 32 * 1024 * 1024,
+            // With the 2 s interval, a crash costs at most about 2 s of transfer at any speed;
+            // fewer fsyncs keep a fast link at full speed (the benchmark shows the cost).
+            checkpoint_bytes: 128 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(2),
             user_agent: format!("mdl/{}", env!("CARGO_PKG_VERSION")),
             write_buffer_bytes: 1024 * 1024,
