@@ -141,6 +141,8 @@ pub struct Scheduler {
     pub shutdown: CancellationToken,
     /// Records were written that must be flushed before the loop waits again.
     pub flush_pending: bool,
+    /// Events to send once the records they describe are flushed.
+    pub pending_events: Vec<Event>,
 }
 
 /// Key of the persisted concurrency limit.
@@ -186,6 +188,7 @@ impl Scheduler {
                 started: std::time::Instant::now(),
                 shutdown,
                 flush_pending: false,
+                pending_events: Vec::new(),
             },
             runner_rx,
         ))
@@ -252,10 +255,9 @@ impl Scheduler {
         while let Ok(message) = runner_rx.try_recv() {
             self.on_runner(message).await;
         }
+        self.flush_pending = true;
+        self.flush_if_pending().await;
         let _ = self.events.send(Event::End);
-        if let Err(e) = self.store.flush().await {
-            tracing::error!("cannot flush the store on shutdown: {e}");
-        }
     }
 
     /// Make the checkpoints and records written since the last flush durable.
@@ -264,6 +266,10 @@ impl Scheduler {
             if let Err(e) = self.store.flush().await {
                 tracing::error!("cannot flush the store: {e}");
             }
+        }
+        // Events about state changes go out only once those changes are durable.
+        for event in std::mem::take(&mut self.pending_events) {
+            let _ = self.events.send(event);
         }
     }
 
@@ -412,9 +418,11 @@ impl Scheduler {
             tracing::info!(job = id, state = state.as_str(), "job stopped");
         }
         self.store.put_job(&job)?;
-        self.store.flush().await?;
         let files = self.store.files(id)?;
-        let _ = self.events.send(event(job::job_info(&job, &files, &[])));
+        // Group commit: the event goes out once the state is durable (see flush_if_pending).
+        self.flush_pending = true;
+        self.pending_events
+            .push(event(job::job_info(&job, &files, &[])));
         Ok(())
     }
 

@@ -113,8 +113,23 @@ pub fn is_runnable(state: JobState) -> bool {
     )
 }
 
+/// What makes two downloads the same: source, destination directory and file name.
+pub type DestinationKey = (String, std::path::PathBuf, Option<String>);
+
+/// The destination key of a job.
+pub fn destination_key(job: &JobRecord) -> DestinationKey {
+    (
+        job.source.trim().to_string(),
+        job.dest_dir.clone(),
+        job.file_name.clone(),
+    )
+}
+
 /// The sled store.
 pub struct Store {
+    /// In-memory index: which jobs download a source to a destination (the key of a job
+    /// never changes), so `add` finds a duplicate without decoding every record.
+    by_destination: std::sync::Mutex<std::collections::HashMap<DestinationKey, Vec<JobId>>>,
     db: sled::Db,
     jobs: sled::Tree,
     files: sled::Tree,
@@ -135,6 +150,7 @@ impl Store {
             files: db.open_tree("files")?,
             queue: db.open_tree("queue")?,
             meta: db.open_tree("meta")?,
+            by_destination: Default::default(),
             db,
         };
         store.rebuild_queue()?;
@@ -144,6 +160,7 @@ impl Store {
     fn rebuild_queue(&self) -> Result<(), StoreError> {
         self.queue.clear()?;
         for job in self.all_jobs()? {
+            self.index_destination(&job);
             let mut job = job;
             if matches!(job.state, JobState::Running | JobState::Verifying) {
                 job.state = JobState::Queued;
@@ -173,8 +190,25 @@ impl Store {
         Ok(u64::from_be_bytes(bytes))
     }
 
+    fn index_destination(&self, job: &JobRecord) {
+        let mut index = self.by_destination.lock().expect("destination index lock");
+        let ids = index.entry(destination_key(job)).or_default();
+        if !ids.contains(&job.id) {
+            ids.push(job.id);
+        }
+    }
+
+    /// The ids of the jobs that download `key`, oldest first.
+    pub fn jobs_for_destination(&self, key: &DestinationKey) -> Vec<JobId> {
+        let index = self.by_destination.lock().expect("destination index lock");
+        let mut ids = index.get(key).cloned().unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Write a job record and keep the queue index in step with its state and priority.
     pub fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        self.index_destination(job);
         let key = job.id.to_be_bytes();
         if let Some(old) = self.jobs.insert(key, encode_record(job))? {
             let old: JobRecord = decode_record(&format!("jobs/{}", job.id), &old)?;
@@ -241,6 +275,14 @@ impl Store {
 
     /// Remove a job and its files.
     pub fn delete_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        if let Some(ids) = self
+            .by_destination
+            .lock()
+            .expect("destination index lock")
+            .get_mut(&destination_key(job))
+        {
+            ids.retain(|id| *id != job.id);
+        }
         self.queue.remove(queue_key(job.priority, job.seq))?;
         self.jobs.remove(job.id.to_be_bytes())?;
         for key in self.files.scan_prefix(job.id.to_be_bytes()).keys() {

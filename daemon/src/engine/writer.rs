@@ -168,10 +168,14 @@ impl Syncer {
                     if item.0 != thread_epoch.load(Ordering::SeqCst) {
                         continue;
                     }
-                    if let Err(e) = file.sync_data() {
-                        *thread_error.lock().expect("sync error lock") = Some(e);
-                        return;
+                    // A checkpoint of validators alone (no bytes yet) has nothing to make durable.
+                    if item.1.ranges.covered() > 0 {
+                        if let Err(e) = file.sync_data() {
+                            *thread_error.lock().expect("sync error lock") = Some(e);
+                            return;
+                        }
                     }
+
                     if item.0 == thread_epoch.load(Ordering::SeqCst) {
                         sink.durable(item.1);
                     }

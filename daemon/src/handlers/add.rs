@@ -158,11 +158,16 @@ fn same_destination(
     sha256: &Option<String>,
     md5: &Option<String>,
 ) -> Result<Option<Response>, ErrorReply> {
-    let jobs = scheduler.store.all_jobs()?;
-    let same = jobs.iter().filter(|j| {
-        j.source.trim() == source && j.dest_dir == dest_dir && &j.file_name == file_name
-    });
-    for existing in same.rev() {
+    let key = (
+        source.to_string(),
+        dest_dir.to_path_buf(),
+        file_name.clone(),
+    );
+    let mut same = Vec::new();
+    for id in scheduler.store.jobs_for_destination(&key) {
+        same.extend(scheduler.store.get_job(id)?);
+    }
+    for existing in same.iter().rev() {
         match existing.state {
             JobState::Queued | JobState::Running | JobState::Verifying | JobState::Paused => {
                 if (sha256.is_some() && &existing.sha256 != sha256)
