@@ -485,3 +485,55 @@ async fn per_job_limit_applies_while_running() {
         "rate {rate:.0} B/s vs limit {limit}"
     );
 }
+
+#[tokio::test]
+async fn a_416_on_resume_after_a_restart_starts_the_file_over_cleanly() {
+    let server = FileServer::start().await;
+    let file = server.add("/r416.bin", pseudo_random_bytes(4 * MIB as usize, 71));
+    server.set_behavior(
+        "/r416.bin",
+        Behavior {
+            rate_limit_bytes_per_sec: Some(4 * MIB),
+            ..Default::default()
+        },
+    );
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    daemon
+        .wait_job(job.id, Duration::from_secs(20), |j| j.bytes_done >= MIB)
+        .await;
+    drop(client);
+    // After the restart the server claims our range is not satisfiable (its copy changed size
+    // under the same name): the partial file must be dropped and fetched again, never spliced.
+    // (Faults apply to new requests; the one in flight is not affected.)
+    let fault = Fault::Status {
+        code: 416,
+        headers: vec![("Content-Range".into(), format!("bytes */{}", file.len / 2))],
+        body: String::new(),
+    };
+    server.push_faults("/r416.bin", [fault]);
+    let daemon = daemon.restart().await;
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(
+        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("r416.bin")).unwrap()),
+        file.sha256
+    );
+    let log = server.stats("/r416.bin").log;
+    let after_416 = log
+        .iter()
+        .skip_while(|r| r.status != 416)
+        .nth(1)
+        .expect("a request after the 416");
+    assert!(
+        after_416.range.is_none() && after_416.status == 200,
+        "started over: {log:#?}"
+    );
+}
