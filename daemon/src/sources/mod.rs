@@ -243,6 +243,11 @@ pub fn env_value(env: &[(String, Secret)], key: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
+/// Whether the job carries the option `key=value` (as recorded at add time).
+pub fn has_option(job: &JobRecord, (key, value): (&str, &str)) -> bool {
+    job.options.iter().any(|(k, v)| k == key && v == value)
+}
+
 /// A forwarded environment variable of the job, if set.
 pub fn job_env<'a>(job: &'a JobRecord, name: &str) -> Option<&'a Secret> {
     job.env.iter().find(|(k, _)| k == name).map(|(_, v)| v)

@@ -176,9 +176,7 @@ pub fn auth_headers(job: &JobRecord) -> HeaderMap {
 
 /// Whether the job uses the ModelScope cache layout.
 pub fn uses_cache(job: &JobRecord) -> bool {
-    job.options
-        .iter()
-        .any(|(k, v)| k == LAYOUT_OPTION.0 && v == LAYOUT_OPTION.1)
+    super::has_option(job, LAYOUT_OPTION)
 }
 
 /// The cache root for a forwarded environment.

@@ -99,12 +99,13 @@ async fn server_that_ignores_range_restarts_cleanly() {
         Some(&file.sha256),
     )
     .await;
-    let done = daemon.wait_finished(job.id).await;
-    assert_eq!(done.state, JobState::Completed, "{done:#?}");
-    assert_eq!(
-        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("norange.bin")).unwrap()),
-        file.sha256
-    );
+    let done = crate::expect_verified(
+        &daemon,
+        job.id,
+        &daemon.downloads.join("norange.bin"),
+        &file.sha256,
+    )
+    .await;
     assert!(
         done.files[0]
             .note
@@ -520,12 +521,13 @@ async fn a_416_on_resume_after_a_restart_starts_the_file_over_cleanly() {
     };
     server.push_faults("/r416.bin", [fault]);
     let daemon = daemon.restart().await;
-    let done = daemon.wait_finished(job.id).await;
-    assert_eq!(done.state, JobState::Completed, "{done:#?}");
-    assert_eq!(
-        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("r416.bin")).unwrap()),
-        file.sha256
-    );
+    crate::expect_verified(
+        &daemon,
+        job.id,
+        &daemon.downloads.join("r416.bin"),
+        &file.sha256,
+    )
+    .await;
     let log = server.stats("/r416.bin").log;
     let after_416 = log
         .iter()

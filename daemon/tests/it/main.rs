@@ -32,3 +32,18 @@ pub async fn add_url(
         .expect("add")
         .job
 }
+
+/// Wait until the job finishes, expect it completed, and check that the file at `path` has
+/// the expected sha256 (read back from disk, not taken from the daemon's word).
+pub async fn expect_verified(
+    daemon: &testkit::daemon::TestDaemon,
+    id: mdl_protocol::JobId,
+    path: &std::path::Path,
+    sha256: &str,
+) -> JobInfo {
+    let done = daemon.wait_finished(id).await;
+    assert_eq!(done.state, mdl_protocol::JobState::Completed, "{done:#?}");
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(testkit::sha256_hex(&bytes), sha256, "{}", path.display());
+    done
+}

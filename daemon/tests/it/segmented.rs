@@ -93,12 +93,13 @@ async fn a_segmented_download_resumes_every_segment_after_a_restart() {
     drop(client);
     let requests_before = server.stats("/resume-seg.bin").log.len();
     let daemon = daemon.restart().await;
-    let done = daemon.wait_finished(job.id).await;
-    assert_eq!(done.state, JobState::Completed, "{done:#?}");
-    assert_eq!(
-        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("resume-seg.bin")).unwrap()),
-        file.sha256
-    );
+    crate::expect_verified(
+        &daemon,
+        job.id,
+        &daemon.downloads.join("resume-seg.bin"),
+        &file.sha256,
+    )
+    .await;
     let stats = server.stats("/resume-seg.bin");
     let refetched = stats.body_bytes_sent - file.len;
     assert!(refetched <= 3 * MIB, "re-fetched {refetched} bytes");

@@ -88,12 +88,8 @@ async fn a_file_that_cannot_fit_pauses_with_no_space_and_completes_after_space_i
     assert!(error.message.contains("no space left"), "{}", error.message);
     fs.resize(16);
     client.resume(Target::Job(job.id)).await.unwrap();
-    let done = daemon.wait_finished(job.id).await;
-    assert_eq!(done.state, JobState::Completed, "{done:#?}");
-    assert_eq!(
-        testkit::sha256_hex(&std::fs::read(fs.path().join("big.bin")).unwrap()),
-        file.sha256
-    );
+
+    crate::expect_verified(&daemon, job.id, &fs.path().join("big.bin"), &file.sha256).await;
 }
 
 #[tokio::test]
@@ -134,12 +130,8 @@ async fn a_disk_that_fills_mid_download_pauses_and_keeps_the_bytes() {
     std::fs::remove_file(&filler).unwrap();
     let sent_before_resume = server.stats("/stream.bin").body_bytes_sent;
     client.resume(Target::Job(job.id)).await.unwrap();
-    let done = daemon.wait_finished(job.id).await;
-    assert_eq!(done.state, JobState::Completed, "{done:#?}");
-    assert_eq!(
-        testkit::sha256_hex(&std::fs::read(fs.path().join("stream.bin")).unwrap()),
-        file.sha256
-    );
+
+    crate::expect_verified(&daemon, job.id, &fs.path().join("stream.bin"), &file.sha256).await;
     let resumed = server
         .stats("/stream.bin")
         .log
