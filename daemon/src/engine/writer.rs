@@ -144,6 +144,9 @@ struct WriterState {
 /// checkpoint was queued are on disk when the sink hears of it. Checkpoints queued while a
 /// sync runs collapse into the newest one.
 struct Syncer {
+    /// The file and sink, until the thread is started with them.
+    pending_start: Option<(File, Arc<dyn CheckpointSink>)>,
+    sink: Arc<dyn CheckpointSink>,
     tx: Option<std::sync::mpsc::Sender<(u64, FileCheckpoint)>>,
     thread: Option<std::thread::JoinHandle<()>>,
     error: Arc<std::sync::Mutex<Option<io::Error>>>,
@@ -152,12 +155,26 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn spawn(file: File, sink: Arc<dyn CheckpointSink>) -> io::Result<Syncer> {
+    /// A syncer whose thread starts with the first checkpoint that covers bytes: a small file
+    /// that never needs one costs no thread.
+    fn new(file: File, sink: Arc<dyn CheckpointSink>) -> Syncer {
+        Syncer {
+            pending_start: Some((file, sink.clone())),
+            sink,
+            tx: None,
+            thread: None,
+            error: Arc::new(std::sync::Mutex::new(None)),
+            epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    fn start(&mut self) -> io::Result<()> {
         use std::sync::atomic::Ordering;
+        let Some((file, sink)) = self.pending_start.take() else {
+            return Ok(());
+        };
         let (tx, rx) = std::sync::mpsc::channel::<(u64, FileCheckpoint)>();
-        let error = Arc::new(std::sync::Mutex::new(None));
-        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (thread_error, thread_epoch) = (error.clone(), epoch.clone());
+        let (thread_error, thread_epoch) = (self.error.clone(), self.epoch.clone());
         let thread = std::thread::Builder::new()
             .name("mdl-sync".into())
             .spawn(move || {
@@ -175,23 +192,27 @@ impl Syncer {
                             return;
                         }
                     }
-
                     if item.0 == thread_epoch.load(Ordering::SeqCst) {
                         sink.durable(item.1);
                     }
                 }
             })?;
-        Ok(Syncer {
-            tx: Some(tx),
-            thread: Some(thread),
-            error,
-            epoch,
-        })
+        self.tx = Some(tx);
+        self.thread = Some(thread);
+        Ok(())
     }
 
     /// Queue a checkpoint of `ranges` (already written).
-    fn checkpoint(&self, checkpoint: FileCheckpoint) -> io::Result<()> {
+    fn checkpoint(&mut self, checkpoint: FileCheckpoint) -> io::Result<()> {
         self.failed()?;
+        if self.thread.is_none() {
+            if checkpoint.ranges.covered() == 0 {
+                // Nothing to sync and nothing queued ahead of it: report it now.
+                self.sink.durable(checkpoint);
+                return Ok(());
+            }
+            self.start()?;
+        }
         let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
         if let Some(tx) = &self.tx {
             let _ = tx.send((epoch, checkpoint));
@@ -312,7 +333,7 @@ impl WriterHandle {
             .truncate(false)
             .open(path)?;
         let (tx, mut rx) = mpsc::channel::<Message>(queue_depth.max(1));
-        let syncer = Syncer::spawn(file.try_clone()?, sink)?;
+        let syncer = Syncer::new(file.try_clone()?, sink);
         let mut state = WriterState {
             file,
             ranges: existing,
