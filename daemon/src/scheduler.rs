@@ -429,20 +429,20 @@ impl Scheduler {
     /// A completed file with this sha256 that is still exactly as it was verified (same size
     /// and modification time), from any job and any source.
     pub fn find_verified(&self, sha256: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
-        for job in self.store.all_jobs()? {
-            if job.state != JobState::Completed {
+        for (id, index) in self.store.files_with_sha256(sha256) {
+            let (Some(job), Some(file)) =
+                (self.store.get_job(id)?, self.store.get_file(id, index)?)
+            else {
+                continue;
+            };
+            if job.state != JobState::Completed || file.verified_sha256.as_deref() != Some(sha256) {
                 continue;
             }
-            for file in self.store.files(job.id)? {
-                if file.verified_sha256.as_deref() != Some(sha256) {
-                    continue;
-                }
-                let Some(rel) = &file.rel_path else { continue };
-                let path = job.dest_dir.join(rel);
-                let stamp = runner::file_stamp(&path);
-                if stamp.is_some() && stamp == file.verified_stamp {
-                    return Ok(Some(path));
-                }
+            let Some(rel) = &file.rel_path else { continue };
+            let path = job.dest_dir.join(rel);
+            let stamp = runner::file_stamp(&path);
+            if stamp.is_some() && stamp == file.verified_stamp {
+                return Ok(Some(path));
             }
         }
         Ok(None)

@@ -130,6 +130,8 @@ pub struct Store {
     /// In-memory index: which jobs download a source to a destination (the key of a job
     /// never changes), so `add` finds a duplicate without decoding every record.
     by_destination: std::sync::Mutex<std::collections::HashMap<DestinationKey, Vec<JobId>>>,
+    /// In-memory index: verified sha256 → the files (job, index) that have it (dedupe).
+    by_sha256: std::sync::Mutex<std::collections::HashMap<String, Vec<(JobId, u32)>>>,
     db: sled::Db,
     jobs: sled::Tree,
     files: sled::Tree,
@@ -151,6 +153,7 @@ impl Store {
             queue: db.open_tree("queue")?,
             meta: db.open_tree("meta")?,
             by_destination: Default::default(),
+            by_sha256: Default::default(),
             db,
         };
         store.rebuild_queue()?;
@@ -158,6 +161,13 @@ impl Store {
     }
 
     fn rebuild_queue(&self) -> Result<(), StoreError> {
+        for entry in self.files.iter() {
+            let (key, value) = entry?;
+            let file: FileRecord = decode_record("files", &value)?;
+            if let (Ok(id), Ok(index)) = (key[..8].try_into(), key[8..].try_into()) {
+                self.index_sha256(u64::from_be_bytes(id), u32::from_be_bytes(index), &file);
+            }
+        }
         self.queue.clear()?;
         for job in self.all_jobs()? {
             self.index_destination(&job);
@@ -257,8 +267,35 @@ impl Store {
             .collect()
     }
 
+    fn index_sha256(&self, id: JobId, index: u32, file: &FileRecord) {
+        if let Some(sha) = &file.verified_sha256 {
+            let mut by_sha = self.by_sha256.lock().expect("sha256 index lock");
+            let entries = by_sha.entry(sha.clone()).or_default();
+            if !entries.contains(&(id, index)) {
+                entries.push((id, index));
+            }
+        }
+    }
+
+    /// The files (job, index) verified with this sha256, oldest first.
+    pub fn files_with_sha256(&self, sha256: &str) -> Vec<(JobId, u32)> {
+        let by_sha = self.by_sha256.lock().expect("sha256 index lock");
+        let mut found = by_sha.get(sha256).cloned().unwrap_or_default();
+        found.sort_unstable();
+        found
+    }
+
+    /// One file record.
+    pub fn get_file(&self, id: JobId, index: u32) -> Result<Option<FileRecord>, StoreError> {
+        match self.files.get(file_key(id, index))? {
+            Some(bytes) => Ok(Some(decode_record(&format!("files/{id}/{index}"), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Write one file record.
     pub fn put_file(&self, id: JobId, index: u32, file: &FileRecord) -> Result<(), StoreError> {
+        self.index_sha256(id, index, file);
         self.files
             .insert(file_key(id, index), encode_record(file))?;
         Ok(())
@@ -282,6 +319,14 @@ impl Store {
             .get_mut(&destination_key(job))
         {
             ids.retain(|id| *id != job.id);
+        }
+        for entries in self
+            .by_sha256
+            .lock()
+            .expect("sha256 index lock")
+            .values_mut()
+        {
+            entries.retain(|(id, _)| *id != job.id);
         }
         self.queue.remove(queue_key(job.priority, job.seq))?;
         self.jobs.remove(job.id.to_be_bytes())?;
@@ -400,6 +445,30 @@ mod tests {
         assert_eq!(store.get_job(1).unwrap().unwrap().state, JobState::Queued);
         assert_eq!(store.next_id().unwrap(), 1);
         assert_eq!(store.next_id().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_sha256_index_is_rebuilt_on_open_and_forgets_removed_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "ab".repeat(32);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_job(&job(1, 0, 1)).unwrap();
+            let mut file = FileRecord::new("http://h/f".into());
+            file.verified_sha256 = Some(sha.clone());
+            store.put_file(1, 0, &file).unwrap();
+            store
+                .put_file(1, 1, &FileRecord::new("http://h/g".into()))
+                .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.files_with_sha256(&sha), vec![(1, 0)]);
+        assert!(store.files_with_sha256(&"cd".repeat(32)).is_empty());
+        store
+            .delete_job(&store.get_job(1).unwrap().unwrap())
+            .unwrap();
+        assert!(store.files_with_sha256(&sha).is_empty());
     }
 
     #[test]
