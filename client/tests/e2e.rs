@@ -49,7 +49,7 @@ impl Env {
         self.dir.path().join("downloads")
     }
 
-    fn spawn_daemon(&self) -> Child {
+    fn spawn_daemon(&self) -> Daemon {
         let child = Command::new(mdld_bin())
             .arg("--socket")
             .arg(self.socket())
@@ -62,12 +62,13 @@ impl Env {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let daemon = Daemon(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.ctl(&["daemon", "status"]).status.code() != Some(0) {
             assert!(Instant::now() < deadline, "mdld did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
-        child
+        daemon
     }
 
     fn command(&self) -> Command {
@@ -125,8 +126,42 @@ impl Env {
     }
 }
 
-fn stop(mut child: Child) {
-    let pid = rustix::process::Pid::from_child(&child);
+/// A running `mdld`, killed when dropped so that a failing test never leaves one behind.
+struct Daemon(Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for Env {
+    /// A daemon that `mdlctl` started by itself (no child handle) is stopped here too, so a
+    /// failing test leaves nothing running.
+    fn drop(&mut self) {
+        let _ = self.ctl(&["daemon", "stop"]);
+    }
+}
+
+fn stop(mut daemon: Daemon) {
+    let child = &mut daemon.0;
+    let pid = rustix::process::Pid::from_child(child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
