@@ -249,9 +249,8 @@ impl Engine {
             }
             Err(err) => {
                 // Make what we have durable before giving up, so a resume loses nothing.
-                let mut final_cp = attempt.checkpoint.clone();
-                final_cp.ranges = RangeSet::new();
-                let _ = writer.checkpoint(final_cp).await;
+                // (the writer records its own ranges into the checkpoint)
+                let _ = writer.checkpoint(attempt.checkpoint.clone()).await;
                 let _ = writer.close().await;
                 Err(err)
             }

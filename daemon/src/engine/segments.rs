@@ -132,11 +132,6 @@ impl SegmentTable {
         }
     }
 
-    /// `worker` finished (or gave up without remainder).
-    pub fn finish(&mut self, worker: WorkerId) {
-        self.release(worker);
-    }
-
     /// Nothing pending and nobody fetching.
     pub fn is_done(&self) -> bool {
         self.pending.is_empty() && self.active.values().all(|a| a.remaining() == 0)
@@ -227,9 +222,9 @@ mod tests {
         table.release(0);
         assert_eq!(table.next(2), Some((MIB, 4 * MIB)));
         table.advance(1, 4 * MIB, 4 * MIB);
-        table.finish(1);
+        table.release(1);
         table.advance(2, MIB, 3 * MIB);
-        table.finish(2);
+        table.release(2);
         assert!(table.is_done());
     }
 

@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -84,7 +84,6 @@ pub struct WriterGone;
 pub struct WriterHandle {
     tx: mpsc::Sender<Message>,
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
-    path: PathBuf,
 }
 
 struct Hashers {
@@ -353,7 +352,6 @@ impl WriterHandle {
         Ok(WriterHandle {
             tx,
             thread: Some(thread),
-            path: path.to_path_buf(),
         })
     }
 }
@@ -417,11 +415,6 @@ impl WriterHandle {
         WriterSender {
             tx: self.tx.clone(),
         }
-    }
-
-    /// The partial file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     async fn send(&mut self, message: Message) -> io::Result<()> {

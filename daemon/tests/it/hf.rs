@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::forwarded_env as env;
 use mdl_protocol::{AddRequest, Client, ErrorKind, FileState, JobInfo, JobState, Secret, Target};
 use testkit::daemon::TestDaemon;
 use testkit::hubs::huggingface::{HfFile, HfMock, HfRepo, RepoKind};
@@ -10,13 +11,6 @@ use testkit::hubs::Fault;
 use testkit::pseudo_random_bytes;
 
 const KIB: usize = 1024;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, Secret)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), Secret(v.to_string())))
-        .collect()
-}
 
 fn tiny_repo() -> HfRepo {
     HfRepo::model("acme/tiny").with_files(vec![

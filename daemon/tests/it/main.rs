@@ -47,3 +47,11 @@ pub async fn expect_verified(
     assert_eq!(testkit::sha256_hex(&bytes), sha256, "{}", path.display());
     done
 }
+
+/// A forwarded environment for an add, as `mdlctl` builds it from the caller's shell.
+pub fn forwarded_env(pairs: &[(&str, &str)]) -> Vec<(String, mdl_protocol::Secret)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), mdl_protocol::Secret(v.to_string())))
+        .collect()
+}

@@ -1,16 +1,10 @@
 //! ModelScope sources against the testkit mock (API host + OSS storage host).
 
+use crate::forwarded_env as env;
 use mdl_protocol::{AddRequest, ErrorKind, JobState, Secret};
 use testkit::daemon::TestDaemon;
 use testkit::hubs::modelscope::{MsFile, MsMock, MsModel};
 use testkit::pseudo_random_bytes;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, Secret)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), Secret(v.to_string())))
-        .collect()
-}
 
 fn model() -> MsModel {
     MsModel::new("acme/tiny.v2").with_files(vec![
