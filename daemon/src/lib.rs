@@ -56,20 +56,41 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         )
     })?;
 
-    let (scheduler, runner_rx) = scheduler::Scheduler::new(settings.clone(), shutdown.clone())
-        .context("another mdld may be using this data directory")?;
+    let settings = std::sync::Arc::new(settings);
+    let engine =
+        engine::Engine::new(settings.engine.clone()).context("cannot set up the HTTP client")?;
+    let (scheduler, runner_rx) =
+        scheduler::Scheduler::open(settings.clone(), engine.clone(), shutdown.clone())
+            .context("another mdld may be using this data directory")?;
     let listener = endpoint::bind(&settings.socket)
         .with_context(|| format!("cannot listen on {}", settings.socket.display()))?;
     tracing::info!(socket = %settings.socket.display(), data_dir = %settings.data_dir.display(), "mdld ready");
 
-    let (handle, scheduler_task) = scheduler.spawn(runner_rx);
-    server::serve(
-        listener,
-        handle,
-        settings.heartbeat_interval,
-        shutdown.clone(),
-    )
-    .await;
+    let (handle, mut scheduler_task) = scheduler.spawn(runner_rx);
+    let services = handlers::Services {
+        scheduler: handle,
+        engine,
+        settings: settings.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let server = server::serve(listener, services, settings.heartbeat_interval);
+    tokio::pin!(server);
+    // The scheduler owns every job: if its task dies, the daemon must not live on as a zombie
+    // that answers "shutting down" forever. Stop serving and fail, so the next `mdlctl` starts
+    // a fresh daemon.
+    tokio::select! {
+        () = &mut server => {}
+        ended = &mut scheduler_task => {
+            shutdown.cancel();
+            server.await;
+            return match ended {
+                Err(e) if e.is_panic() => Err(anyhow::anyhow!("the scheduler task panicked: {e}")),
+                Err(e) => Err(anyhow::anyhow!("the scheduler task failed: {e}")),
+                Ok(()) if shutdown.is_cancelled() => Ok(()),
+                Ok(()) => Err(anyhow::anyhow!("the scheduler stopped unexpectedly")),
+            };
+        }
+    }
     scheduler_task.await.context("the scheduler task failed")?;
     tracing::info!("mdld stopped");
     Ok(())

@@ -11,9 +11,9 @@ use mdl_protocol::{ErrorInfo, ErrorKind, Event, FileState, JobId, Progress};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::finalize::{self, Expected};
+use crate::engine::finalize::{self, file_stamp, link_file, Expected};
 use crate::engine::limit::RateLimiter;
-use crate::engine::names;
+use crate::engine::names::{self, safe_join};
 use crate::engine::{
     CheckpointSink, Engine, FetchError, FetchObserver, FetchSpec, HashPlan, ResponseInfo,
 };
@@ -141,7 +141,7 @@ async fn run(
         )
     })?;
     if !job.resolved {
-        let resolved = crate::sources::resolve(ctx, &job).await?;
+        let resolved = crate::sources::resolve(&ctx.engine, &job).await?;
         files = resolved.files;
         let _ = ctx.scheduler.send(RunnerMessage::Resolved {
             job: job.id,
@@ -200,7 +200,7 @@ async fn run(
     if let Some(err) = failure {
         return Err(err);
     }
-    crate::sources::after_complete(ctx, &job).await
+    crate::sources::after_complete(&ctx.engine, &job).await
 }
 
 /// What the files of one running job share.
@@ -387,79 +387,6 @@ async fn reuse_local_copy(
         md5: None,
         git_sha1: None,
     })
-}
-
-/// Join a sanitized relative path to the destination, refusing anything that would escape it.
-pub fn safe_join(dest_dir: &Path, rel: &str) -> Result<PathBuf, FetchError> {
-    let clean = names::sanitize_relative_path(rel).ok_or_else(|| {
-        FetchError::failed(
-            ErrorKind::Fatal,
-            format!("refusing unsafe file path {rel:?}"),
-        )
-    })?;
-    let joined = dest_dir.join(&clean);
-    if !joined.starts_with(dest_dir) {
-        return Err(FetchError::failed(
-            ErrorKind::Fatal,
-            format!("refusing unsafe file path {rel:?}"),
-        ));
-    }
-    Ok(joined)
-}
-
-/// Make `link` show the file at `target`: a relative symlink where the platform allows, else a
-/// hard link, else a copy. An existing entry at `link` is replaced.
-pub fn link_file(target: &Path, link: &Path) -> std::io::Result<()> {
-    if let Some(parent) = link.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::symlink_metadata(link) {
-        Ok(_) => std::fs::remove_file(link)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    #[cfg(unix)]
-    {
-        if let Some(relative) = relative_path(link.parent().unwrap_or(Path::new("/")), target) {
-            if std::os::unix::fs::symlink(&relative, link).is_ok() {
-                return Ok(());
-            }
-        }
-    }
-    if std::fs::hard_link(target, link).is_ok() {
-        return Ok(());
-    }
-    std::fs::copy(target, link).map(|_| ())
-}
-
-/// The path of `target` relative to the directory `from` (both absolute).
-pub fn relative_path(from: &Path, target: &Path) -> Option<PathBuf> {
-    let from: Vec<_> = from.components().collect();
-    let to: Vec<_> = target.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    if common == 0 {
-        return None;
-    }
-    let mut out = PathBuf::new();
-    for _ in common..from.len() {
-        out.push("..");
-    }
-    for part in &to[common..] {
-        out.push(part.as_os_str());
-    }
-    Some(out)
-}
-
-/// Size and modification time (seconds) of a file, to notice later changes.
-pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    let modified = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs() as i64;
-    Some((meta.len(), modified))
 }
 
 /// Feeds one file's fetch back into the scheduler and the event bus.

@@ -1,99 +1,77 @@
 //! The scheduler: the one owner of mutable state.
 //!
-//! It owns the [`Store`] and the set of running jobs. Connections send it [`Command`]s through
-//! a [`SchedulerHandle`] (each with a oneshot for the reply); runners send it
-//! [`RunnerMessage`]s. After every message it starts queued jobs, in queue order, while fewer
-//! than `max_concurrent` run. Events go out on a broadcast channel that is for observation
-//! only: it may lag and drop, and nothing waits for it.
+//! It owns the [`Store`] and the set of running jobs, and its fields are private: handlers
+//! reach it through [`SchedulerHandle::call`] and change it only through intent methods
+//! ([`Scheduler::queue`], [`Scheduler::stop`], [`Scheduler::transition`], ...). Runners send it
+//! [`RunnerMessage`]s. After each batch of messages it starts queued jobs, in queue order,
+//! while fewer than the concurrency limit run, then *commits*: one store flush for everything
+//! the batch wrote, and only then the events the batch produced and the replies to the calls
+//! it ran. So a reply that reports a state change, and every event, describes durable state.
+//! Events go out on a broadcast channel that is for observation only: it may lag and drop,
+//! and nothing waits for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mdl_protocol::{ErrorKind, ErrorReply, Event, JobId, JobInfo, JobState, Request, Response};
+use mdl_protocol::{
+    DaemonInfo, ErrorInfo, ErrorKind, Event, JobId, JobInfo, JobState, PROTOCOL_VERSION,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::handlers;
-use crate::job::{self, FileRecord, JobRecord};
+use crate::engine::finalize;
+use crate::engine::limit::RateLimiter;
+use crate::engine::Engine;
+use crate::job::{self, FileCheckpoint, FileRecord, JobRecord};
 use crate::runner::{self, LiveBytes, RunOutcome, RunnerContext, RunnerMessage};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 
-/// A request for the scheduler, with the channel for its reply.
-pub enum Command {
-    /// A client request (everything but subscribe and shutdown).
-    Request(Box<Request>, oneshot::Sender<Response>),
-    /// A snapshot of all jobs, for a new subscriber.
-    Snapshot(oneshot::Sender<Vec<JobInfo>>),
-    /// Run a closure on the scheduler's state: the short, state-touching steps of requests
-    /// whose slow part (network, hashing) runs in the caller's task (see
-    /// [`handlers::outside`]).
-    With(Box<dyn FnOnce(&mut Scheduler) + Send>),
+/// Why a call to the scheduler has no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The scheduler has stopped (the daemon is shutting down).
+    #[error("the daemon is shutting down")]
+    Stopped,
+    /// The call ran, but the store could not make its changes durable.
+    #[error("cannot save the change: {0}")]
+    NotDurable(String),
 }
+
+/// Sends a call's result once the store is durable (or says why it is not).
+type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A call to run on the scheduler's state.
+type Call = Box<dyn FnOnce(&mut Scheduler) -> Deliver + Send>;
 
 /// A cloneable handle to the scheduler.
 #[derive(Clone)]
 pub struct SchedulerHandle {
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Call>,
     events: broadcast::Sender<Event>,
 }
 
 impl SchedulerHandle {
-    /// Send a request and wait for the reply. Requests with slow work (a Civitai search,
-    /// re-hashing for verify) run it here, in the caller's task, not in the scheduler's.
-    pub async fn request(&self, request: Request) -> Response {
-        match handlers::outside(self, request).await {
-            Ok(response) => response,
-            Err(request) => self.request_direct(request).await,
-        }
-    }
-
-    /// Send a request straight to the scheduler task and wait for the reply.
-    pub async fn request_direct(&self, request: Request) -> Response {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Command::Request(Box::new(request), reply))
-            .await
-            .is_err()
-        {
-            return shutting_down();
-        }
-        rx.await.unwrap_or_else(|_| shutting_down())
-    }
-
-    /// Run `f` on the scheduler's state (in its task) and return its result; `None` when the
-    /// scheduler has stopped. Keep `f` short: it holds up every other request.
-    pub async fn with<T: Send + 'static>(
+    /// Run `f` on the scheduler's state, in its task, and return its result once everything
+    /// `f` wrote is durable. Keep `f` short: it holds up every other request.
+    pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Scheduler) -> T + Send + 'static,
-    ) -> Option<T> {
-        let (reply, rx) = oneshot::channel();
-        let job: Box<dyn FnOnce(&mut Scheduler) + Send> = Box::new(move |scheduler| {
-            let _ = reply.send(f(scheduler));
+    ) -> Result<T, CallError> {
+        let (reply, answer) = oneshot::channel();
+        let call: Call = Box::new(move |scheduler| {
+            let value = f(scheduler);
+            Box::new(move |durable: Result<(), String>| {
+                let _ = reply.send(durable.map(|()| value).map_err(CallError::NotDurable));
+            })
         });
-        self.tx.send(Command::With(job)).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// All jobs, for a subscriber's first event.
-    pub async fn snapshot(&self) -> Option<Vec<JobInfo>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Snapshot(reply)).await.ok()?;
-        rx.await.ok()
+        self.tx.send(call).await.map_err(|_| CallError::Stopped)?;
+        answer.await.map_err(|_| CallError::Stopped)?
     }
 
     /// Subscribe to events (observation only).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
-}
-
-fn shutting_down() -> Response {
-    Response::Error(ErrorReply::new(
-        ErrorKind::Unreachable,
-        "the daemon is shutting down",
-    ))
 }
 
 /// Why the scheduler stopped a running job.
@@ -103,68 +81,61 @@ pub enum StopReason {
     Pause,
     /// The user cancelled it.
     Cancel,
-    /// The daemon is shutting down; it stays queued.
-    Shutdown,
+    /// The daemon is shutting down (or the job was resumed while stopping): it stays queued.
+    Requeue,
 }
 
 /// A job that is running now.
-pub struct Running {
+struct Running {
     /// Fires to stop the runner.
-    pub cancel: CancellationToken,
+    cancel: CancellationToken,
     /// Why it was stopped, once it was.
-    pub stop: Option<StopReason>,
+    stop: Option<StopReason>,
     /// Live byte counters.
-    pub live: Arc<LiveBytes>,
+    live: Arc<LiveBytes>,
     /// The job's bandwidth limit (changeable while it runs).
-    pub limit: Arc<crate::engine::limit::RateLimiter>,
+    limit: Arc<RateLimiter>,
+    /// Told once the job has stopped and its final state is durable.
+    stopped: Vec<oneshot::Sender<()>>,
 }
 
-/// The scheduler's state. Handlers in [`crate::handlers`] work on it directly.
+/// Resolves once a stopped job's final state is durable (see [`Scheduler::stop`]).
+pub type StopWaiter = oneshot::Receiver<()>;
+
+/// The scheduler's state: the store, the running set and the runtime limits.
 pub struct Scheduler {
-    /// The durable state.
-    pub store: Store,
-    /// The settings (with runtime changes applied).
-    pub settings: Settings,
-    /// Jobs running now.
-    pub running: HashMap<JobId, Running>,
-    /// Event broadcast (observation only).
-    pub events: broadcast::Sender<Event>,
-    /// How many jobs may run at once.
-    pub max_concurrent: u32,
-    /// The global bandwidth limit.
-    pub bandwidth_limit: Option<u64>,
-    /// What runners share.
-    pub runner_ctx: RunnerContext,
-    /// When the daemon started.
-    pub started: std::time::Instant,
-    /// Cancelled to stop the whole daemon (by a shutdown request).
-    pub shutdown: CancellationToken,
-    /// Records were written that must be flushed before the loop waits again.
-    pub flush_pending: bool,
+    store: Store,
+    settings: Arc<Settings>,
+    running: HashMap<JobId, Running>,
+    events: broadcast::Sender<Event>,
+    max_concurrent: u32,
+    bandwidth_limit: Option<u64>,
+    runner_ctx: RunnerContext,
+    started: std::time::Instant,
+    shutdown: CancellationToken,
+    /// Records were written that must be flushed before the next commit.
+    flush_pending: bool,
     /// Events to send once the records they describe are flushed.
-    pub pending_events: Vec<Event>,
+    pending_events: Vec<Event>,
+    /// Replies to send once the records their calls wrote are flushed.
+    pending_replies: Vec<Deliver>,
 }
 
 /// Key of the persisted concurrency limit.
-pub const META_MAX_CONCURRENT: &str = "max_concurrent";
+const META_MAX_CONCURRENT: &str = "max_concurrent";
 /// Key of the persisted global bandwidth limit.
-pub const META_BANDWIDTH: &str = "bandwidth_limit";
+const META_BANDWIDTH: &str = "bandwidth_limit";
 
 impl Scheduler {
     /// Open the store and prepare; call [`Scheduler::spawn`] to run it.
-    pub fn new(
-        settings: Settings,
+    pub fn open(
+        settings: Arc<Settings>,
+        engine: Engine,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<(Scheduler, mpsc::UnboundedReceiver<RunnerMessage>)> {
-        let store = Store::open(&settings.store_dir()).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the store in {}: {e}",
-                settings.store_dir().display()
-            )
-        })?;
+    ) -> Result<(Scheduler, mpsc::UnboundedReceiver<RunnerMessage>), StoreError> {
+        let store = Store::open(&settings.store_dir())?;
         let (events, _) = broadcast::channel(1024);
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
-        let engine = crate::engine::Engine::new(settings.engine.clone())?;
         let max_concurrent = store
             .get_meta::<u32>(META_MAX_CONCURRENT)?
             .unwrap_or(settings.max_concurrent);
@@ -189,6 +160,7 @@ impl Scheduler {
                 shutdown,
                 flush_pending: false,
                 pending_events: Vec::new(),
+                pending_replies: Vec::new(),
             },
             runner_rx,
         ))
@@ -199,49 +171,54 @@ impl Scheduler {
         mut self,
         mut runner_rx: mpsc::UnboundedReceiver<RunnerMessage>,
     ) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Command>(256);
+        let (tx, mut calls) = mpsc::channel::<Call>(256);
         let handle = SchedulerHandle {
             tx,
             events: self.events.clone(),
         };
         let task = tokio::spawn(async move {
             self.schedule();
+            self.commit().await;
             loop {
                 tokio::select! {
                     biased;
                     Some(message) = runner_rx.recv() => self.on_runner(message).await,
-                    command = rx.recv() => match command {
-                        Some(Command::Request(request, reply)) => {
-                            let response = handlers::dispatch(&mut self, *request).await;
-                            let _ = reply.send(response);
-                        }
-                        Some(Command::Snapshot(reply)) => {
-                            let _ = reply.send(self.all_job_infos());
-                        }
-                        Some(Command::With(f)) => f(&mut self),
+                    call = calls.recv() => match call {
+                        Some(call) => self.run_call(call),
                         None => break,
                     },
                     _ = self.shutdown.cancelled() => break,
                 }
-                // Take every runner message that is already waiting, then flush once for all.
+                // Take what else is already waiting, then flush once for all of it.
                 for _ in 0..256 {
                     match runner_rx.try_recv() {
                         Ok(message) => self.on_runner(message).await,
                         Err(_) => break,
                     }
                 }
-                self.flush_if_pending().await;
+                for _ in 0..64 {
+                    match calls.try_recv() {
+                        Ok(call) => self.run_call(call),
+                        Err(_) => break,
+                    }
+                }
                 self.schedule();
+                self.commit().await;
             }
             self.stop_all(&mut runner_rx).await;
         });
         (handle, task)
     }
 
+    fn run_call(&mut self, call: Call) {
+        let deliver = call(self);
+        self.pending_replies.push(deliver);
+    }
+
     /// Stop every runner, let them checkpoint (bounded by the shutdown grace), flush the store.
     async fn stop_all(&mut self, runner_rx: &mut mpsc::UnboundedReceiver<RunnerMessage>) {
         for running in self.running.values_mut() {
-            running.stop = Some(StopReason::Shutdown);
+            running.stop = Some(StopReason::Requeue);
             running.cancel.cancel();
         }
         let deadline = tokio::time::Instant::now() + self.settings.shutdown_grace;
@@ -256,25 +233,30 @@ impl Scheduler {
             self.on_runner(message).await;
         }
         self.flush_pending = true;
-        self.flush_if_pending().await;
+        self.commit().await;
         let _ = self.events.send(Event::End);
     }
 
-    /// Make the checkpoints and records written since the last flush durable.
-    async fn flush_if_pending(&mut self) {
+    /// Make the records written since the last commit durable, then send the events and the
+    /// replies that describe them.
+    async fn commit(&mut self) {
+        let mut durable = Ok(());
         if std::mem::take(&mut self.flush_pending) {
             if let Err(e) = self.store.flush().await {
                 tracing::error!("cannot flush the store: {e}");
+                durable = Err(e.to_string());
             }
         }
-        // Events about state changes go out only once those changes are durable.
         for event in std::mem::take(&mut self.pending_events) {
             let _ = self.events.send(event);
+        }
+        for deliver in std::mem::take(&mut self.pending_replies) {
+            deliver(durable.clone());
         }
     }
 
     /// Start queued jobs while slots are free.
-    pub fn schedule(&mut self) {
+    fn schedule(&mut self) {
         if self.shutdown.is_cancelled() || self.running.len() as u32 >= self.max_concurrent {
             return;
         }
@@ -298,6 +280,225 @@ impl Scheduler {
         }
     }
 
+    // ---- Intent methods: the only ways handlers change state. ----
+
+    /// Queue a new job (or record one that is complete already, for `AlreadyComplete`): give
+    /// it an id, write it with its `files`, and announce it with `event` after the commit.
+    pub fn queue(
+        &mut self,
+        mut record: JobRecord,
+        files: &[FileRecord],
+        event: fn(JobInfo) -> Event,
+    ) -> Result<JobInfo, StoreError> {
+        let id = self.store.next_id()?;
+        record.id = id;
+        record.seq = id;
+        for (index, file) in files.iter().enumerate() {
+            self.store.put_file(id, index as u32, file)?;
+        }
+        self.store.put_job(&record)?;
+        self.flush_pending = true;
+        let info = self.job_info(&record);
+        self.pending_events.push(event(info.clone()));
+        Ok(info)
+    }
+
+    /// Stop a running job for `reason`; `None` when it is not running. Its runner
+    /// checkpoints and the job ends in the state the reason asks for; the waiter resolves
+    /// once that state is durable. `Requeue` on a job that is stopping already makes it end
+    /// queued instead (a resume while a pause is still checkpointing).
+    pub fn stop(&mut self, id: JobId, reason: StopReason) -> Option<StopWaiter> {
+        let running = self.running.get_mut(&id)?;
+        running.stop = Some(reason);
+        if reason != StopReason::Requeue {
+            running.cancel.cancel();
+        }
+        let (tx, rx) = oneshot::channel();
+        running.stopped.push(tx);
+        Some(rx)
+    }
+
+    /// Move a job that is not running to `state`: write the record (clearing the error and
+    /// finish time when it becomes runnable again, deleting partial files when it is
+    /// cancelled), and announce it with `event` after the commit.
+    pub fn transition(
+        &mut self,
+        mut job: JobRecord,
+        state: JobState,
+        event: fn(JobInfo) -> Event,
+    ) -> Result<JobInfo, StoreError> {
+        job.state = state;
+        if state.is_finished() {
+            job.finished_ms = Some(job::now_ms());
+        } else if state == JobState::Queued {
+            job.error = None;
+            job.finished_ms = None;
+        }
+        if state == JobState::Cancelled {
+            finalize::remove_partials(&job.dest_dir, job.id, job.file_count);
+        }
+        self.store.put_job(&job)?;
+        self.flush_pending = true;
+        let info = self.job_info(&job);
+        self.pending_events.push(event(info.clone()));
+        Ok(info)
+    }
+
+    /// Change a job's priority (it keeps its FIFO position among equals).
+    pub fn set_priority(
+        &mut self,
+        mut job: JobRecord,
+        priority: i32,
+    ) -> Result<JobInfo, StoreError> {
+        job.priority = priority;
+        self.store.put_job(&job)?;
+        self.flush_pending = true;
+        let info = self.job_info(&job);
+        self.pending_events.push(Event::Updated(info.clone()));
+        Ok(info)
+    }
+
+    /// Put a completed file of a job that is not running back to pending with an empty
+    /// checkpoint (its bytes are damaged or gone), and the job back in the queue.
+    pub fn requeue_file(&mut self, id: JobId, index: u32, note: &str) -> Result<bool, StoreError> {
+        if self.running.contains_key(&id) {
+            return Ok(false);
+        }
+        let (Some(mut job), Some(mut file)) =
+            (self.store.get_job(id)?, self.store.get_file(id, index)?)
+        else {
+            return Ok(false);
+        };
+        if file.state != mdl_protocol::FileState::Completed {
+            return Ok(false);
+        }
+        file.state = mdl_protocol::FileState::Pending;
+        file.checkpoint = FileCheckpoint::default();
+        file.verified_sha256 = None;
+        file.verified_stamp = None;
+        file.note = Some(note.to_string());
+        let _ = std::fs::remove_file(job::part_path(&job.dest_dir, id, index));
+        self.store.put_file(id, index, &file)?;
+        if job.state != JobState::Queued {
+            job.state = JobState::Queued;
+            job.error = None;
+            job.finished_ms = None;
+            self.store.put_job(&job)?;
+        }
+        self.flush_pending = true;
+        Ok(true)
+    }
+
+    /// Announce a job as queued again (after [`Scheduler::requeue_file`]).
+    pub fn announce_queued(&mut self, id: JobId) -> Result<Option<JobInfo>, StoreError> {
+        let Some(job) = self.store.get_job(id)? else {
+            return Ok(None);
+        };
+        let info = self.job_info(&job);
+        self.pending_events.push(Event::Queued(info.clone()));
+        Ok(Some(info))
+    }
+
+    /// Forget a finished job and its partial files (`delete_files` deletes its completed
+    /// files too).
+    pub fn remove(&mut self, job: &JobRecord, delete_files: bool) -> Result<(), StoreError> {
+        if delete_files && job.state == JobState::Completed {
+            for file in self.store.files(job.id)? {
+                if let Some(rel) = &file.rel_path {
+                    let _ = std::fs::remove_file(job.dest_dir.join(rel));
+                }
+            }
+        }
+        finalize::remove_partials(&job.dest_dir, job.id, job.file_count);
+        self.store.delete_job(job)?;
+        self.flush_pending = true;
+        self.pending_events.push(Event::Removed(job.id));
+        Ok(())
+    }
+
+    /// Change how many jobs run at once (kept across restarts).
+    pub fn set_concurrency(&mut self, max: u32) -> Result<(), StoreError> {
+        self.max_concurrent = max;
+        self.store.put_meta(META_MAX_CONCURRENT, &max)?;
+        self.flush_pending = true;
+        Ok(())
+    }
+
+    /// Set or clear the global bandwidth limit, or one job's (kept across restarts).
+    pub fn set_bandwidth_limit(
+        &mut self,
+        job: Option<JobRecord>,
+        bytes_per_second: Option<u64>,
+    ) -> Result<(), StoreError> {
+        match job {
+            None => {
+                self.bandwidth_limit = bytes_per_second;
+                self.runner_ctx
+                    .engine
+                    .global_limit()
+                    .set_rate(bytes_per_second);
+                self.store.put_meta(META_BANDWIDTH, &bytes_per_second)?;
+            }
+            Some(mut job) => {
+                job.bandwidth_limit = bytes_per_second;
+                self.store.put_job(&job)?;
+                if let Some(running) = self.running.get(&job.id) {
+                    running.limit.set_rate(bytes_per_second);
+                }
+            }
+        }
+        self.flush_pending = true;
+        Ok(())
+    }
+
+    // ---- Reads. ----
+
+    /// One job's record.
+    pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.store.get_job(id)
+    }
+
+    /// Every job's record.
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.store.all_jobs()
+    }
+
+    /// The file records of a job.
+    pub fn files(&self, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
+        self.store.files(id)
+    }
+
+    /// The jobs that download `source` to `dest_dir` (under `file_name`), oldest first.
+    pub fn jobs_for_destination(&self, key: &crate::store::DestinationKey) -> Vec<JobId> {
+        self.store.jobs_for_destination(key)
+    }
+
+    /// Whether a job is running now.
+    pub fn is_running(&self, id: JobId) -> bool {
+        self.running.contains_key(&id)
+    }
+
+    /// The daemon's own status.
+    pub fn daemon_info(&self) -> DaemonInfo {
+        let queued = self
+            .store
+            .all_jobs()
+            .map(|jobs| jobs.iter().filter(|j| j.state == JobState::Queued).count())
+            .unwrap_or(0);
+        DaemonInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            socket: self.settings.socket.display().to_string(),
+            data_dir: self.settings.data_dir.display().to_string(),
+            max_concurrent: self.max_concurrent,
+            bandwidth_limit: self.bandwidth_limit,
+            running: self.running.len() as u32,
+            queued: queued as u32,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
     fn start(&mut self, id: JobId) -> Result<(), StoreError> {
         let Some(mut job) = self.store.get_job(id)? else {
             return Ok(());
@@ -308,7 +509,7 @@ impl Scheduler {
         self.store.put_job(&job)?;
         let cancel = self.shutdown.child_token();
         let live = Arc::new(LiveBytes::default());
-        let limit = Arc::new(crate::engine::limit::RateLimiter::new(job.bandwidth_limit));
+        let limit = Arc::new(RateLimiter::new(job.bandwidth_limit));
         self.running.insert(
             id,
             Running {
@@ -316,14 +517,31 @@ impl Scheduler {
                 stop: None,
                 live: live.clone(),
                 limit: limit.clone(),
+                stopped: Vec::new(),
             },
         );
-        let _ = self
-            .events
-            .send(Event::Started(job::job_info(&job, &files, &[])));
+        self.flush_pending = true;
+        self.pending_events
+            .push(Event::Started(job::job_info(&job, &files, &[])));
         tracing::info!(job = id, source = %job::redact_url(&job.source), "starting");
         let ctx = self.runner_ctx.clone();
-        tokio::spawn(runner::run_job(ctx, job, files, cancel, live, limit));
+        let report = ctx.scheduler.clone();
+        let runner = tokio::spawn(runner::run_job(ctx, job, files, cancel, live, limit));
+        // Supervise the runner: one that panics fails its job and frees its slot.
+        tokio::spawn(async move {
+            if let Err(e) = runner.await {
+                if e.is_panic() {
+                    tracing::error!(job = id, "the download task panicked: {e}");
+                    let _ = report.send(RunnerMessage::Finished {
+                        job: id,
+                        outcome: RunOutcome::Failed(ErrorInfo {
+                            kind: ErrorKind::Other,
+                            message: "internal error: the download task crashed; `mdlctl resume` tries again".into(),
+                        }),
+                    });
+                }
+            }
+        });
         Ok(())
     }
 
@@ -353,9 +571,8 @@ impl Scheduler {
                 }
                 self.store.put_job(&record)?;
                 self.flush_pending = true;
-                let _ = self
-                    .events
-                    .send(Event::Updated(job::job_info(&record, &files, &[])));
+                self.pending_events
+                    .push(Event::Updated(job::job_info(&record, &files, &[])));
             }
             RunnerMessage::File {
                 job,
@@ -375,8 +592,16 @@ impl Scheduler {
                 let _ = reply.send(self.find_verified(&sha256)?);
             }
             RunnerMessage::Finished { job, outcome } => {
-                let stop = self.running.remove(&job).and_then(|r| r.stop);
+                let (stop, waiters) = match self.running.remove(&job) {
+                    Some(running) => (running.stop, running.stopped),
+                    None => (None, Vec::new()),
+                };
                 self.finish(job, outcome, stop).await?;
+                for waiter in waiters {
+                    self.pending_replies.push(Box::new(move |_| {
+                        let _ = waiter.send(());
+                    }));
+                }
             }
         }
         Ok(())
@@ -395,7 +620,9 @@ impl Scheduler {
             (RunOutcome::Completed, _) => (JobState::Completed, Event::Completed),
             (_, Some(StopReason::Cancel)) => (JobState::Cancelled, Event::Cancelled),
             (_, Some(StopReason::Pause)) => (JobState::Paused, Event::Paused),
-            (RunOutcome::Interrupted, _) => (JobState::Queued, Event::Updated),
+            (RunOutcome::Interrupted, _) | (_, Some(StopReason::Requeue)) => {
+                (JobState::Queued, Event::Updated)
+            }
             (RunOutcome::Failed(error), _) if error.kind == ErrorKind::NoSpace => {
                 job.error = Some(error.clone());
                 (JobState::Paused, Event::Paused)
@@ -405,24 +632,12 @@ impl Scheduler {
                 (JobState::Failed, Event::Failed)
             }
         };
-        job.state = state;
-        if state.is_finished() {
-            job.finished_ms = Some(job::now_ms());
-        }
-        if state == JobState::Cancelled {
-            handlers::control::remove_partial_files(&self.store, &job)?;
-        }
         if let RunOutcome::Failed(error) = &outcome {
             tracing::warn!(job = id, kind = error.kind.as_str(), "{}", error.message);
         } else {
             tracing::info!(job = id, state = state.as_str(), "job stopped");
         }
-        self.store.put_job(&job)?;
-        let files = self.store.files(id)?;
-        // Group commit: the event goes out once the state is durable (see flush_if_pending).
-        self.flush_pending = true;
-        self.pending_events
-            .push(event(job::job_info(&job, &files, &[])));
+        self.transition(job, state, event)?;
         Ok(())
     }
 
@@ -440,7 +655,7 @@ impl Scheduler {
             }
             let Some(rel) = &file.rel_path else { continue };
             let path = job.dest_dir.join(rel);
-            let stamp = runner::file_stamp(&path);
+            let stamp = finalize::file_stamp(&path);
             if stamp.is_some() && stamp == file.verified_stamp {
                 return Ok(Some(path));
             }

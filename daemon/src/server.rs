@@ -11,7 +11,7 @@ use mdl_protocol::{Connection, ErrorKind, ErrorReply, Event, ProtocolError, Requ
 use tokio::sync::{broadcast::error::RecvError, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::scheduler::SchedulerHandle;
+use crate::handlers::{self, Reply, Services, Subscription};
 
 /// The most connections served at once; more wait in the accept backlog.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -20,12 +20,8 @@ pub const MAX_CONNECTIONS: usize = 512;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve connections until `shutdown` fires.
-pub async fn serve(
-    listener: LocalListener,
-    scheduler: SchedulerHandle,
-    heartbeat: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: LocalListener, services: Services, heartbeat: Duration) {
+    let shutdown = services.shutdown.clone();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -38,10 +34,9 @@ pub async fn serve(
         };
         match stream {
             Ok(stream) => {
-                let scheduler = scheduler.clone();
-                let shutdown = shutdown.clone();
+                let services = services.clone();
                 tokio::spawn(async move {
-                    handle_connection(stream, scheduler, heartbeat, shutdown).await;
+                    handle_connection(stream, services, heartbeat).await;
                     drop(permit);
                 });
             }
@@ -54,12 +49,8 @@ pub async fn serve(
 }
 
 /// Serve one connection: handshake, then requests until the client hangs up.
-pub async fn handle_connection(
-    stream: LocalStream,
-    scheduler: SchedulerHandle,
-    heartbeat: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn handle_connection(stream: LocalStream, services: Services, heartbeat: Duration) {
+    let shutdown = services.shutdown.clone();
     let mut conn = Connection::new(stream);
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.recv::<Hello>()).await {
         Ok(Ok(Some(hello))) => hello,
@@ -123,22 +114,21 @@ pub async fn handle_connection(
                 return;
             }
         };
-        match request {
-            Request::Subscribe => {
-                stream_events(conn, scheduler, heartbeat, shutdown).await;
+        match handlers::dispatch(&services, request).await {
+            Reply::Response(response) => {
+                if conn.send(&response).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Events(subscription) => {
+                stream_events(conn, subscription, heartbeat, shutdown).await;
                 return;
             }
-            Request::Shutdown => {
+            Reply::Shutdown => {
                 tracing::info!("shutdown requested by a client");
                 let _ = conn.send(&Response::Ok).await;
                 shutdown.cancel();
                 return;
-            }
-            request => {
-                let response = scheduler.request(request).await;
-                if conn.send(&response).await.is_err() {
-                    return;
-                }
             }
         }
     }
@@ -148,14 +138,14 @@ pub async fn handle_connection(
 /// up gets `Lagged`; it never slows anything else down.
 async fn stream_events(
     mut conn: Connection<LocalStream>,
-    scheduler: SchedulerHandle,
+    subscription: Subscription,
     heartbeat: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut events = scheduler.subscribe();
-    let Some(snapshot) = scheduler.snapshot().await else {
-        return;
-    };
+    let Subscription {
+        snapshot,
+        mut events,
+    } = subscription;
     if conn
         .send(&Response::Event(Event::Snapshot(snapshot)))
         .await

@@ -73,6 +73,52 @@ pub fn install(part: &Path, dest: &Path) -> io::Result<()> {
     sync_dir(dest.parent())
 }
 
+/// Make `link` show the file at `target`: a relative symlink where the platform allows, else a
+/// hard link, else a copy. An existing entry at `link` is replaced.
+pub fn link_file(target: &Path, link: &Path) -> std::io::Result<()> {
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::symlink_metadata(link) {
+        Ok(_) => std::fs::remove_file(link)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    #[cfg(unix)]
+    {
+        if let Some(relative) =
+            super::names::relative_path(link.parent().unwrap_or(Path::new("/")), target)
+        {
+            if std::os::unix::fs::symlink(&relative, link).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    if std::fs::hard_link(target, link).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(target, link).map(|_| ())
+}
+
+/// Size and modification time (seconds) of a file, to notice later changes.
+pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some((meta.len(), modified))
+}
+
+/// Delete the partial files of a job's first `count` files (at least one) in `dest_dir`.
+pub fn remove_partials(dest_dir: &Path, job: mdl_protocol::JobId, count: u32) {
+    for index in 0..count.max(1) {
+        let _ = std::fs::remove_file(crate::job::part_path(dest_dir, job, index));
+    }
+}
+
 #[cfg(unix)]
 fn sync_dir(dir: Option<&Path>) -> io::Result<()> {
     if let Some(dir) = dir {

@@ -1,7 +1,12 @@
 //! File names from servers: `Content-Disposition` (RFC 6266, with RFC 5987 `filename*=`) or the
 //! URL path, made safe so that a server can never make us write outside the destination.
 
+use std::path::{Path, PathBuf};
+
+use mdl_protocol::ErrorKind;
 use percent_encoding::percent_decode_str;
+
+use super::FetchError;
 
 /// The longest file name we produce, in bytes (most filesystems allow 255).
 const MAX_NAME_BYTES: usize = 200;
@@ -173,6 +178,42 @@ pub fn choose_file_name(content_disposition: Option<&str>, url: &str) -> String 
         .and_then(|n| sanitize_file_name(&n))
         .or_else(|| url_file_name(url).and_then(|n| sanitize_file_name(&n)))
         .unwrap_or_else(|| "download".to_string())
+}
+
+/// Join a sanitized relative path to the destination, refusing anything that would escape it.
+pub fn safe_join(dest_dir: &Path, rel: &str) -> Result<PathBuf, FetchError> {
+    let clean = sanitize_relative_path(rel).ok_or_else(|| {
+        FetchError::failed(
+            ErrorKind::Fatal,
+            format!("refusing unsafe file path {rel:?}"),
+        )
+    })?;
+    let joined = dest_dir.join(&clean);
+    if !joined.starts_with(dest_dir) {
+        return Err(FetchError::failed(
+            ErrorKind::Fatal,
+            format!("refusing unsafe file path {rel:?}"),
+        ));
+    }
+    Ok(joined)
+}
+
+/// The path of `target` relative to the directory `from` (both absolute).
+pub fn relative_path(from: &Path, target: &Path) -> Option<PathBuf> {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = target.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for part in &to[common..] {
+        out.push(part.as_os_str());
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -128,6 +128,37 @@ impl Hashers {
     }
 }
 
+/// Hash a whole file on disk with the same hashers the writer uses (sha256, plus md5 and the
+/// git blob sha1 as `plan` asks; the git sha1 takes the file's actual length). Blocking: call
+/// it from a blocking thread.
+pub fn hash_file(path: &std::path::Path, plan: HashPlan) -> io::Result<Digests> {
+    use std::io::Read as _;
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let plan = HashPlan {
+        git_sha1_len: plan.git_sha1_len.map(|_| len),
+        ..plan
+    };
+    let mut hashers = Hashers::new(plan);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hashers.update(&buf[..n]);
+        read += n as u64;
+    }
+    if read != len {
+        return Err(io::Error::other(format!(
+            "{} changed while it was hashed",
+            path.display()
+        )));
+    }
+    Ok(hashers.finish(len))
+}
+
 struct WriterState {
     file: File,
     ranges: RangeSet,

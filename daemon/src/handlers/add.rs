@@ -1,22 +1,20 @@
-//! `add`: validate, detect the same destination already queued or done, and queue the job.
+//! `add`: validate (no state needed), detect the same destination already queued or done, and
+//! queue the job.
 
 use std::path::PathBuf;
 
 use mdl_protocol::{
-    AddOutcome, AddReply, AddRequest, ErrorKind, ErrorReply, Event, FileState, JobState, PlanInfo,
+    AddOutcome, AddReply, AddRequest, ErrorReply, Event, FileState, JobState, PlanInfo,
     PlannedFile, Response,
 };
 
-use super::HandlerResult;
+use super::{invalid, search, HandlerResult, Services};
+use crate::engine::finalize::file_stamp;
 use crate::engine::names;
 use crate::job::{self, JobRecord};
-use crate::runner::file_stamp;
 use crate::scheduler::Scheduler;
+use crate::settings::Settings;
 use crate::sources;
-
-fn invalid(message: impl Into<String>) -> ErrorReply {
-    ErrorReply::new(ErrorKind::InvalidRequest, message)
-}
 
 /// Check a hex digest argument.
 fn check_hex(name: &str, value: &Option<String>, len: usize) -> Result<Option<String>, ErrorReply> {
@@ -32,42 +30,61 @@ fn check_hex(name: &str, value: &Option<String>, len: usize) -> Result<Option<St
     }
 }
 
-/// Where an add goes: its absolute `--dest`, else the source's default (a hub's cache,
-/// `<downloads>/civitai`, or the download directory).
-pub fn destination(
-    kind: sources::SourceKind,
-    request: &AddRequest,
-    settings: &crate::Settings,
-) -> Result<PathBuf, ErrorReply> {
-    Ok(match &request.dest {
-        Some(dest) => {
-            let path = PathBuf::from(dest);
-            if !path.is_absolute() {
-                return Err(invalid(format!(
-                    "the destination {dest:?} must be an absolute path"
-                )));
-            }
-            path
-        }
-        None if kind == sources::SourceKind::Civitai => settings.download_dir.join("civitai"),
-        None => sources::default_destination(kind, &request.env, &settings.download_dir),
-    })
+/// Queue a download (or describe it, for a dry run). A Civitai search queues one job per
+/// result ([`super::search`]).
+pub async fn add(services: &Services, request: AddRequest) -> HandlerResult {
+    if let Some(pairs) = sources::civitai::search_pairs(&request.source) {
+        return search::run(services, request, pairs).await;
+    }
+    queue_one(services, request).await
 }
 
-/// Queue a download (or describe it, for a dry run).
-pub async fn add(scheduler: &mut Scheduler, request: AddRequest) -> HandlerResult {
+/// Queue one source (not a search).
+pub async fn queue_one(services: &Services, request: AddRequest) -> HandlerResult {
+    let checked = check(&services.settings, request)?;
+    if checked.request.dry_run {
+        return dry_run(services, checked).await;
+    }
+    // File-system work stays out of the scheduler's task.
+    let dest_dir = checked.dest_dir.clone();
+    tokio::task::spawn_blocking(move || std::fs::create_dir_all(&dest_dir))
+        .await
+        .map_err(|e| invalid(format!("cannot create the destination: {e}")))?
+        .map_err(|e| {
+            invalid(format!(
+                "cannot create the destination {}: {e}",
+                checked.dest_dir.display()
+            ))
+        })?;
+    services.call(move |s| add_checked(s, checked)).await
+}
+
+/// An add whose arguments passed every check that needs no state.
+pub struct CheckedAdd {
+    request: AddRequest,
+    source: String,
+    kind: sources::SourceKind,
+    sha256: Option<String>,
+    md5: Option<String>,
+    dest_dir: PathBuf,
+    file_name: Option<String>,
+}
+
+/// Validate an add: a known source, well-formed digests, an absolute destination, a usable
+/// file name.
+pub fn check(settings: &Settings, request: AddRequest) -> Result<CheckedAdd, ErrorReply> {
     let source = request.source.trim().to_string();
     if source.is_empty() {
         return Err(invalid("the source is empty"));
     }
-    let kind = sources::classify_with(&source, &scheduler.settings.engine.sources, &request.env)
-        .map_err(invalid)?;
+    let kind =
+        sources::classify_with(&source, &settings.engine.sources, &request.env).map_err(invalid)?;
     if kind == sources::SourceKind::Civitai {
         sources::civitai::validate_options(&request.options).map_err(invalid)?;
     }
     let sha256 = check_hex("sha256", &request.sha256, 64)?;
     let md5 = check_hex("md5", &request.md5, 32)?;
-    let dest_dir = destination(kind, &request, &scheduler.settings)?;
+    let dest_dir = sources::destination(kind, &request, settings).map_err(invalid)?;
     let file_name = match &request.file_name {
         Some(name) => Some(
             names::sanitize_file_name(name)
@@ -75,42 +92,62 @@ pub async fn add(scheduler: &mut Scheduler, request: AddRequest) -> HandlerResul
         ),
         None => None,
     };
-    if request.dry_run {
-        let name = file_name
-            .clone()
-            .unwrap_or_else(|| names::choose_file_name(None, &source));
-        return Ok(Response::Plan(PlanInfo {
-            source: job::redact_url(&source),
-            revision: None,
-            files: vec![PlannedFile {
-                path: name.clone(),
-                dest: dest_dir.join(&name).display().to_string(),
-                size: None,
-                sha256: sha256.clone(),
-                bytes_to_fetch: None,
-            }],
-        }));
-    }
-    std::fs::create_dir_all(&dest_dir).map_err(|e| {
-        invalid(format!(
-            "cannot create the destination {}: {e}",
-            dest_dir.display()
-        ))
-    })?;
+    Ok(CheckedAdd {
+        request,
+        source,
+        kind,
+        sha256,
+        md5,
+        dest_dir,
+        file_name,
+    })
+}
 
+/// Describe what an add would fetch, queuing and writing nothing.
+async fn dry_run(services: &Services, checked: CheckedAdd) -> HandlerResult {
+    if checked.kind != sources::SourceKind::Url {
+        let plan = sources::plan(&services.engine, &services.settings, &checked.request).await?;
+        return Ok(Response::Plan(plan));
+    }
+    let name = checked
+        .file_name
+        .clone()
+        .unwrap_or_else(|| names::choose_file_name(None, &checked.source));
+    Ok(Response::Plan(PlanInfo {
+        source: job::redact_url(&checked.source),
+        revision: None,
+        files: vec![PlannedFile {
+            path: name.clone(),
+            dest: checked.dest_dir.join(&name).display().to_string(),
+            size: None,
+            sha256: checked.sha256.clone(),
+            bytes_to_fetch: None,
+        }],
+    }))
+}
+
+/// Queue a checked add on the scheduler's state: join a job for the same destination, or
+/// complete at once from a verified copy, or queue a new job.
+pub fn add_checked(scheduler: &mut Scheduler, checked: CheckedAdd) -> HandlerResult {
+    let CheckedAdd {
+        request,
+        source,
+        kind,
+        sha256,
+        md5,
+        dest_dir,
+        file_name,
+    } = checked;
     if let Some(reply) = same_destination(scheduler, &source, &dest_dir, &file_name, &sha256, &md5)?
     {
-        scheduler.store.flush().await?;
         return Ok(reply);
     }
-
-    let id = scheduler.store.next_id()?;
     let record = JobRecord {
-        id,
+        id: 0,
         source,
         dest_dir,
         priority: request.priority,
-        seq: id,
+        seq: 0,
         state: if request.paused {
             JobState::Paused
         } else {
@@ -136,12 +173,9 @@ pub async fn add(scheduler: &mut Scheduler, request: AddRequest) -> HandlerResul
         file_count: 0,
         bandwidth_limit: None,
     };
-    scheduler.store.put_job(&record)?;
-    // Acknowledged means durable: the job survives kill -9 from here on.
-    scheduler.store.flush().await?;
-    let info = scheduler.job_info(&record);
-    tracing::info!(job = id, source = %info.source, dest = %info.dest, "queued");
-    let _ = scheduler.events.send(Event::Queued(info.clone()));
+    // Acknowledged means durable: the reply goes out after the commit.
+    let info = scheduler.queue(record, &[], Event::Queued)?;
+    tracing::info!(job = info.id, source = %info.source, dest = %info.dest, "queued");
     Ok(Response::Added(AddReply {
         outcome: AddOutcome::Created,
         job: info,
@@ -164,8 +198,8 @@ fn same_destination(
         file_name.clone(),
     );
     let mut same = Vec::new();
-    for id in scheduler.store.jobs_for_destination(&key) {
-        same.extend(scheduler.store.get_job(id)?);
+    for id in scheduler.jobs_for_destination(&key) {
+        same.extend(scheduler.job(id)?);
     }
     for existing in same.iter().rev() {
         match existing.state {
@@ -186,7 +220,7 @@ fn same_destination(
                 })));
             }
             JobState::Completed => {
-                let files = scheduler.store.files(existing.id)?;
+                let files = scheduler.files(existing.id)?;
                 let intact = !files.is_empty()
                     && files.iter().all(|f| {
                         f.state == FileState::Completed
@@ -201,18 +235,10 @@ fn same_destination(
                 if !(intact && hash_matches && md5.is_none()) {
                     continue;
                 }
-                let id = scheduler.store.next_id()?;
                 let mut copy = existing.clone();
-                copy.id = id;
-                copy.seq = id;
                 copy.created_ms = job::now_ms();
                 copy.finished_ms = Some(copy.created_ms);
-                for (i, f) in files.iter().enumerate() {
-                    scheduler.store.put_file(id, i as u32, f)?;
-                }
-                scheduler.store.put_job(&copy)?;
-                let info = scheduler.job_info(&copy);
-                let _ = scheduler.events.send(Event::Completed(info.clone()));
+                let info = scheduler.queue(copy, &files, Event::Completed)?;
                 return Ok(Some(Response::Added(AddReply {
                     outcome: AddOutcome::AlreadyComplete,
                     job: info,

@@ -1,6 +1,10 @@
-//! Request handlers: one match dispatches, one file per request family. Handlers run inside
-//! the scheduler task and work on its state directly, so they need no locks; they are plain
-//! functions from a request to a response, testable without a socket.
+//! Request handlers: one match dispatches every request, one file per request family.
+//!
+//! A handler runs in the connection's task. Slow work (resolving a hub source, a Civitai
+//! search, re-hashing files) happens there; state is read and changed only inside
+//! [`SchedulerHandle::call`], through the scheduler's intent methods, and the reply comes back
+//! once what the call wrote is durable. The state-touching functions take `&mut Scheduler`,
+//! so they are unit-tested without a socket.
 
 pub mod add;
 pub mod control;
@@ -8,66 +12,101 @@ pub mod query;
 pub mod search;
 pub mod verify;
 
-use mdl_protocol::{ErrorKind, ErrorReply, Request, Response};
+use std::sync::Arc;
 
-use crate::scheduler::{Scheduler, SchedulerHandle};
+use mdl_protocol::{ErrorKind, ErrorReply, Event, JobInfo, Request, Response};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::scheduler::{CallError, Scheduler, SchedulerHandle};
+use crate::settings::Settings;
 use crate::store::StoreError;
 
-/// Handle one request.
-pub async fn dispatch(scheduler: &mut Scheduler, request: Request) -> Response {
-    let name = request.name();
-    let result = match request {
-        Request::Add(add) => add::add(scheduler, add).await,
-        Request::List => Ok(query::list(scheduler)),
-        Request::Status(id) => query::status(scheduler, id),
-        Request::DaemonStatus => Ok(query::daemon_status(scheduler)),
-        Request::Pause(target) => control::pause(scheduler, target).await,
-        Request::Resume(target) => control::resume(scheduler, target).await,
-        Request::Cancel(id) => control::cancel(scheduler, id).await,
-        Request::SetPriority(req) => control::set_priority(scheduler, req.id, req.priority).await,
-        Request::Remove(req) => control::remove(scheduler, req).await,
-        Request::SetConcurrency(max) => control::set_concurrency(scheduler, max).await,
-        Request::SetBandwidthLimit(req) => control::set_bandwidth_limit(scheduler, req).await,
-        Request::Verify(_) => Err(ErrorReply::new(
-            ErrorKind::InvalidRequest,
-            "verify runs outside the scheduler task (SchedulerHandle::request)",
-        )),
-        Request::Subscribe | Request::Shutdown => Err(ErrorReply::new(
-            ErrorKind::InvalidRequest,
-            format!("{name} is handled by the connection, not the scheduler"),
-        )),
-    };
-    result.unwrap_or_else(|e| {
-        tracing::debug!(request = name, "request failed: {}", e.message);
-        Response::Error(e)
-    })
+/// What every handler may use: the scheduler (the only door to mutable state) and the
+/// read-only services shared once at start.
+#[derive(Clone)]
+pub struct Services {
+    /// The owner of all mutable state.
+    pub scheduler: SchedulerHandle,
+    /// The HTTP engine (for dry runs and searches, which resolve sources).
+    pub engine: Engine,
+    /// The settings the daemon started with.
+    pub settings: Arc<Settings>,
+    /// Cancelled to stop the daemon.
+    pub shutdown: CancellationToken,
 }
 
-/// Requests whose slow part (network, hashing) must not run in the scheduler's task: handled
-/// here, in the caller's task, touching the state only through [`SchedulerHandle::with`].
-/// Every other request comes back as `Err` for the scheduler.
-pub async fn outside(handle: &SchedulerHandle, request: Request) -> Result<Response, Request> {
-    match request {
-        Request::Verify(verify) => Ok(verify::run(handle, verify).await),
-        Request::Add(add) => match crate::sources::civitai::search_pairs(&add.source) {
-            Some(pairs) => Ok(search::run(handle, add, pairs).await),
-            // A hub dry run resolves the source (network): plan it here.
-            None if add.dry_run => {
-                let Some((engine, settings)) = handle
-                    .with(|s| (s.runner_ctx.engine.clone(), s.settings.clone()))
-                    .await
-                else {
-                    return Err(Request::Add(add));
-                };
-                match crate::sources::plan(&engine, &settings, &add).await {
-                    Some(plan) => Ok(plan),
-                    None => Err(Request::Add(add)),
-                }
-            }
-            None => Err(Request::Add(add)),
-        },
-        other => Err(other),
+impl Services {
+    /// Run `f` on the scheduler's state; its result comes back once what it wrote is durable.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Scheduler) -> Result<T, ErrorReply> + Send + 'static,
+    ) -> Result<T, ErrorReply> {
+        self.scheduler.call(f).await.map_err(ErrorReply::from)?
     }
+}
+
+/// What the connection does with a request.
+pub enum Reply {
+    /// Send this response, then read the next request.
+    Response(Response),
+    /// Turn the connection into an event stream: this snapshot first, then every event.
+    Events(Subscription),
+    /// Send `Ok`, then stop the daemon.
+    Shutdown,
+}
+
+/// A new subscriber's view: every job now, and the events from then on.
+pub struct Subscription {
+    /// Every job, for the first event.
+    pub snapshot: Vec<JobInfo>,
+    /// The live events (observation only: it may lag).
+    pub events: broadcast::Receiver<Event>,
+}
+
+/// Handle one request.
+pub async fn dispatch(services: &Services, request: Request) -> Reply {
+    let name = request.name();
+    let result = match request {
+        Request::Add(add) => add::add(services, add).await,
+        Request::List => query::list(services).await,
+        Request::Status(id) => query::status(services, id).await,
+        Request::DaemonStatus => query::daemon_status(services).await,
+        Request::Pause(target) => control::pause(services, target).await,
+        Request::Resume(target) => {
+            let f = move |s: &mut Scheduler| control::resume(s, target);
+            services.call(f).await
+        }
+        Request::Cancel(id) => control::cancel(services, id).await,
+        Request::SetPriority(req) => {
+            let f = move |s: &mut Scheduler| control::set_priority(s, req.id, req.priority);
+            services.call(f).await
+        }
+        Request::Remove(req) => services.call(move |s| control::remove(s, req)).await,
+        Request::SetConcurrency(max) => {
+            services
+                .call(move |s| control::set_concurrency(s, max))
+                .await
+        }
+        Request::SetBandwidthLimit(req) => {
+            services
+                .call(move |s| control::set_bandwidth_limit(s, req))
+                .await
+        }
+        Request::Verify(req) => verify::run(services, req).await,
+        Request::Subscribe => {
+            return match query::subscribe(services).await {
+                Ok(subscription) => Reply::Events(subscription),
+                Err(e) => Reply::Response(Response::Error(e)),
+            }
+        }
+        Request::Shutdown => return Reply::Shutdown,
+    };
+    Reply::Response(result.unwrap_or_else(|e| {
+        tracing::debug!(request = name, "request failed: {}", e.message);
+        Response::Error(e)
+    }))
 }
 
 /// The result of a handler: a response, or a typed error reply.
@@ -79,10 +118,25 @@ impl From<StoreError> for ErrorReply {
     }
 }
 
+impl From<CallError> for ErrorReply {
+    fn from(e: CallError) -> Self {
+        let kind = match e {
+            CallError::Stopped => ErrorKind::Unreachable,
+            CallError::NotDurable(_) => ErrorKind::Other,
+        };
+        ErrorReply::new(kind, e.to_string())
+    }
+}
+
 /// The error for an unknown job id.
 pub fn no_such_job(id: u64) -> ErrorReply {
     ErrorReply::new(
         ErrorKind::InvalidRequest,
         format!("no job {id}; `mdlctl ls` lists the jobs"),
     )
+}
+
+/// The error for a request that makes no sense in the current state.
+pub fn invalid(message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(ErrorKind::InvalidRequest, message)
 }

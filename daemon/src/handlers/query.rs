@@ -1,46 +1,39 @@
-//! Read-only requests: list, status, daemon status.
+//! Read-only requests: list, status, daemon status, subscribe.
 
-use mdl_protocol::{DaemonInfo, JobId, JobState, Response, PROTOCOL_VERSION};
+use mdl_protocol::{JobId, Response};
 
-use super::{no_such_job, HandlerResult};
+use super::{no_such_job, HandlerResult, Services, Subscription};
 use crate::scheduler::Scheduler;
 
 /// Every job.
-pub fn list(scheduler: &Scheduler) -> Response {
-    Response::Jobs(scheduler.all_job_infos())
+pub async fn list(services: &Services) -> HandlerResult {
+    services
+        .call(|s| Ok(Response::Jobs(s.all_job_infos())))
+        .await
 }
 
 /// One job.
-pub fn status(scheduler: &Scheduler, id: JobId) -> HandlerResult {
-    let job = scheduler
-        .store
-        .get_job(id)?
-        .ok_or_else(|| no_such_job(id))?;
+pub async fn status(services: &Services, id: JobId) -> HandlerResult {
+    services.call(move |s| job_status(s, id)).await
+}
+
+/// One job, on the scheduler's state.
+pub fn job_status(scheduler: &mut Scheduler, id: JobId) -> HandlerResult {
+    let job = scheduler.job(id)?.ok_or_else(|| no_such_job(id))?;
     Ok(Response::Job(scheduler.job_info(&job)))
 }
 
 /// The daemon's own status.
-pub fn daemon_status(scheduler: &Scheduler) -> Response {
-    Response::Daemon(daemon_info(scheduler))
+pub async fn daemon_status(services: &Services) -> HandlerResult {
+    services
+        .call(|s| Ok(Response::Daemon(s.daemon_info())))
+        .await
 }
 
-/// The daemon's own status as a value.
-pub fn daemon_info(scheduler: &Scheduler) -> DaemonInfo {
-    let queued = scheduler
-        .store
-        .all_jobs()
-        .map(|jobs| jobs.iter().filter(|j| j.state == JobState::Queued).count())
-        .unwrap_or(0);
-    DaemonInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        protocol: PROTOCOL_VERSION,
-        pid: std::process::id(),
-        socket: scheduler.settings.socket.display().to_string(),
-        data_dir: scheduler.settings.data_dir.display().to_string(),
-        max_concurrent: scheduler.max_concurrent,
-        bandwidth_limit: scheduler.bandwidth_limit,
-        running: scheduler.running.len() as u32,
-        queued: queued as u32,
-        uptime_ms: scheduler.started.elapsed().as_millis() as u64,
-    }
+/// Subscribe first, then take the snapshot, so no event falls between the two (a subscriber
+/// may see an event twice, never miss one).
+pub async fn subscribe(services: &Services) -> Result<Subscription, mdl_protocol::ErrorReply> {
+    let events = services.scheduler.subscribe();
+    let snapshot = services.call(|s| Ok(s.all_job_infos())).await?;
+    Ok(Subscription { snapshot, events })
 }

@@ -8,18 +8,13 @@
 //!    with an empty checkpoint, and its job back to the queue. Replies `Jobs` with the jobs
 //!    queued again.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use md5::Md5;
-use mdl_protocol::{
-    ErrorKind, ErrorReply, Event, FileState, JobId, JobState, Response, VerifyRequest,
-};
-use sha2::{Digest, Sha256};
+use mdl_protocol::{ErrorKind, ErrorReply, FileState, JobId, JobState, Response, VerifyRequest};
 
-use super::{no_such_job, HandlerResult};
-use crate::job::{part_path, FileCheckpoint};
-use crate::scheduler::{Scheduler, SchedulerHandle};
+use super::{no_such_job, HandlerResult, Services};
+use crate::engine::writer::{hash_file, HashPlan};
+use crate::scheduler::Scheduler;
 
 /// One finished file to check.
 #[derive(Debug, Clone)]
@@ -40,56 +35,37 @@ pub struct Check {
 
 /// Run a verify request: plan on the scheduler, hash on a blocking thread, apply on the
 /// scheduler.
-pub async fn run(handle: &SchedulerHandle, request: VerifyRequest) -> Response {
-    let result = async {
-        let checks = handle
-            .with(move |s| plan(s, &request))
-            .await
-            .ok_or_else(stopped)??;
-        let damaged = tokio::task::spawn_blocking(move || {
-            checks
-                .into_iter()
-                .filter(|c| !check(c))
-                .collect::<Vec<Check>>()
-        })
-        .await
-        .map_err(|e| ErrorReply::new(ErrorKind::Other, format!("verify failed: {e}")))?;
-        handle
-            .with(move |s| apply(s, damaged))
-            .await
-            .ok_or_else(stopped)?
-    }
-    .await;
-    result.unwrap_or_else(Response::Error)
-}
-
-fn stopped() -> ErrorReply {
-    ErrorReply::new(ErrorKind::Unreachable, "the daemon is shutting down")
+pub async fn run(services: &Services, request: VerifyRequest) -> HandlerResult {
+    let checks = services.call(move |s| plan(s, &request)).await?;
+    let damaged = tokio::task::spawn_blocking(move || {
+        checks
+            .into_iter()
+            .filter(|c| !check(c))
+            .collect::<Vec<Check>>()
+    })
+    .await
+    .map_err(|e| ErrorReply::new(ErrorKind::Other, format!("verify failed: {e}")))?;
+    services.call(move |s| apply(s, damaged)).await
 }
 
 /// The completed files the request covers.
 pub fn plan(scheduler: &mut Scheduler, request: &VerifyRequest) -> Result<Vec<Check>, ErrorReply> {
     let jobs = if request.ids.is_empty() {
-        scheduler.store.all_jobs()?
+        scheduler.jobs()?
     } else {
         let mut jobs = Vec::new();
         for id in &request.ids {
-            jobs.push(
-                scheduler
-                    .store
-                    .get_job(*id)?
-                    .ok_or_else(|| no_such_job(*id))?,
-            );
+            jobs.push(scheduler.job(*id)?.ok_or_else(|| no_such_job(*id))?);
         }
         jobs
     };
     let roots: Vec<PathBuf> = request.paths.iter().map(PathBuf::from).collect();
     let mut checks = Vec::new();
     for job in jobs {
-        if scheduler.running.contains_key(&job.id) || job.state != JobState::Completed {
+        if scheduler.is_running(job.id) || job.state != JobState::Completed {
             continue;
         }
-        for (index, file) in scheduler.store.files(job.id)?.into_iter().enumerate() {
+        for (index, file) in scheduler.files(job.id)?.into_iter().enumerate() {
             let Some(rel) = file.rel_path.as_deref() else {
                 continue;
             };
@@ -146,77 +122,39 @@ pub fn check(c: &Check) -> bool {
     if !meta.is_file() || c.size.is_some_and(|s| s != meta.len()) {
         return false;
     }
-    match hash_file(&c.path) {
-        Ok((sha256, md5)) => match (&c.sha256, &c.md5) {
-            (Some(want), _) => want.eq_ignore_ascii_case(&sha256),
-            (None, Some(want)) => want.eq_ignore_ascii_case(&md5),
+    let plan = HashPlan {
+        md5: c.sha256.is_none() && c.md5.is_some(),
+        git_sha1_len: None,
+    };
+    match hash_file(&c.path, plan) {
+        Ok(digests) => match (&c.sha256, &c.md5) {
+            (Some(want), _) => want.eq_ignore_ascii_case(&digests.sha256),
+            (None, Some(want)) => digests
+                .md5
+                .is_some_and(|md5| want.eq_ignore_ascii_case(&md5)),
             (None, None) => true,
         },
         Err(_) => false,
     }
 }
 
-/// The sha256 and md5 of a file (lowercase hex).
-pub fn hash_file(path: &Path) -> std::io::Result<(String, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut sha = Sha256::new();
-    let mut md5 = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        md5.update(&buf[..n]);
-    }
-    Ok((hex::encode(sha.finalize()), hex::encode(md5.finalize())))
-}
-
 /// Put the damaged files back to pending and their jobs back in the queue.
 pub fn apply(scheduler: &mut Scheduler, damaged: Vec<Check>) -> HandlerResult {
     let mut requeued = Vec::new();
     for check in damaged {
-        if scheduler.running.contains_key(&check.job) {
+        let note = "damaged or missing at verify; fetched again";
+        if !scheduler.requeue_file(check.job, check.index, note)? {
             continue;
         }
-        let Some(mut job) = scheduler.store.get_job(check.job)? else {
-            continue;
-        };
-        let mut files = scheduler.store.files(job.id)?;
-        let Some(file) = files.get_mut(check.index as usize) else {
-            continue;
-        };
-        if file.state != FileState::Completed {
-            continue;
-        }
-        tracing::warn!(job = job.id, file = %check.path.display(), "damaged or missing; queued again");
-        file.state = FileState::Pending;
-        file.checkpoint = FileCheckpoint::default();
-        file.verified_sha256 = None;
-        file.verified_stamp = None;
-        file.note = Some("damaged or missing at verify; fetched again".to_string());
-        let _ = std::fs::remove_file(part_path(&job.dest_dir, job.id, check.index));
-        scheduler.store.put_file(job.id, check.index, file)?;
-        if job.state != JobState::Queued {
-            job.state = JobState::Queued;
-            job.error = None;
-            job.finished_ms = None;
-            scheduler.store.put_job(&job)?;
-        }
-        if !requeued.contains(&job.id) {
-            requeued.push(job.id);
+        tracing::warn!(job = check.job, file = %check.path.display(), "damaged or missing; queued again");
+        if !requeued.contains(&check.job) {
+            requeued.push(check.job);
         }
     }
-    scheduler.store.flush_blocking()?;
     let mut infos = Vec::new();
     for id in requeued {
-        if let Some(job) = scheduler.store.get_job(id)? {
-            let info = scheduler.job_info(&job);
-            let _ = scheduler.events.send(Event::Queued(info.clone()));
-            infos.push(info);
-        }
+        infos.extend(scheduler.announce_queued(id)?);
     }
-    // The scheduler starts them after this command, like after any other.
+    // The scheduler starts them after this call, like after any other.
     Ok(Response::Jobs(infos))
 }

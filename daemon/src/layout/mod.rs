@@ -6,6 +6,8 @@ pub mod modelscope_cache;
 
 use std::path::Path;
 
+use crate::engine::writer::{hash_file, HashPlan};
+
 /// True when the file at `path` exists with `size` bytes and, where given, the expected
 /// sha256 and git blob sha1 (hashing it). Returns its sha256 when it matches.
 pub fn verified_copy(
@@ -14,35 +16,18 @@ pub fn verified_copy(
     sha256: Option<&str>,
     git_sha1: Option<&str>,
 ) -> Option<String> {
-    use sha1::Digest as _;
-    use std::io::Read as _;
     let meta = std::fs::metadata(path).ok()?;
     if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
         return None;
     }
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut sha = sha2::Sha256::new();
-    let mut git = sha1::Sha1::new();
-    git.update(format!("blob {}\0", meta.len()).as_bytes());
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        if git_sha1.is_some() {
-            git.update(&buf[..n]);
-        }
-    }
-    let sha_hex = hex::encode(sha.finalize());
-    if sha256.is_some_and(|want| !want.eq_ignore_ascii_case(&sha_hex)) {
-        return None;
-    }
-    if let Some(want) = git_sha1 {
-        if !want.eq_ignore_ascii_case(&hex::encode(git.finalize())) {
-            return None;
-        }
-    }
-    Some(sha_hex)
+    let plan = HashPlan {
+        md5: false,
+        git_sha1_len: git_sha1.map(|_| meta.len()),
+    };
+    let digests = hash_file(path, plan).ok()?;
+    let matches = |want: Option<&str>, got: Option<&str>| {
+        want.is_none_or(|w| got.is_some_and(|g| w.eq_ignore_ascii_case(g)))
+    };
+    (matches(sha256, Some(&digests.sha256)) && matches(git_sha1, digests.git_sha1.as_deref()))
+        .then_some(digests.sha256)
 }

@@ -479,7 +479,7 @@ async fn mark_if_present(job: &JobRecord, file: &mut FileRecord) -> Result<(), F
     let Some(rel) = file.rel_path.clone() else {
         return Ok(());
     };
-    let path = crate::runner::safe_join(&job.dest_dir, &rel)?;
+    let path = crate::engine::names::safe_join(&job.dest_dir, &rel)?;
     let (size, sha256, git_sha1) = (file.size, file.sha256.clone(), file.git_sha1.clone());
     let check = path.clone();
     let verified = tokio::task::spawn_blocking(move || {
@@ -492,14 +492,14 @@ async fn mark_if_present(job: &JobRecord, file: &mut FileRecord) -> Result<(), F
         return Ok(());
     };
     for link in &file.links {
-        let link_path = crate::runner::safe_join(&job.dest_dir, link)?;
-        crate::runner::link_file(&path, &link_path).map_err(|e| {
+        let link_path = crate::engine::names::safe_join(&job.dest_dir, link)?;
+        crate::engine::finalize::link_file(&path, &link_path).map_err(|e| {
             crate::engine::io_failure(&format!("cannot link {}", link_path.display()), e)
         })?;
     }
     file.state = FileState::Completed;
     file.verified_sha256 = Some(sha);
-    file.verified_stamp = crate::runner::file_stamp(&path);
+    file.verified_stamp = crate::engine::finalize::file_stamp(&path);
     file.note = Some("already present and verified; not fetched again".to_string());
     Ok(())
 }

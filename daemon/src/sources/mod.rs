@@ -11,7 +11,6 @@ use reqwest::header::HeaderMap;
 
 use crate::engine::{names, Engine, FetchError};
 use crate::job::{FileRecord, JobRecord};
-use crate::runner::RunnerContext;
 use crate::settings::SourceSettings;
 
 /// The kinds of source mdl understands.
@@ -114,6 +113,26 @@ pub fn default_destination(
     }
 }
 
+/// Where an add goes: its absolute `--dest`, else the source's default (a hub's cache,
+/// `<downloads>/civitai`, or the download directory).
+pub fn destination(
+    kind: SourceKind,
+    request: &mdl_protocol::AddRequest,
+    settings: &crate::Settings,
+) -> Result<std::path::PathBuf, String> {
+    Ok(match &request.dest {
+        Some(dest) => {
+            let path = std::path::PathBuf::from(dest);
+            if !path.is_absolute() {
+                return Err(format!("the destination {dest:?} must be an absolute path"));
+            }
+            path
+        }
+        None if kind == SourceKind::Civitai => settings.download_dir.join("civitai"),
+        None => default_destination(kind, &request.env, &settings.download_dir),
+    })
+}
+
 /// Options an add of `kind` records (its kind, and the cache layout when no `--dest` is given).
 pub fn recorded_options(kind: SourceKind, dest_given: bool) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -163,14 +182,9 @@ pub struct Resolved {
     pub revision: Option<String>,
 }
 
-/// Resolve a job's source into its files.
-pub async fn resolve(ctx: &RunnerContext, job: &JobRecord) -> Result<Resolved, FetchError> {
-    resolve_with(&ctx.engine, job).await
-}
-
-/// Resolve a job's source into its files with `engine`'s HTTP client and settings (also used
-/// by dry runs, outside any runner).
-pub async fn resolve_with(engine: &Engine, job: &JobRecord) -> Result<Resolved, FetchError> {
+/// Resolve a job's source into its files with `engine`'s HTTP client and settings (runners
+/// and dry runs alike). Resolving writes nothing: a dry run leaves the disk as it was.
+pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<Resolved, FetchError> {
     match job_kind(job).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
         SourceKind::Civitai => civitai::resolve(engine, job).await,
         SourceKind::HuggingFace => huggingface::resolve(engine, job).await,
@@ -189,7 +203,7 @@ pub async fn resolve_with(engine: &Engine, job: &JobRecord) -> Result<Resolved, 
 }
 
 /// Work after every file of a job is verified and in place (e.g. a cache's `refs/` entry).
-pub async fn after_complete(_ctx: &RunnerContext, job: &JobRecord) -> Result<(), FetchError> {
+pub async fn after_complete(_engine: &Engine, job: &JobRecord) -> Result<(), FetchError> {
     match job_kind(job).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
         // Hugging Face writes `refs/<revision>` when it resolves (as `snapshot_download`
         // does), so nothing is left to do here.
@@ -255,40 +269,20 @@ pub fn job_env<'a>(job: &'a JobRecord, name: &str) -> Option<&'a Secret> {
 
 /// Describe what an add of a hub source would fetch (`--dry-run`): resolve it (network) and
 /// list each file's repository path, destination, size, hash and the bytes still to fetch
-/// (0 for a verified copy already in place). Queues nothing. `None` for plain URLs, which the
-/// scheduler describes without any request.
+/// (0 for a verified copy already in place). Queues nothing and writes nothing.
 pub async fn plan(
     engine: &Engine,
     settings: &crate::Settings,
     request: &mdl_protocol::AddRequest,
-) -> Option<mdl_protocol::Response> {
-    use mdl_protocol::{ErrorReply, PlanInfo, PlannedFile, Response};
+) -> Result<mdl_protocol::PlanInfo, mdl_protocol::ErrorReply> {
+    use mdl_protocol::{ErrorReply, PlanInfo, PlannedFile};
+    let invalid = |m: String| ErrorReply::new(ErrorKind::InvalidRequest, m);
     let source = request.source.trim().to_string();
-    if civitai::search_pairs(&source).is_some() {
-        return None;
-    }
-    let kind = match classify_with(&source, &settings.engine.sources, &request.env) {
-        Ok(SourceKind::Url) => return None,
-        Ok(kind) => kind,
-        Err(m) => {
-            return Some(Response::Error(ErrorReply::new(
-                ErrorKind::InvalidRequest,
-                m,
-            )))
-        }
-    };
+    let kind = classify_with(&source, &settings.engine.sources, &request.env).map_err(invalid)?;
     if kind == SourceKind::Civitai {
-        if let Err(m) = civitai::validate_options(&request.options) {
-            return Some(Response::Error(ErrorReply::new(
-                ErrorKind::InvalidRequest,
-                m,
-            )));
-        }
+        civitai::validate_options(&request.options).map_err(invalid)?;
     }
-    let dest_dir = match crate::handlers::add::destination(kind, request, settings) {
-        Ok(d) => d,
-        Err(e) => return Some(Response::Error(e)),
-    };
+    let dest_dir = destination(kind, request, settings).map_err(invalid)?;
     let mut options = request.options.clone();
     options.extend(recorded_options(kind, request.dest.is_some()));
     let job = JobRecord {
@@ -314,12 +308,9 @@ pub async fn plan(
         file_count: 0,
         bandwidth_limit: None,
     };
-    let resolved = match resolve_with(engine, &job).await {
-        Ok(r) => r,
-        Err(e) => {
-            return Some(Response::Error(ErrorReply::new(e.kind(), e.to_string())));
-        }
-    };
+    let resolved = resolve(engine, &job)
+        .await
+        .map_err(|e| ErrorReply::new(e.kind(), e.to_string()))?;
     let files = resolved
         .files
         .iter()
@@ -344,9 +335,9 @@ pub async fn plan(
             })
         })
         .collect();
-    Some(Response::Plan(PlanInfo {
+    Ok(PlanInfo {
         source: crate::job::redact_url(&source),
         revision: resolved.revision,
         files,
-    }))
+    })
 }

@@ -309,7 +309,8 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved
             .map(|s| s.to_ascii_lowercase());
         file.source_path = Some(entry.path.clone());
         file.rel_path = Some(format!("{base}{}", entry.path));
-        let path = crate::runner::safe_join(&job.dest_dir, file.rel_path.as_deref().unwrap_or(""))?;
+        let path =
+            crate::engine::names::safe_join(&job.dest_dir, file.rel_path.as_deref().unwrap_or(""))?;
         let (size, sha) = (file.size, file.sha256.clone());
         if sha.is_some() {
             let check = path.clone();
@@ -322,7 +323,7 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved
             if let Some(sha) = verified {
                 file.state = FileState::Completed;
                 file.verified_sha256 = Some(sha);
-                file.verified_stamp = crate::runner::file_stamp(&path);
+                file.verified_stamp = crate::engine::finalize::file_stamp(&path);
                 file.note = Some("already present and verified; not fetched again".into());
             }
         }
