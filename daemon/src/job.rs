@@ -3,18 +3,101 @@
 
 use std::path::PathBuf;
 
-use mdl_protocol::{ErrorInfo, FileInfo, FileState, JobId, JobInfo, JobState, Secret};
+use mdl_protocol::{AddRequest, ErrorInfo, FileInfo, FileState, JobId, JobInfo, JobState, Secret};
 use serde::{Deserialize, Serialize};
 
 use crate::ranges::RangeSet;
+
+/// What a job downloads, parsed once when it is added: the job's plan of files is resolved
+/// from this, never from the source text again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// A plain `http://` or `https://` URL.
+    Url(String),
+    /// A Hugging Face repository (or a file or folder in one).
+    HuggingFace(HfSource),
+    /// A ModelScope model repository (or a file or folder in one).
+    ModelScope(MsSource),
+    /// A Civitai model or version.
+    Civitai(CivitaiTarget),
+}
+
+/// How a job's files are laid out below its destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// Files go straight into the destination, under their repository paths or names.
+    #[default]
+    Plain,
+    /// The Hugging Face Hub cache (`models--org--name/blobs`, `snapshots`, `refs`).
+    HfCache,
+    /// The ModelScope cache (`models/owner/name/...`).
+    ModelScopeCache,
+}
+
+/// The kind of a Hub repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RepoType {
+    /// A model (no URL prefix).
+    Model,
+    /// A dataset (`datasets/`).
+    Dataset,
+    /// A space (`spaces/`).
+    Space,
+}
+
+/// A parsed Hugging Face source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfSource {
+    /// Model, dataset or space.
+    pub repo_type: RepoType,
+    /// `ORG/NAME` (or a bare canonical name).
+    pub repo_id: String,
+    /// The revision named in the source, if any.
+    pub revision: Option<String>,
+    /// A file or folder inside the repo, if the source names one.
+    pub path: Option<String>,
+}
+
+/// A parsed ModelScope source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsSource {
+    /// The owner namespace.
+    pub owner: String,
+    /// The model name.
+    pub name: String,
+    /// The revision named in the source, if any.
+    pub revision: Option<String>,
+    /// A file or folder inside the repo.
+    pub path: Option<String>,
+}
+
+/// What a Civitai source names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CivitaiTarget {
+    /// A model, optionally pinned to a version.
+    Model {
+        /// The model id.
+        model: u64,
+        /// The version id, if given.
+        version: Option<u64>,
+    },
+    /// A version only (`civitai://version/V`).
+    Version(u64),
+    /// A search (`civitai://search?...`): the query pairs, `limit` meaning the total count.
+    Search(Vec<(String, String)>),
+}
 
 /// A job as the store keeps it (without its files, which are kept one record each).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     /// The job's id.
     pub id: JobId,
-    /// The source as the user gave it.
+    /// The source as the user gave it (for display, and to recognise the same add again).
     pub source: String,
+    /// What the source names, parsed once at add time.
+    pub parsed_source: Source,
+    /// How the files are laid out below `dest_dir`.
+    pub layout: Layout,
     /// The destination directory (absolute). For hub sources with a cache layout, the cache root.
     pub dest_dir: PathBuf,
     /// Higher runs first.
@@ -35,8 +118,11 @@ pub struct JobRecord {
     pub md5: Option<String>,
     /// The name to save a single-file download under, instead of the server's.
     pub file_name: Option<String>,
-    /// Hub revision asked for, then the one resolved.
+    /// The hub revision asked for (`--revision`).
     pub revision: Option<String>,
+    /// The revision it resolved to (a commit, a version id), once resolved.
+    #[serde(default)]
+    pub resolved_revision: Option<String>,
     /// Include globs (hub sources).
     pub include: Vec<String>,
     /// Exclude globs (hub sources).
@@ -53,6 +139,48 @@ pub struct JobRecord {
     pub file_count: u32,
     /// Per-job bandwidth limit in bytes per second.
     pub bandwidth_limit: Option<u64>,
+}
+
+impl JobRecord {
+    /// The record of an add, before it has an id: queued (or paused), nothing resolved yet.
+    /// The caller checks the request; this only copies it.
+    pub fn from_add(
+        request: &AddRequest,
+        parsed_source: Source,
+        layout: Layout,
+        dest_dir: PathBuf,
+    ) -> JobRecord {
+        JobRecord {
+            id: 0,
+            source: request.source.trim().to_string(),
+            parsed_source,
+            layout,
+            dest_dir,
+            priority: request.priority,
+            seq: 0,
+            state: if request.paused {
+                JobState::Paused
+            } else {
+                JobState::Queued
+            },
+            error: None,
+            created_ms: now_ms(),
+            finished_ms: None,
+            sha256: request.sha256.clone(),
+            md5: request.md5.clone(),
+            file_name: request.file_name.clone(),
+            revision: request.revision.clone(),
+            resolved_revision: None,
+            include: request.include.clone(),
+            exclude: request.exclude.clone(),
+            options: request.options.clone(),
+            token: request.token.clone(),
+            env: request.env.clone(),
+            resolved: false,
+            file_count: 0,
+            bandwidth_limit: None,
+        }
+    }
 }
 
 /// Validators and byte ranges of a partly fetched file: what a resume needs.
@@ -232,7 +360,10 @@ pub fn job_info(job: &JobRecord, files: &[FileRecord], live: &[u64]) -> JobInfo 
         files: file_infos,
         created_ms: job.created_ms,
         finished_ms: job.finished_ms,
-        revision: job.revision.clone(),
+        revision: job
+            .resolved_revision
+            .clone()
+            .or_else(|| job.revision.clone()),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::engine::{
     CheckpointSink, Engine, FetchError, FetchObserver, FetchSpec, HashPlan, ResponseInfo,
 };
 use crate::job::{part_path, FileCheckpoint, FileRecord, JobRecord};
+use crate::sources::{self, Credentials};
 
 /// What a runner tells the scheduler.
 #[derive(Debug)]
@@ -128,7 +129,7 @@ pub async fn run_job(
 
 async fn run(
     ctx: &RunnerContext,
-    job: JobRecord,
+    mut job: JobRecord,
     mut files: Vec<FileRecord>,
     cancel: &CancellationToken,
     live: &Arc<LiveBytes>,
@@ -140,15 +141,19 @@ async fn run(
             format!("cannot create {}: {e}", job.dest_dir.display()),
         )
     })?;
+    // Worked out once per run: the token file is read once, not once per request.
+    let credentials = sources::credentials(&job, ctx.engine.settings());
     if !job.resolved {
-        let resolved = crate::sources::resolve(&ctx.engine, &job).await?;
+        let resolved = sources::resolve(&ctx.engine, &job, &credentials).await?;
         files = resolved.files;
+        job.resolved_revision = resolved.revision.clone();
         let _ = ctx.scheduler.send(RunnerMessage::Resolved {
             job: job.id,
             files: files.clone(),
             revision: resolved.revision,
         });
     }
+    link_present_files(&job, &files)?;
     let total_known: Option<u64> = files.iter().map(|f| f.known_size()).sum();
     let done_before: u64 = files
         .iter()
@@ -158,6 +163,7 @@ async fn run(
     let run = JobRun {
         ctx,
         job: &job,
+        credentials: &credentials,
         // Stops the job's other files when one fails for good.
         cancel: cancel.child_token(),
         live,
@@ -200,13 +206,30 @@ async fn run(
     if let Some(err) = failure {
         return Err(err);
     }
-    crate::sources::after_complete(&ctx.engine, &job).await
+    sources::install(&job)
+}
+
+/// Make the links of files that were complete before this run (a blob already in the cache
+/// shows up in a new snapshot); fetched files get theirs as they are installed.
+fn link_present_files(job: &JobRecord, files: &[FileRecord]) -> Result<(), FetchError> {
+    for file in files.iter().filter(|f| f.state == FileState::Completed) {
+        let Some(rel) = &file.rel_path else { continue };
+        let target = safe_join(&job.dest_dir, rel)?;
+        for link in &file.links {
+            let link_path = safe_join(&job.dest_dir, link)?;
+            link_file(&target, &link_path).map_err(|e| {
+                crate::engine::io_failure(&format!("cannot link {}", link_path.display()), e)
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// What the files of one running job share.
 struct JobRun<'a> {
     ctx: &'a RunnerContext,
     job: &'a JobRecord,
+    credentials: &'a Credentials,
     cancel: CancellationToken,
     live: &'a Arc<LiveBytes>,
     progress: Arc<JobProgress>,
@@ -270,7 +293,7 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
         let url = &urls[attempt];
         let spec = FetchSpec {
             url: url.clone(),
-            headers: crate::sources::auth_headers(job, url, ctx.engine.settings()),
+            headers: run.credentials.for_url(url),
             part_path: part.clone(),
             expected_size: file.size,
             checkpoint: observer.record().checkpoint,

@@ -133,7 +133,7 @@ impl Scheduler {
         engine: Engine,
         shutdown: CancellationToken,
     ) -> Result<(Scheduler, mpsc::UnboundedReceiver<RunnerMessage>), StoreError> {
-        let store = Store::open(&settings.store_dir())?;
+        let store = Store::open(&settings.store_dir(), crate::sources::upgrade_job_record)?;
         let (events, _) = broadcast::channel(1024);
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
         let max_concurrent = store
@@ -567,7 +567,7 @@ impl Scheduler {
                 record.resolved = true;
                 record.file_count = files.len() as u32;
                 if revision.is_some() {
-                    record.revision = revision;
+                    record.resolved_revision = revision;
                 }
                 self.store.put_job(&record)?;
                 self.flush_pending = true;

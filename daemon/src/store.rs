@@ -23,8 +23,14 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::job::{FileRecord, JobRecord};
 
-/// The schema version of every record this daemon writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version of every record this daemon writes. Schema 2 stores a job's parsed
+/// source and layout (schema 1 kept them as `mdl.*` options beside the source text).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Brings a job record written under an older schema (given) up to [`SCHEMA_VERSION`], in its
+/// JSON form. Supplied by the layer that knows how to parse sources, so the store stays below
+/// it; records are upgraded when read, and rewritten in the new form when the store opens.
+pub type Upgrade = fn(schema: u32, record: &mut serde_json::Value) -> Result<(), String>;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -67,25 +73,37 @@ pub fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
 
 /// Decode a record from its envelope, checking the schema version.
 pub fn decode_record<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    #[derive(Deserialize)]
-    struct Head {
-        schema: u32,
-    }
-    let head: Head = serde_json::from_slice(bytes).map_err(|e| StoreError::Record {
+    decode_upgraded(key, bytes, |_, _| Ok(())).map(|(record, _)| record)
+}
+
+/// Decode a job record, upgrading one of an older schema with `upgrade`.
+pub fn decode_job(key: &str, bytes: &[u8], upgrade: Upgrade) -> Result<JobRecord, StoreError> {
+    decode_upgraded(key, bytes, upgrade).map(|(record, _)| record)
+}
+
+/// Decode a record, upgrading it from an older schema; also returns the schema it had.
+fn decode_upgraded<T: DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+    upgrade: impl Fn(u32, &mut serde_json::Value) -> Result<(), String>,
+) -> Result<(T, u32), StoreError> {
+    let unreadable = |message: String| StoreError::Record {
         key: key.into(),
-        message: e.to_string(),
-    })?;
-    if head.schema > SCHEMA_VERSION {
+        message,
+    };
+    let mut envelope: Envelope<serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
+    if envelope.schema > SCHEMA_VERSION {
         return Err(StoreError::Schema {
             key: key.into(),
-            found: head.schema,
+            found: envelope.schema,
         });
     }
-    let envelope: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| StoreError::Record {
-        key: key.into(),
-        message: e.to_string(),
-    })?;
-    Ok(envelope.record)
+    if envelope.schema < SCHEMA_VERSION {
+        upgrade(envelope.schema, &mut envelope.record).map_err(unreadable)?;
+    }
+    let record = serde_json::from_value(envelope.record).map_err(|e| unreadable(e.to_string()))?;
+    Ok((record, envelope.schema))
 }
 
 /// The key of a job in the `queue` tree: higher priority first, then FIFO.
@@ -132,6 +150,8 @@ pub struct Store {
     by_destination: std::sync::Mutex<std::collections::HashMap<DestinationKey, Vec<JobId>>>,
     /// In-memory index: verified sha256 → the files (job, index) that have it (dedupe).
     by_sha256: std::sync::Mutex<std::collections::HashMap<String, Vec<(JobId, u32)>>>,
+    /// Upgrades job records of older schemas.
+    upgrade: Upgrade,
     db: sled::Db,
     jobs: sled::Tree,
     files: sled::Tree,
@@ -140,9 +160,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create) the store in `dir`, and rebuild the queue index from the job records.
-    /// Jobs that were running when the daemon stopped are queued again.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    /// Open (or create) the store in `dir`, and rebuild the queue index from the job records
+    /// (job records of an older schema are upgraded with `upgrade` and rewritten). Jobs that
+    /// were running when the daemon stopped are queued again.
+    pub fn open(dir: &Path, upgrade: Upgrade) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(500))
@@ -154,6 +175,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             by_destination: Default::default(),
             by_sha256: Default::default(),
+            upgrade,
             db,
         };
         store.rebuild_queue()?;
@@ -169,11 +191,15 @@ impl Store {
             }
         }
         self.queue.clear()?;
-        for job in self.all_jobs()? {
+        for entry in self.jobs.iter() {
+            let (key, value) = entry?;
+            let (mut job, schema): (JobRecord, u32) =
+                decode_upgraded(&format!("jobs/{key:?}"), &value, self.upgrade)?;
             self.index_destination(&job);
-            let mut job = job;
             if matches!(job.state, JobState::Running | JobState::Verifying) {
                 job.state = JobState::Queued;
+                self.put_job(&job)?;
+            } else if schema < SCHEMA_VERSION {
                 self.put_job(&job)?;
             }
             if is_runnable(job.state) {
@@ -221,7 +247,7 @@ impl Store {
         self.index_destination(job);
         let key = job.id.to_be_bytes();
         if let Some(old) = self.jobs.insert(key, encode_record(job))? {
-            let old: JobRecord = decode_record(&format!("jobs/{}", job.id), &old)?;
+            let old = decode_job(&format!("jobs/{}", job.id), &old, self.upgrade)?;
             if old.priority != job.priority || !is_runnable(job.state) {
                 self.queue.remove(queue_key(old.priority, old.seq))?;
             }
@@ -235,7 +261,11 @@ impl Store {
     /// One job.
     pub fn get_job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         match self.jobs.get(id.to_be_bytes())? {
-            Some(bytes) => Ok(Some(decode_record(&format!("jobs/{id}"), &bytes)?)),
+            Some(bytes) => Ok(Some(decode_job(
+                &format!("jobs/{id}"),
+                &bytes,
+                self.upgrade,
+            )?)),
             None => Ok(None),
         }
     }
@@ -246,7 +276,7 @@ impl Store {
             .iter()
             .map(|entry| {
                 let (key, value) = entry?;
-                decode_record(&format!("jobs/{key:?}"), &value)
+                decode_job(&format!("jobs/{key:?}"), &value, self.upgrade)
             })
             .collect()
     }
@@ -366,38 +396,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::now_ms;
 
     pub(crate) fn job(id: JobId, priority: i32, seq: u64) -> JobRecord {
+        let url = format!("http://127.0.0.1/{id}");
+        let request = mdl_protocol::AddRequest {
+            source: url.clone(),
+            priority,
+            ..Default::default()
+        };
+        let source = crate::job::Source::Url(url);
         JobRecord {
             id,
-            source: format!("http://127.0.0.1/{id}"),
-            dest_dir: "/tmp".into(),
-            priority,
             seq,
-            state: JobState::Queued,
-            error: None,
-            created_ms: now_ms(),
-            finished_ms: None,
-            sha256: None,
-            md5: None,
-            file_name: None,
-            revision: None,
-            include: vec![],
-            exclude: vec![],
-            options: vec![],
-            token: None,
-            env: vec![],
-            resolved: false,
-            file_count: 0,
-            bandwidth_limit: None,
+            ..JobRecord::from_add(&request, source, Default::default(), "/tmp".into())
         }
     }
 
     #[test]
     fn queue_orders_by_priority_then_fifo() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
         for (id, prio) in [
             (1, 0),
             (2, 5),
@@ -415,7 +433,7 @@ mod tests {
     #[test]
     fn priority_change_and_finish_update_the_index() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
         store.put_job(&job(1, 0, 1)).unwrap();
         store.put_job(&job(2, 0, 2)).unwrap();
         let mut second = job(2, 10, 2);
@@ -430,7 +448,7 @@ mod tests {
     fn queue_and_running_jobs_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
             let mut running = job(1, 0, 1);
             running.state = JobState::Running;
             store.put_job(&running).unwrap();
@@ -440,7 +458,7 @@ mod tests {
             store.put_job(&paused).unwrap();
             store.flush_blocking().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
         assert_eq!(store.queue_order().unwrap(), vec![2, 1]);
         assert_eq!(store.get_job(1).unwrap().unwrap().state, JobState::Queued);
         assert_eq!(store.next_id().unwrap(), 1);
@@ -452,7 +470,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sha = "ab".repeat(32);
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
             store.put_job(&job(1, 0, 1)).unwrap();
             let mut file = FileRecord::new("http://h/f".into());
             file.verified_sha256 = Some(sha.clone());
@@ -462,7 +480,7 @@ mod tests {
                 .unwrap();
             store.flush_blocking().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
         assert_eq!(store.files_with_sha256(&sha), vec![(1, 0)]);
         assert!(store.files_with_sha256(&"cd".repeat(32)).is_empty());
         store

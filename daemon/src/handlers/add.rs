@@ -11,7 +11,7 @@ use mdl_protocol::{
 use super::{invalid, search, HandlerResult, Services};
 use crate::engine::finalize::file_stamp;
 use crate::engine::names;
-use crate::job::{self, JobRecord};
+use crate::job::{self, CivitaiTarget, JobRecord, Source};
 use crate::scheduler::Scheduler;
 use crate::settings::Settings;
 use crate::sources;
@@ -33,15 +33,20 @@ fn check_hex(name: &str, value: &Option<String>, len: usize) -> Result<Option<St
 /// Queue a download (or describe it, for a dry run). A Civitai search queues one job per
 /// result ([`super::search`]).
 pub async fn add(services: &Services, request: AddRequest) -> HandlerResult {
-    if let Some(pairs) = sources::civitai::search_pairs(&request.source) {
-        return search::run(services, request, pairs).await;
+    let checked = check(&services.settings, request)?;
+    if let Source::Civitai(CivitaiTarget::Search(pairs)) = &checked.parsed_source {
+        let pairs = pairs.clone();
+        return search::run(services, checked.request, pairs).await;
     }
-    queue_one(services, request).await
+    queue_checked(services, checked).await
 }
 
 /// Queue one source (not a search).
 pub async fn queue_one(services: &Services, request: AddRequest) -> HandlerResult {
-    let checked = check(&services.settings, request)?;
+    queue_checked(services, check(&services.settings, request)?).await
+}
+
+async fn queue_checked(services: &Services, checked: CheckedAdd) -> HandlerResult {
     if checked.request.dry_run {
         return dry_run(services, checked).await;
     }
@@ -63,11 +68,29 @@ pub async fn queue_one(services: &Services, request: AddRequest) -> HandlerResul
 pub struct CheckedAdd {
     request: AddRequest,
     source: String,
-    kind: sources::SourceKind,
+    parsed_source: Source,
     sha256: Option<String>,
     md5: Option<String>,
     dest_dir: PathBuf,
     file_name: Option<String>,
+}
+
+impl CheckedAdd {
+    /// The job record this add queues (before it has an id).
+    fn record(&self) -> JobRecord {
+        let layout = sources::layout(&self.parsed_source, self.request.dest.is_some());
+        JobRecord {
+            sha256: self.sha256.clone(),
+            md5: self.md5.clone(),
+            file_name: self.file_name.clone(),
+            ..JobRecord::from_add(
+                &self.request,
+                self.parsed_source.clone(),
+                layout,
+                self.dest_dir.clone(),
+            )
+        }
+    }
 }
 
 /// Validate an add: a known source, well-formed digests, an absolute destination, a usable
@@ -77,14 +100,15 @@ pub fn check(settings: &Settings, request: AddRequest) -> Result<CheckedAdd, Err
     if source.is_empty() {
         return Err(invalid("the source is empty"));
     }
-    let kind =
-        sources::classify_with(&source, &settings.engine.sources, &request.env).map_err(invalid)?;
-    if kind == sources::SourceKind::Civitai {
+    let parsed_source =
+        sources::parse(&source, &settings.engine.sources, &request.env).map_err(invalid)?;
+    if matches!(parsed_source, Source::Civitai(_)) {
         sources::civitai::validate_options(&request.options).map_err(invalid)?;
     }
     let sha256 = check_hex("sha256", &request.sha256, 64)?;
     let md5 = check_hex("md5", &request.md5, 32)?;
-    let dest_dir = sources::destination(kind, &request, settings).map_err(invalid)?;
+    let dest_dir =
+        sources::destination(&parsed_source, &request, &settings.download_dir).map_err(invalid)?;
     let file_name = match &request.file_name {
         Some(name) => Some(
             names::sanitize_file_name(name)
@@ -95,7 +119,7 @@ pub fn check(settings: &Settings, request: AddRequest) -> Result<CheckedAdd, Err
     Ok(CheckedAdd {
         request,
         source,
-        kind,
+        parsed_source,
         sha256,
         md5,
         dest_dir,
@@ -105,9 +129,9 @@ pub fn check(settings: &Settings, request: AddRequest) -> Result<CheckedAdd, Err
 
 /// Describe what an add would fetch, queuing and writing nothing.
 async fn dry_run(services: &Services, checked: CheckedAdd) -> HandlerResult {
-    if checked.kind != sources::SourceKind::Url {
-        let plan = sources::plan(&services.engine, &services.settings, &checked.request).await?;
-        return Ok(Response::Plan(plan));
+    if !matches!(checked.parsed_source, Source::Url(_)) {
+        let job = checked.record();
+        return Ok(Response::Plan(sources::plan(&services.engine, &job).await?));
     }
     let name = checked
         .file_name
@@ -129,50 +153,17 @@ async fn dry_run(services: &Services, checked: CheckedAdd) -> HandlerResult {
 /// Queue a checked add on the scheduler's state: join a job for the same destination, or
 /// complete at once from a verified copy, or queue a new job.
 pub fn add_checked(scheduler: &mut Scheduler, checked: CheckedAdd) -> HandlerResult {
-    let CheckedAdd {
-        request,
-        source,
-        kind,
-        sha256,
-        md5,
-        dest_dir,
-        file_name,
-    } = checked;
-    if let Some(reply) = same_destination(scheduler, &source, &dest_dir, &file_name, &sha256, &md5)?
-    {
+    if let Some(reply) = same_destination(
+        scheduler,
+        &checked.source,
+        &checked.dest_dir,
+        &checked.file_name,
+        &checked.sha256,
+        &checked.md5,
+    )? {
         return Ok(reply);
     }
-    let record = JobRecord {
-        id: 0,
-        source,
-        dest_dir,
-        priority: request.priority,
-        seq: 0,
-        state: if request.paused {
-            JobState::Paused
-        } else {
-            JobState::Queued
-        },
-        error: None,
-        created_ms: job::now_ms(),
-        finished_ms: None,
-        sha256,
-        md5,
-        file_name,
-        revision: request.revision,
-        include: request.include,
-        exclude: request.exclude,
-        options: {
-            let mut options = request.options;
-            options.extend(sources::recorded_options(kind, request.dest.is_some()));
-            options
-        },
-        token: request.token,
-        env: request.env,
-        resolved: false,
-        file_count: 0,
-        bandwidth_limit: None,
-    };
+    let record = checked.record();
     // Acknowledged means durable: the reply goes out after the commit.
     let info = scheduler.queue(record, &[], Event::Queued)?;
     tracing::info!(job = info.id, source = %info.source, dest = %info.dest, "queued");

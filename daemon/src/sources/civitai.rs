@@ -18,10 +18,10 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
 use serde_json::Value;
 
 use crate::engine::{names, Engine, FetchError};
-use crate::job::{FileRecord, JobRecord};
+use crate::job::{CivitaiTarget as Target, FileRecord, JobRecord};
 use crate::settings::SourceSettings;
 
-use super::{job_env, Resolved};
+use super::{job_env, Credentials, Resolved};
 
 /// The public site.
 pub const DEFAULT_ENDPOINT: &str = "https://civitai.com";
@@ -33,22 +33,6 @@ pub const TOKEN_ENVS: [&str; 2] = ["CIVITAI_TOKEN", "CIVITAI_API_KEY"];
 pub const DEFAULT_TEMPLATE: &str = "{type}/{creator}/{name}/{version}";
 /// Most results a search batch may queue.
 pub const MAX_SEARCH_RESULTS: usize = 500;
-
-/// What a Civitai source names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A model, optionally pinned to a version.
-    Model {
-        /// The model id.
-        model: u64,
-        /// The version id, if given.
-        version: Option<u64>,
-    },
-    /// A version only (`civitai://version/V`).
-    Version(u64),
-    /// A search (`civitai://search?...`): the query pairs, `limit` meaning the total count.
-    Search(Vec<(String, String)>),
-}
 
 /// Whether `source` is a Civitai source (without validating it).
 pub fn is_civitai(source: &str) -> bool {
@@ -191,38 +175,14 @@ pub fn token(job: &JobRecord) -> Option<String> {
         .filter(|t| !t.trim().is_empty())
 }
 
-/// Whether `url` goes to a host the token belongs to: the configured API host (same scheme,
-/// host and port) or `civitai.com` / `*.civitai.com`. Never the storage host.
-pub fn is_trusted_host(job: &JobRecord, url: &str, sources: &SourceSettings) -> bool {
-    let Ok(target) = url::Url::parse(url) else {
-        return false;
-    };
-    let Some(host) = target.host_str().map(str::to_ascii_lowercase) else {
-        return false;
-    };
-    for base in endpoints(job, sources) {
-        let Ok(base) = url::Url::parse(&base) else {
-            continue;
-        };
-        if base.host_str().map(str::to_ascii_lowercase).as_deref() == Some(host.as_str())
-            && base.port_or_known_default() == target.port_or_known_default()
-        {
-            return true;
-        }
+/// `Authorization: Bearer <token>` for the Civitai API endpoints (the configured ones and
+/// <https://civitai.com>); never the storage host, never in a query.
+pub fn credentials(job: &JobRecord, sources: &SourceSettings) -> Credentials {
+    match token(job) {
+        Some(token) => Credentials::for_origins_of(&endpoints(job, sources))
+            .with(AUTHORIZATION, &format!("Bearer {token}")),
+        None => Credentials::none(),
     }
-    target.scheme() == "https" && (host == "civitai.com" || host.ends_with(".civitai.com"))
-}
-
-/// `Authorization: Bearer <token>` for requests to the Civitai host; nothing for any other host.
-pub fn auth_headers(job: &JobRecord, url: &str, sources: &SourceSettings) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if !is_trusted_host(job, url, sources) {
-        return headers;
-    }
-    if let Some(token) = token(job) {
-        super::insert_secret(&mut headers, AUTHORIZATION, &format!("Bearer {token}"));
-    }
-    headers
 }
 
 /// A job option's value (`--option key=value`), keys case-insensitive.
@@ -265,12 +225,12 @@ pub fn validate_options(options: &[(String, String)]) -> Result<(), String> {
 async fn get_json(
     engine: &Engine,
     job: &JobRecord,
+    credentials: &Credentials,
     base: &str,
     path_and_query: &str,
 ) -> Result<Value, FetchError> {
-    let url = format!("{base}{path_and_query}");
     let sources = &engine.settings().sources;
-    let mut headers = auth_headers(job, &url, sources);
+    let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
     // The job's endpoint first, then the other configured ones (mirror fallback).
     let mut endpoints = endpoints(job, sources);
@@ -281,6 +241,7 @@ async fn get_json(
         &endpoints,
         path_and_query,
         headers,
+        credentials,
         engine.settings(),
     )
     .await?;
@@ -335,6 +296,7 @@ struct Chosen {
 async fn choose_version(
     engine: &Engine,
     job: &JobRecord,
+    credentials: &Credentials,
     base: &str,
     target: &Target,
 ) -> Result<Chosen, FetchError> {
@@ -360,7 +322,14 @@ async fn choose_version(
         Some(id) => id,
         None => {
             let vid = version_id.unwrap_or_default();
-            let v = get_json(engine, job, base, &format!("/api/v1/model-versions/{vid}")).await?;
+            let v = get_json(
+                engine,
+                job,
+                credentials,
+                base,
+                &format!("/api/v1/model-versions/{vid}"),
+            )
+            .await?;
             v["modelId"].as_u64().ok_or_else(|| {
                 FetchError::failed(
                     ErrorKind::Fatal,
@@ -369,7 +338,14 @@ async fn choose_version(
             })?
         }
     };
-    let model = get_json(engine, job, base, &format!("/api/v1/models/{model_id}")).await?;
+    let model = get_json(
+        engine,
+        job,
+        credentials,
+        base,
+        &format!("/api/v1/models/{model_id}"),
+    )
+    .await?;
     if model["mode"].as_str() == Some("Archived") || model["mode"].as_str() == Some("TakenDown") {
         return Err(FetchError::failed(
             ErrorKind::NotFound,
@@ -393,8 +369,14 @@ async fn choose_version(
         Some(vid) => match versions.iter().find(|v| v["id"].as_u64() == Some(vid)) {
             Some(v) => v.clone(),
             None => {
-                let v =
-                    get_json(engine, job, base, &format!("/api/v1/model-versions/{vid}")).await?;
+                let v = get_json(
+                    engine,
+                    job,
+                    credentials,
+                    base,
+                    &format!("/api/v1/model-versions/{vid}"),
+                )
+                .await?;
                 if v["modelId"].as_u64() != Some(model_id) {
                     return Err(FetchError::failed(
                         ErrorKind::NotFound,
@@ -579,11 +561,14 @@ pub fn expand_template(
 }
 
 /// Resolve a Civitai job into its one file.
-pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<Resolved, FetchError> {
-    let target =
-        parse(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))?;
+pub async fn resolve(
+    engine: &Engine,
+    job: &JobRecord,
+    target: &Target,
+    credentials: &Credentials,
+) -> Result<Resolved, FetchError> {
     let base = endpoint(job, &engine.settings().sources);
-    let chosen = choose_version(engine, job, &base, &target).await?;
+    let chosen = choose_version(engine, job, credentials, &base, target).await?;
     let file = choose_file(job, &chosen.version)?;
     let vid = chosen.version["id"].as_u64().unwrap_or_default();
     let version_name = chosen.version["name"].as_str().unwrap_or("version");
@@ -653,30 +638,14 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<Resolved, Fetch
 }
 
 /// A job record standing for an add request, for endpoint and token lookups.
-fn probe_job(request: &AddRequest) -> JobRecord {
-    JobRecord {
-        id: 0,
-        source: request.source.clone(),
-        dest_dir: std::path::PathBuf::new(),
-        priority: request.priority,
-        seq: 0,
-        state: mdl_protocol::JobState::Queued,
-        error: None,
-        created_ms: 0,
-        finished_ms: None,
-        sha256: None,
-        md5: None,
-        file_name: None,
-        revision: request.revision.clone(),
-        include: Vec::new(),
-        exclude: Vec::new(),
-        options: request.options.clone(),
-        token: request.token.clone(),
-        env: request.env.clone(),
-        resolved: false,
-        file_count: 0,
-        bandwidth_limit: None,
-    }
+fn probe_job(request: &AddRequest, target: Target) -> JobRecord {
+    let source = crate::job::Source::Civitai(target);
+    JobRecord::from_add(
+        request,
+        source,
+        crate::job::Layout::Plain,
+        Default::default(),
+    )
 }
 
 /// Expand a search source into one add per model: `GET /api/v1/models` with the query's
@@ -688,8 +657,10 @@ pub async fn expand_search(
     request: &AddRequest,
     pairs: &[(String, String)],
 ) -> Result<Vec<AddRequest>, FetchError> {
-    let job = probe_job(request);
-    let base = endpoint(&job, &engine.settings().sources);
+    let job = probe_job(request, Target::Search(pairs.to_vec()));
+    let sources = &engine.settings().sources;
+    let base = endpoint(&job, sources);
+    let credentials = credentials(&job, sources);
     let want = pairs
         .iter()
         .find(|(k, _)| k == "limit")
@@ -729,7 +700,14 @@ pub async fn expand_search(
             }
             q.finish()
         };
-        let page = get_json(engine, &job, &base, &format!("/api/v1/models?{encoded}")).await?;
+        let page = get_json(
+            engine,
+            &job,
+            &credentials,
+            &base,
+            &format!("/api/v1/models?{encoded}"),
+        )
+        .await?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
         for item in &items {
             if adds.len() >= want {

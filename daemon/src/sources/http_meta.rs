@@ -18,6 +18,7 @@ use mdl_protocol::ErrorKind;
 use reqwest::header::{self, HeaderMap};
 use serde::de::DeserializeOwned;
 
+use super::Credentials;
 use crate::engine::retry::{backoff_delay, classify_status, parse_retry_after, StatusClass};
 use crate::engine::FetchError;
 use crate::settings::EngineSettings;
@@ -121,9 +122,18 @@ pub async fn get_json<T: DeserializeOwned>(
     endpoints: &[String],
     path_and_query: &str,
     headers: HeaderMap,
+    credentials: &Credentials,
     policy: &EngineSettings,
 ) -> Result<(T, String, HeaderMap), FetchError> {
-    let response = get(http, endpoints, path_and_query, headers, policy).await?;
+    let response = get(
+        http,
+        endpoints,
+        path_and_query,
+        headers,
+        credentials,
+        policy,
+    )
+    .await?;
     if !response.is_success() {
         return Err(response.failure());
     }
@@ -132,13 +142,14 @@ pub async fn get_json<T: DeserializeOwned>(
 }
 
 /// `GET endpoint + path_and_query` on each endpoint in order until one gives a final answer
-/// (any status that is not transient); see the module docs. `headers` go to every endpoint;
-/// mark secret values sensitive.
+/// (any status that is not transient); see the module docs. `headers` go to every endpoint,
+/// `credentials` only to the origins they belong to.
 pub async fn get(
     http: &reqwest::Client,
     endpoints: &[String],
     path_and_query: &str,
     headers: HeaderMap,
+    credentials: &Credentials,
     policy: &EngineSettings,
 ) -> Result<MetaResponse, FetchError> {
     if endpoints.is_empty() {
@@ -156,6 +167,7 @@ pub async fn get(
         } else {
             ATTEMPTS_BEFORE_FALLBACK.min(policy.max_attempts.max(1))
         };
+        let headers = with_credentials(&headers, credentials, &url);
         match get_url_attempts(http, &url, endpoint, &headers, policy, attempts, !is_last).await {
             Ok(response) => return Ok(response),
             Err(err) => {
@@ -176,18 +188,26 @@ pub async fn get_url(
     url: &str,
     endpoint: &str,
     headers: HeaderMap,
+    credentials: &Credentials,
     policy: &EngineSettings,
 ) -> Result<MetaResponse, FetchError> {
     get_url_attempts(
         http,
         url,
         endpoint,
-        &headers,
+        &with_credentials(&headers, credentials, url),
         policy,
         policy.max_attempts.max(1),
         false,
     )
     .await
+}
+
+/// `headers` plus the credentials that belong to `url`'s origin.
+fn with_credentials(headers: &HeaderMap, credentials: &Credentials, url: &str) -> HeaderMap {
+    let mut all = headers.clone();
+    all.extend(credentials.for_url(url));
+    all
 }
 
 async fn get_url_attempts(

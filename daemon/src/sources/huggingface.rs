@@ -24,13 +24,11 @@ use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde::Deserialize;
 
 use super::http_meta::{self, MetaResponse};
+use super::Credentials;
 use crate::engine::{Engine, FetchError};
-use crate::job::{FileRecord, JobRecord};
+use crate::job::{FileRecord, HfSource, JobRecord, Layout, RepoType};
 use crate::layout::{self, hf_cache};
 use crate::settings::{SourceSettings, HF_OFFICIAL_ENDPOINT};
-
-/// The job option that selects the hub-cache layout (set at add time when no `--dest` is given).
-pub const LAYOUT_OPTION: (&str, &str) = ("mdl.layout", "hf-cache");
 
 /// Characters percent-encoded in a file path (like Python's `quote(path)`: `/` kept).
 const PATH_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -39,17 +37,6 @@ const PATH_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
-
-/// The kind of a Hub repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RepoType {
-    /// A model (no URL prefix).
-    Model,
-    /// A dataset (`datasets/`).
-    Dataset,
-    /// A space (`spaces/`).
-    Space,
-}
 
 impl RepoType {
     /// The plural of `/api/{plural}/...` paths and cache folder names.
@@ -69,19 +56,6 @@ impl RepoType {
             RepoType::Space => "spaces/",
         }
     }
-}
-
-/// A parsed Hugging Face source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HfSource {
-    /// Model, dataset or space.
-    pub repo_type: RepoType,
-    /// `ORG/NAME` (or a bare canonical name).
-    pub repo_id: String,
-    /// The revision named in the source, if any.
-    pub revision: Option<String>,
-    /// A file or folder inside the repo, if the source names one.
-    pub path: Option<String>,
 }
 
 /// Hosts that are always Hugging Face.
@@ -243,20 +217,14 @@ pub fn token(job: &JobRecord) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// `Authorization: Bearer <token>` (marked sensitive) when a token is known. Only ever sent to
-/// Hub endpoints: every URL mdl builds for a Hugging Face job is on one, and reqwest drops the
-/// header when a redirect leaves for the CDN.
-pub fn auth_headers(job: &JobRecord) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Some(token) = token(job) {
-        super::insert_secret(&mut headers, AUTHORIZATION, &format!("Bearer {token}"));
+/// `Authorization: Bearer <token>` (marked sensitive) when a token is known, for the Hub
+/// endpoints only; reqwest drops the header when a redirect leaves for the CDN.
+pub fn credentials(job: &JobRecord, settings: &SourceSettings) -> Credentials {
+    match token(job) {
+        Some(token) => Credentials::for_origins_of(&endpoints(job, settings))
+            .with(AUTHORIZATION, &format!("Bearer {token}")),
+        None => Credentials::none(),
     }
-    headers
-}
-
-/// Whether the job uses the hub-cache layout.
-pub fn uses_cache(job: &JobRecord) -> bool {
-    super::has_option(job, LAYOUT_OPTION)
 }
 
 /// The cache root for a job's forwarded environment.
@@ -301,21 +269,39 @@ fn requested_revision(job: &JobRecord, src: &HfSource) -> String {
 }
 
 /// Resolve a Hugging Face job into its files.
-pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved, FetchError> {
-    let src = parse(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))?;
+pub async fn resolve(
+    engine: &Engine,
+    job: &JobRecord,
+    src: &HfSource,
+    credentials: &Credentials,
+) -> Result<super::Resolved, FetchError> {
     let settings = engine.settings();
     let endpoints = endpoints(job, &settings.sources);
-    let headers = auth_headers(job);
+    let headers = HeaderMap::new();
     let http = engine.http();
-    let revision = requested_revision(job, &src);
+    let revision = requested_revision(job, src);
     let plural = src.repo_type.plural();
     let rev_enc = utf8_percent_encode(&revision, NON_ALPHANUMERIC).to_string();
 
     // 1. The commit (and whether the repo is gated).
     let info_path = format!("/api/{plural}/{}/revision/{rev_enc}", src.repo_id);
-    let response = http_meta::get(http, &endpoints, &info_path, headers.clone(), settings).await?;
+    let response = http_meta::get(
+        http,
+        &endpoints,
+        &info_path,
+        headers.clone(),
+        credentials,
+        settings,
+    )
+    .await?;
     if !response.is_success() {
-        return Err(hub_error(&response, &src, &revision, &endpoints, job));
+        return Err(hub_error(
+            &response,
+            src,
+            &revision,
+            &endpoints,
+            credentials,
+        ));
     }
     let info: RepoInfo = response.json()?;
     let endpoint = response.endpoint.clone();
@@ -339,19 +325,27 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved
         std::slice::from_ref(&endpoint),
         &tree_path,
         headers.clone(),
+        credentials,
         settings,
     )
     .await?;
     let mut entries: Vec<TreeEntry> = Vec::new();
     loop {
         if !page.is_success() {
-            return Err(hub_error(&page, &src, &revision, &endpoints, job));
+            return Err(hub_error(&page, src, &revision, &endpoints, credentials));
         }
         entries.extend(page.json::<Vec<TreeEntry>>()?);
         match page.next_link() {
             Some(next) => {
-                page =
-                    http_meta::get_url(http, &next, &endpoint, headers.clone(), settings).await?;
+                page = http_meta::get_url(
+                    http,
+                    &next,
+                    &endpoint,
+                    headers.clone(),
+                    credentials,
+                    settings,
+                )
+                .await?;
             }
             None => break,
         }
@@ -392,8 +386,8 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved
     if gated(&info.gated) {
         probe_access(
             engine,
-            job,
-            &src,
+            credentials,
+            src,
             &endpoint,
             &commit,
             &wanted[0].path,
@@ -404,14 +398,8 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved
     }
 
     // 5. File records.
-    let cache = uses_cache(job);
+    let cache = job.layout == Layout::HfCache;
     let folder = hf_cache::repo_folder(plural, &src.repo_id);
-    if cache {
-        // Like `snapshot_download` (§5 step 2): `refs/<revision>` names the commit at once;
-        // blobs and snapshot links follow as files complete.
-        hf_cache::write_ref(&job.dest_dir, &folder, &revision, &commit)
-            .map_err(|e| crate::engine::io_failure("cannot write the cache's refs entry", e))?;
-    }
     let mut files: Vec<FileRecord> = Vec::new();
     for entry in wanted {
         let sha256 = entry.lfs.as_ref().map(|l| l.oid.to_ascii_lowercase());
@@ -474,7 +462,8 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved
 }
 
 /// A file whose verified copy is already in place (a shared blob, or an earlier download into
-/// `--dest`) is marked completed, and its links are made now: it is never fetched twice.
+/// `--dest`) is marked completed, so it is never fetched twice. Its links are made by the
+/// runner, not here: resolving writes nothing.
 async fn mark_if_present(job: &JobRecord, file: &mut FileRecord) -> Result<(), FetchError> {
     let Some(rel) = file.rel_path.clone() else {
         return Ok(());
@@ -491,17 +480,27 @@ async fn mark_if_present(job: &JobRecord, file: &mut FileRecord) -> Result<(), F
     let Some(sha) = verified else {
         return Ok(());
     };
-    for link in &file.links {
-        let link_path = crate::engine::names::safe_join(&job.dest_dir, link)?;
-        crate::engine::finalize::link_file(&path, &link_path).map_err(|e| {
-            crate::engine::io_failure(&format!("cannot link {}", link_path.display()), e)
-        })?;
-    }
     file.state = FileState::Completed;
     file.verified_sha256 = Some(sha);
     file.verified_stamp = crate::engine::finalize::file_stamp(&path);
     file.note = Some("already present and verified; not fetched again".to_string());
     Ok(())
+}
+
+/// The install step of a job in the Hub cache, once every file is verified: like
+/// `snapshot_download` (§5 step 2), `refs/<revision>` names the commit the snapshot shows.
+pub fn install(job: &JobRecord, src: &HfSource) -> Result<(), FetchError> {
+    let Some(commit) = job.resolved_revision.as_deref() else {
+        return Ok(());
+    };
+    let folder = hf_cache::repo_folder(src.repo_type.plural(), &src.repo_id);
+    hf_cache::write_ref(
+        &job.dest_dir,
+        &folder,
+        &requested_revision(job, src),
+        commit,
+    )
+    .map_err(|e| crate::engine::io_failure("cannot write the cache's refs entry", e))
 }
 
 fn gated(value: &serde_json::Value) -> bool {
@@ -517,7 +516,7 @@ fn gated(value: &serde_json::Value) -> bool {
 #[allow(clippy::too_many_arguments)]
 async fn probe_access(
     engine: &Engine,
-    job: &JobRecord,
+    credentials: &Credentials,
     src: &HfSource,
     endpoint: &str,
     commit: &str,
@@ -535,7 +534,7 @@ async fn probe_access(
     let response = engine
         .http()
         .head(&url)
-        .headers(auth_headers(job))
+        .headers(credentials.for_url(&url))
         .header(reqwest::header::ACCEPT_ENCODING, "identity")
         .send()
         .await;
@@ -551,7 +550,7 @@ async fn probe_access(
             endpoint: endpoint.to_string(),
             url,
         };
-        return Err(hub_error(&meta, src, revision, endpoints, job));
+        return Err(hub_error(&meta, src, revision, endpoints, credentials));
     }
     Ok(())
 }
@@ -562,7 +561,7 @@ fn hub_error(
     src: &HfSource,
     revision: &str,
     endpoints: &[String],
-    job: &JobRecord,
+    credentials: &Credentials,
 ) -> FetchError {
     let code = response.header("x-error-code").unwrap_or("").to_string();
     let server_message = response
@@ -580,7 +579,7 @@ fn hub_error(
         src.repo_type.url_prefix(),
         src.repo_id
     );
-    let has_token = token(job).is_some();
+    let has_token = !credentials.is_empty();
     let suffix = if server_message.is_empty() {
         String::new()
     } else {

@@ -1,72 +1,47 @@
-//! Sources: turn what the user asked for into a plan of files (URL, relative path, expected
-//! size and hashes), and the credentials each file's requests carry.
+//! Sources: parse what the user asked for into a typed [`Source`] (once, at add time), turn a
+//! job's source into a plan of files (URL, relative path, expected size and hashes), work out
+//! the credentials its requests carry, and install what a layout needs once every file is
+//! verified.
+//!
+//! Each hub is one module with the same four parts: `parse`, `resolve`, `credentials` and a
+//! default destination; the matches in this file are the only places that pick a hub.
 
 pub mod civitai;
+pub mod credentials;
 pub mod http_meta;
 pub mod huggingface;
 pub mod modelscope;
 
-use mdl_protocol::{ErrorKind, Secret};
-use reqwest::header::HeaderMap;
+use std::path::{Path, PathBuf};
+
+use mdl_protocol::{AddRequest, Secret};
+
+pub use credentials::Credentials;
 
 use crate::engine::{names, Engine, FetchError};
-use crate::job::{FileRecord, JobRecord};
-use crate::settings::SourceSettings;
+use crate::job::{FileRecord, JobRecord, Layout, Source};
+use crate::settings::{EngineSettings, SourceSettings};
 
-/// The kinds of source mdl understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    /// A plain `http://` or `https://` URL.
-    Url,
-    /// Civitai: `civitai://`, `https://civitai.com/models/...`, `urn:air:...:civitai:...`.
-    Civitai,
-    /// Hugging Face: `hf://`, `https://huggingface.co/...` (or a configured endpoint's host).
-    HuggingFace,
-    /// ModelScope: `ms://`, `https://www.modelscope.cn/models/...`.
-    ModelScope,
-}
-
-/// The job option recording the kind chosen at add time (when it depends on configured
-/// endpoints or the caller's environment, which the runner must not re-guess).
-pub const KIND_OPTION: &str = "mdl.source";
-
-impl SourceKind {
-    fn option_value(self) -> &'static str {
-        match self {
-            SourceKind::Url => "url",
-            SourceKind::Civitai => "civitai",
-            SourceKind::HuggingFace => "huggingface",
-            SourceKind::ModelScope => "modelscope",
-        }
-    }
-}
-
-/// Recognise a source string like [`classify`], also treating URLs on configured hub
-/// endpoints (and `HF_ENDPOINT` / `MODELSCOPE_ENDPOINT` from `env`, then the daemon's
-/// environment) as hub sources.
-pub fn classify_with(
+/// Parse a source string, recognising URLs on configured hub endpoints (and `HF_ENDPOINT` /
+/// `MODELSCOPE_ENDPOINT` from `env`, then the daemon's environment) as hub sources; the error
+/// says what is accepted.
+pub fn parse(
     source: &str,
     settings: &SourceSettings,
     env: &[(String, Secret)],
-) -> Result<SourceKind, String> {
+) -> Result<Source, String> {
+    let source = source.trim();
     if civitai::is_civitai(source) {
-        return classify_basic(source);
+        return civitai::parse(source).map(Source::Civitai);
     }
-    let lookup = |name: &str| {
-        env.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.expose().to_string())
-            .or_else(|| std::env::var(name).ok())
-            .filter(|v| !v.trim().is_empty())
-    };
+    let lookup = |name: &str| env_value(env, name);
     let hf = http_meta::endpoint_list(
         lookup("HF_ENDPOINT"),
         &settings.hf_endpoints,
         crate::settings::HF_OFFICIAL_ENDPOINT,
     );
     if huggingface::matches(source, &hf) {
-        huggingface::parse(source)?;
-        return Ok(SourceKind::HuggingFace);
+        return huggingface::parse(source).map(Source::HuggingFace);
     }
     let ms = http_meta::endpoint_list(
         lookup("MODELSCOPE_ENDPOINT"),
@@ -74,103 +49,104 @@ pub fn classify_with(
         crate::settings::MODELSCOPE_OFFICIAL_ENDPOINT,
     );
     if modelscope::matches(source, &ms) {
-        modelscope::parse(source)?;
-        return Ok(SourceKind::ModelScope);
+        return modelscope::parse(source).map(Source::ModelScope);
     }
-    classify_basic(source)
-}
-
-/// The kind of a queued job: the one recorded at add time, else recognised from its source.
-pub fn job_kind(job: &JobRecord) -> Result<SourceKind, String> {
-    let recorded = job.options.iter().find(|(k, _)| k == KIND_OPTION);
-    if let Some((_, v)) = recorded {
-        for kind in [
-            SourceKind::Url,
-            SourceKind::Civitai,
-            SourceKind::HuggingFace,
-            SourceKind::ModelScope,
-        ] {
-            if kind.option_value() == v {
-                return Ok(kind);
-            }
-        }
-    }
-    classify(&job.source)
-}
-
-/// Where a job goes when the add names no destination, and the options that record the
-/// source's kind and layout: hub sources use their cache layout (`HF_HUB_CACHE`...,
-/// `MODELSCOPE_CACHE`), everything else the daemon's download directory.
-pub fn default_destination(
-    kind: SourceKind,
-    env: &[(String, Secret)],
-    download_dir: &std::path::Path,
-) -> std::path::PathBuf {
-    match kind {
-        SourceKind::HuggingFace => huggingface::default_dest(env),
-        SourceKind::ModelScope => modelscope::default_dest(env),
-        SourceKind::Url | SourceKind::Civitai => download_dir.to_path_buf(),
-    }
-}
-
-/// Where an add goes: its absolute `--dest`, else the source's default (a hub's cache,
-/// `<downloads>/civitai`, or the download directory).
-pub fn destination(
-    kind: SourceKind,
-    request: &mdl_protocol::AddRequest,
-    settings: &crate::Settings,
-) -> Result<std::path::PathBuf, String> {
-    Ok(match &request.dest {
-        Some(dest) => {
-            let path = std::path::PathBuf::from(dest);
-            if !path.is_absolute() {
-                return Err(format!("the destination {dest:?} must be an absolute path"));
-            }
-            path
-        }
-        None if kind == SourceKind::Civitai => settings.download_dir.join("civitai"),
-        None => default_destination(kind, &request.env, &settings.download_dir),
-    })
-}
-
-/// Options an add of `kind` records (its kind, and the cache layout when no `--dest` is given).
-pub fn recorded_options(kind: SourceKind, dest_given: bool) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    match kind {
-        SourceKind::HuggingFace | SourceKind::ModelScope => {
-            out.push((KIND_OPTION.to_string(), kind.option_value().to_string()));
-            if !dest_given {
-                let (k, v) = if kind == SourceKind::HuggingFace {
-                    huggingface::LAYOUT_OPTION
-                } else {
-                    modelscope::LAYOUT_OPTION
-                };
-                out.push((k.to_string(), v.to_string()));
-            }
-        }
-        SourceKind::Url | SourceKind::Civitai => {}
-    }
-    out
-}
-
-/// Recognise a source string, or explain what is accepted.
-pub fn classify(source: &str) -> Result<SourceKind, String> {
-    classify_with(source, &SourceSettings::default(), &[])
-}
-
-fn classify_basic(source: &str) -> Result<SourceKind, String> {
-    let lower = source.trim().to_ascii_lowercase();
-    if civitai::is_civitai(source) {
-        civitai::parse(source)?;
-        return Ok(SourceKind::Civitai);
-    }
+    let lower = source.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
-        url::Url::parse(source.trim()).map_err(|e| format!("invalid URL {source:?}: {e}"))?;
-        return Ok(SourceKind::Url);
+        url::Url::parse(source).map_err(|e| format!("invalid URL {source:?}: {e}"))?;
+        return Ok(Source::Url(source.to_string()));
     }
     Err(format!(
         "unsupported source {source:?}: expected an http(s):// URL, hf://ORG/NAME, ms://OWNER/NAME or civitai://..."
     ))
+}
+
+/// Upgrade a job record of an older store schema (see [`crate::store::Upgrade`]).
+///
+/// Schema 1 kept the source only as text, with the kind and layout chosen at add time as the
+/// options `mdl.source` (`huggingface` / `modelscope`) and `mdl.layout` (`hf-cache` /
+/// `modelscope-cache`), and replaced `revision` with the resolved one.
+pub fn upgrade_job_record(schema: u32, record: &mut serde_json::Value) -> Result<(), String> {
+    if schema >= 2 {
+        return Ok(());
+    }
+    let object = record
+        .as_object_mut()
+        .ok_or("a job record must be an object")?;
+    let text = object
+        .get("source")
+        .and_then(|v| v.as_str())
+        .ok_or("a job record has no source")?
+        .trim()
+        .to_string();
+    let mut options: Vec<(String, String)> =
+        serde_json::from_value(object.get("options").cloned().unwrap_or_default())
+            .unwrap_or_default();
+    let take = |options: &mut Vec<(String, String)>, key: &str| {
+        let value = options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone());
+        options.retain(|(k, _)| k != key);
+        value
+    };
+    let kind = take(&mut options, "mdl.source");
+    let layout = match take(&mut options, "mdl.layout").as_deref() {
+        Some("hf-cache") => Layout::HfCache,
+        Some("modelscope-cache") => Layout::ModelScopeCache,
+        _ => Layout::Plain,
+    };
+    let parsed = match kind.as_deref() {
+        Some("huggingface") => huggingface::parse(&text).map(Source::HuggingFace),
+        Some("modelscope") => modelscope::parse(&text).map(Source::ModelScope),
+        _ => parse(&text, &SourceSettings::default(), &[]),
+    }?;
+    if object.get("resolved").and_then(|v| v.as_bool()) == Some(true) {
+        let revision = object.get("revision").cloned().unwrap_or_default();
+        object.insert("resolved_revision".into(), revision);
+    }
+    let json = |e: serde_json::Error| e.to_string();
+    object.insert(
+        "parsed_source".into(),
+        serde_json::to_value(&parsed).map_err(json)?,
+    );
+    object.insert("layout".into(), serde_json::to_value(layout).map_err(json)?);
+    object.insert(
+        "options".into(),
+        serde_json::to_value(&options).map_err(json)?,
+    );
+    Ok(())
+}
+
+/// The layout of an add: a hub's cache when no `--dest` is given, else plain.
+pub fn layout(source: &Source, dest_given: bool) -> Layout {
+    match source {
+        Source::HuggingFace(_) if !dest_given => Layout::HfCache,
+        Source::ModelScope(_) if !dest_given => Layout::ModelScopeCache,
+        _ => Layout::Plain,
+    }
+}
+
+/// Where an add goes: its absolute `--dest`, else the source's default (a hub's cache root
+/// from the caller's environment, `<downloads>/civitai`, or the download directory).
+pub fn destination(
+    source: &Source,
+    request: &AddRequest,
+    download_dir: &Path,
+) -> Result<PathBuf, String> {
+    if let Some(dest) = &request.dest {
+        let path = PathBuf::from(dest);
+        if !path.is_absolute() {
+            return Err(format!("the destination {dest:?} must be an absolute path"));
+        }
+        return Ok(path);
+    }
+    Ok(match source {
+        Source::HuggingFace(_) => huggingface::default_dest(&request.env),
+        Source::ModelScope(_) => modelscope::default_dest(&request.env),
+        Source::Civitai(_) => download_dir.join("civitai"),
+        Source::Url(_) => download_dir.to_path_buf(),
+    })
 }
 
 /// A source resolved into files.
@@ -184,13 +160,17 @@ pub struct Resolved {
 
 /// Resolve a job's source into its files with `engine`'s HTTP client and settings (runners
 /// and dry runs alike). Resolving writes nothing: a dry run leaves the disk as it was.
-pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<Resolved, FetchError> {
-    match job_kind(job).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
-        SourceKind::Civitai => civitai::resolve(engine, job).await,
-        SourceKind::HuggingFace => huggingface::resolve(engine, job).await,
-        SourceKind::ModelScope => modelscope::resolve(engine, job).await,
-        SourceKind::Url => {
-            let mut file = FileRecord::new(job.source.trim().to_string());
+pub async fn resolve(
+    engine: &Engine,
+    job: &JobRecord,
+    credentials: &Credentials,
+) -> Result<Resolved, FetchError> {
+    match &job.parsed_source {
+        Source::Civitai(target) => civitai::resolve(engine, job, target, credentials).await,
+        Source::HuggingFace(src) => huggingface::resolve(engine, job, src, credentials).await,
+        Source::ModelScope(src) => modelscope::resolve(engine, job, src, credentials).await,
+        Source::Url(url) => {
+            let mut file = FileRecord::new(url.clone());
             file.sha256 = job.sha256.clone();
             file.md5 = job.md5.clone();
             file.rel_path = job.file_name.as_deref().and_then(names::sanitize_file_name);
@@ -202,49 +182,29 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<Resolved, Fetch
     }
 }
 
-/// Work after every file of a job is verified and in place (e.g. a cache's `refs/` entry).
-pub async fn after_complete(_engine: &Engine, job: &JobRecord) -> Result<(), FetchError> {
-    match job_kind(job).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))? {
-        // Hugging Face writes `refs/<revision>` when it resolves (as `snapshot_download`
-        // does), so nothing is left to do here.
-        SourceKind::Url
-        | SourceKind::Civitai
-        | SourceKind::HuggingFace
-        | SourceKind::ModelScope => Ok(()),
+/// The install step, once every file of a job is verified and in place: what a layout needs
+/// besides the files and their links (a Hugging Face cache's `refs/<revision>`).
+pub fn install(job: &JobRecord) -> Result<(), FetchError> {
+    match (&job.parsed_source, job.layout) {
+        (Source::HuggingFace(src), Layout::HfCache) => huggingface::install(job, src),
+        _ => Ok(()),
     }
 }
 
-/// Headers for requests to `url` on behalf of `job` (a `--token` becomes a Bearer token for
-/// plain URLs). reqwest drops `Authorization` when a redirect leaves the host.
-pub fn auth_headers(
-    job: &JobRecord,
-    url: &str,
-    settings: &crate::settings::EngineSettings,
-) -> HeaderMap {
-    match job_kind(job) {
-        Ok(SourceKind::Civitai) => return civitai::auth_headers(job, url, &settings.sources),
-        // Every URL of a hub job is on a hub endpoint; the CDN is only reached by redirect.
-        Ok(SourceKind::HuggingFace) => return huggingface::auth_headers(job),
-        Ok(SourceKind::ModelScope) => return modelscope::auth_headers(job),
-        _ => {}
-    }
-    let mut headers = HeaderMap::new();
-    if let Some(token) = &job.token {
-        insert_secret(
-            &mut headers,
-            reqwest::header::AUTHORIZATION,
-            &format!("Bearer {}", token.expose()),
-        );
-    }
-    headers
-}
-
-/// Insert a header that carries a secret, marked sensitive so it is never logged. A value that
-/// is not a valid header (e.g. a token with a newline) is left out.
-pub fn insert_secret(headers: &mut HeaderMap, name: reqwest::header::HeaderName, value: &str) {
-    if let Ok(mut value) = reqwest::header::HeaderValue::from_str(value) {
-        value.set_sensitive(true);
-        headers.insert(name, value);
+/// The credentials of a job's requests, worked out once per run: the secret headers and the
+/// origins they may go to (only the hub's endpoints; the URL's own origin for a plain URL).
+pub fn credentials(job: &JobRecord, settings: &EngineSettings) -> Credentials {
+    match &job.parsed_source {
+        Source::Civitai(_) => civitai::credentials(job, &settings.sources),
+        Source::HuggingFace(_) => huggingface::credentials(job, &settings.sources),
+        Source::ModelScope(_) => modelscope::credentials(job, &settings.sources),
+        Source::Url(url) => match &job.token {
+            Some(token) => Credentials::for_origins_of(&[url]).with(
+                reqwest::header::AUTHORIZATION,
+                &format!("Bearer {}", token.expose()),
+            ),
+            None => Credentials::none(),
+        },
     }
 }
 
@@ -257,11 +217,6 @@ pub fn env_value(env: &[(String, Secret)], key: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-/// Whether the job carries the option `key=value` (as recorded at add time).
-pub fn has_option(job: &JobRecord, (key, value): (&str, &str)) -> bool {
-    job.options.iter().any(|(k, v)| k == key && v == value)
-}
-
 /// A forwarded environment variable of the job, if set.
 pub fn job_env<'a>(job: &'a JobRecord, name: &str) -> Option<&'a Secret> {
     job.env.iter().find(|(k, _)| k == name).map(|(_, v)| v)
@@ -272,43 +227,12 @@ pub fn job_env<'a>(job: &'a JobRecord, name: &str) -> Option<&'a Secret> {
 /// (0 for a verified copy already in place). Queues nothing and writes nothing.
 pub async fn plan(
     engine: &Engine,
-    settings: &crate::Settings,
-    request: &mdl_protocol::AddRequest,
+    job: &JobRecord,
 ) -> Result<mdl_protocol::PlanInfo, mdl_protocol::ErrorReply> {
     use mdl_protocol::{ErrorReply, PlanInfo, PlannedFile};
-    let invalid = |m: String| ErrorReply::new(ErrorKind::InvalidRequest, m);
-    let source = request.source.trim().to_string();
-    let kind = classify_with(&source, &settings.engine.sources, &request.env).map_err(invalid)?;
-    if kind == SourceKind::Civitai {
-        civitai::validate_options(&request.options).map_err(invalid)?;
-    }
-    let dest_dir = destination(kind, request, settings).map_err(invalid)?;
-    let mut options = request.options.clone();
-    options.extend(recorded_options(kind, request.dest.is_some()));
-    let job = JobRecord {
-        id: 0,
-        source: source.clone(),
-        dest_dir: dest_dir.clone(),
-        priority: request.priority,
-        seq: 0,
-        state: mdl_protocol::JobState::Queued,
-        error: None,
-        created_ms: 0,
-        finished_ms: None,
-        sha256: request.sha256.clone(),
-        md5: request.md5.clone(),
-        file_name: request.file_name.clone(),
-        revision: request.revision.clone(),
-        include: request.include.clone(),
-        exclude: request.exclude.clone(),
-        options,
-        token: request.token.clone(),
-        env: request.env.clone(),
-        resolved: false,
-        file_count: 0,
-        bandwidth_limit: None,
-    };
-    let resolved = resolve(engine, &job)
+    let dest_dir = &job.dest_dir;
+    let credentials = credentials(job, engine.settings());
+    let resolved = resolve(engine, job, &credentials)
         .await
         .map_err(|e| ErrorReply::new(e.kind(), e.to_string()))?;
     let files = resolved
@@ -321,7 +245,6 @@ pub async fn plan(
                 f.links.clone()
             };
             let done = f.state == mdl_protocol::FileState::Completed;
-            let dest_dir = &dest_dir;
             shown.into_iter().map(move |rel| PlannedFile {
                 path: f
                     .source_path
@@ -336,7 +259,7 @@ pub async fn plan(
         })
         .collect();
     Ok(PlanInfo {
-        source: crate::job::redact_url(&source),
+        source: crate::job::redact_url(&job.source),
         revision: resolved.revision,
         files,
     })

@@ -20,26 +20,11 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, COOKIE};
 use serde::Deserialize;
 
 use super::http_meta::{self, MetaResponse};
+use super::Credentials;
 use crate::engine::{Engine, FetchError};
-use crate::job::{FileRecord, JobRecord};
+use crate::job::{FileRecord, JobRecord, Layout, MsSource};
 use crate::layout::{self, modelscope_cache};
 use crate::settings::{SourceSettings, MODELSCOPE_OFFICIAL_ENDPOINT};
-
-/// The job option that selects the ModelScope cache layout (set when no `--dest` is given).
-pub const LAYOUT_OPTION: (&str, &str) = ("mdl.layout", "modelscope-cache");
-
-/// A parsed ModelScope source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MsSource {
-    /// The owner namespace.
-    pub owner: String,
-    /// The model name.
-    pub name: String,
-    /// The revision named in the source, if any.
-    pub revision: Option<String>,
-    /// A file or folder inside the repo.
-    pub path: Option<String>,
-}
 
 /// Whether `source` is a ModelScope source.
 pub fn matches(source: &str, endpoints: &[String]) -> bool {
@@ -164,19 +149,14 @@ pub fn token(job: &JobRecord) -> Option<String> {
 }
 
 /// `Cookie: m_session_id=<token>` and `Authorization: Bearer <token>` (both sensitive), for
-/// the API host only; reqwest removes both when a redirect leaves for the storage host.
-pub fn auth_headers(job: &JobRecord) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Some(token) = token(job) {
-        super::insert_secret(&mut headers, COOKIE, &format!("m_session_id={token}"));
-        super::insert_secret(&mut headers, AUTHORIZATION, &format!("Bearer {token}"));
+/// the API endpoints only; reqwest removes both when a redirect leaves for the storage host.
+pub fn credentials(job: &JobRecord, settings: &SourceSettings) -> Credentials {
+    match token(job) {
+        Some(token) => Credentials::for_origins_of(&endpoints(job, settings))
+            .with(COOKIE, &format!("m_session_id={token}"))
+            .with(AUTHORIZATION, &format!("Bearer {token}")),
+        None => Credentials::none(),
     }
-    headers
-}
-
-/// Whether the job uses the ModelScope cache layout.
-pub fn uses_cache(job: &JobRecord) -> bool {
-    super::has_option(job, LAYOUT_OPTION)
 }
 
 /// The cache root for a forwarded environment.
@@ -217,11 +197,15 @@ struct MsEntry {
 }
 
 /// Resolve a ModelScope job into its files.
-pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved, FetchError> {
-    let src = parse(&job.source).map_err(|m| FetchError::failed(ErrorKind::InvalidRequest, m))?;
+pub async fn resolve(
+    engine: &Engine,
+    job: &JobRecord,
+    src: &MsSource,
+    credentials: &Credentials,
+) -> Result<super::Resolved, FetchError> {
     let settings = engine.settings();
     let endpoints = endpoints(job, &settings.sources);
-    let headers = auth_headers(job);
+    let headers = HeaderMap::new();
     let mut revision = job
         .revision
         .clone()
@@ -236,17 +220,25 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved
         "/api/v1/models/{}/{}/repo/files?Revision={rev_q}&Recursive=True",
         src.owner, src.name
     );
-    let response = http_meta::get(engine.http(), &endpoints, &list_path, headers, settings).await?;
+    let response = http_meta::get(
+        engine.http(),
+        &endpoints,
+        &list_path,
+        headers,
+        credentials,
+        settings,
+    )
+    .await?;
     let envelope: Envelope<FilesData> = match response.json() {
         Ok(e) => e,
-        Err(_) if !response.is_success() => return Err(ms_error(&response, &src, &revision, None)),
+        Err(_) if !response.is_success() => return Err(ms_error(&response, src, &revision, None)),
         Err(e) => return Err(e),
     };
     let ok = response.is_success()
         && envelope.code.is_none_or(|c| c == 200)
         && envelope.success.unwrap_or(true);
     if !ok {
-        return Err(ms_error(&response, &src, &revision, envelope.message));
+        return Err(ms_error(&response, src, &revision, envelope.message));
     }
     let endpoint = response.endpoint.clone();
     let entries = envelope.data.and_then(|d| d.files).unwrap_or_default();
@@ -277,7 +269,7 @@ pub async fn resolve(engine: &Engine, job: &JobRecord) -> Result<super::Resolved
             ),
         ));
     }
-    let base = if uses_cache(job) {
+    let base = if job.layout == Layout::ModelScopeCache {
         format!(
             "{}/",
             modelscope_cache::model_dir_rel(&src.owner, &src.name)

@@ -508,6 +508,52 @@ async fn dry_run_plans_without_queueing() {
     assert!(client.list().await.unwrap().is_empty());
 }
 
+/// A dry run resolves and reports, but writes nothing: no `refs/`, no snapshot links (not even
+/// for a blob already in the cache), no directories.
+#[tokio::test]
+async fn dry_run_writes_nothing_in_the_hub_cache() {
+    let mock = HfMock::start().await;
+    let repo = tiny_repo();
+    let commit = repo.commit_sha("main").unwrap();
+    mock.add_repo(repo);
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let cache = daemon.downloads.join("hub");
+    let plan_all = |cache: &Path| AddRequest {
+        source: "hf://acme/tiny".into(),
+        env: env(&[
+            ("HF_ENDPOINT", &mock.endpoint()),
+            ("HF_HUB_CACHE", &cache.display().to_string()),
+        ]),
+        ..Default::default()
+    };
+
+    // A fresh cache stays absent.
+    let plan = client.plan(plan_all(&cache)).await.expect("plan");
+    assert_eq!(plan.files.len(), 5);
+    assert!(!cache.exists(), "{:?}", walk(&cache));
+
+    // With one blob in the cache, the plan says it is there, and still links nothing.
+    let job = add(&mut client, &mock, "hf://acme/tiny", &cache, |r| {
+        r.include = vec!["config.json".into()];
+    })
+    .await;
+    assert_eq!(
+        daemon.wait_finished(job.id).await.state,
+        JobState::Completed
+    );
+    let folder = cache.join("models--acme--tiny");
+    std::fs::remove_dir_all(folder.join("snapshots")).unwrap();
+    std::fs::remove_dir_all(folder.join("refs")).unwrap();
+    let before = walk(&cache);
+    let plan = client.plan(plan_all(&cache)).await.expect("plan");
+    let config = plan.files.iter().find(|f| f.path == "config.json").unwrap();
+    assert_eq!(config.bytes_to_fetch, Some(0), "{plan:#?}");
+    assert_eq!(walk(&cache), before);
+    assert!(!folder.join("refs").exists());
+    assert!(!snapshot(&cache, "models--acme--tiny", &commit).exists());
+}
+
 /// The real `huggingface_hub` (if installed) finds what mdl wrote, offline.
 #[tokio::test]
 async fn huggingface_hub_reads_the_cache_offline() {
