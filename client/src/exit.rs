@@ -1,7 +1,7 @@
 //! Process exit codes, and how an error chain maps to one.
 //!
-//! The codes are part of mdlctl's contract with scripts and must equal
-//! [`ErrorKind::exit_code`] for every kind (a unit test checks this). Errors that mdlctl raises
+//! The codes are part of mdlctl's contract with scripts; each is [`ErrorKind::exit_code`] of
+//! its kind, the one table, in the protocol crate. Errors that mdlctl raises
 //! itself carry their kind in a [`Failure`]; errors from the daemon carry it in
 //! [`ClientError::kind`].
 
@@ -9,39 +9,8 @@ use mdl_protocol::{ClientError, ErrorKind};
 
 /// Success: every job completed, or the command did what was asked.
 pub const OK: u8 = 0;
-/// Any failure not covered below, including a cancelled job.
-pub const OTHER: u8 = 1;
-/// Bad usage: unknown command or flag, malformed value, or a request the daemon refused.
-pub const USAGE: u8 = 2;
-/// The server wants credentials, or refused the ones given.
-pub const AUTH: u8 = 3;
-/// The server says the resource does not exist.
-pub const NOT_FOUND: u8 = 4;
-/// Network or server failure that persisted after retries.
-pub const NETWORK: u8 = 5;
-/// The server kept rate-limiting after retries.
-pub const RATE_LIMITED: u8 = 6;
-/// A checksum or size did not match.
-pub const INTEGRITY: u8 = 7;
-/// The destination filesystem is full.
-pub const NO_SPACE: u8 = 8;
-/// The daemon cannot be reached, could not be started, or speaks another protocol version.
-pub const UNREACHABLE: u8 = 9;
-
-/// The exit code for a kind of failure.
-pub fn code_for(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::Other => OTHER,
-        ErrorKind::InvalidRequest => USAGE,
-        ErrorKind::Auth => AUTH,
-        ErrorKind::NotFound => NOT_FOUND,
-        ErrorKind::Network | ErrorKind::Fatal => NETWORK,
-        ErrorKind::RateLimited => RATE_LIMITED,
-        ErrorKind::Integrity => INTEGRITY,
-        ErrorKind::NoSpace => NO_SPACE,
-        ErrorKind::Unreachable => UNREACHABLE,
-    }
-}
+/// Any failure without a kind of its own, including a cancelled job.
+pub const OTHER: u8 = ErrorKind::Other.exit_code();
 
 /// An error raised by mdlctl itself that knows its kind (so its exit code) and, where one is
 /// known, a hint for the person reading it.
@@ -90,7 +59,7 @@ pub fn kind_of(err: &anyhow::Error) -> Option<ErrorKind> {
 
 /// The exit code for an error chain: its kind's code, else [`OTHER`].
 pub fn code_for_error(err: &anyhow::Error) -> u8 {
-    kind_of(err).map_or(OTHER, code_for)
+    kind_of(err).map_or(OTHER, ErrorKind::exit_code)
 }
 
 /// The hint for an error chain, if one is known: a [`Failure`]'s own hint, or
@@ -144,28 +113,20 @@ mod tests {
     ];
 
     #[test]
-    fn codes_match_the_protocol() {
+    fn an_error_chain_exits_with_its_kinds_code() {
         for kind in ALL_KINDS {
-            assert_eq!(i32::from(code_for(kind)), kind.exit_code(), "{kind:?}");
+            let err = anyhow::Error::new(Failure::new(kind, "x")).context("while doing y");
+            assert_eq!(code_for_error(&err), kind.exit_code(), "{kind:?}");
+            assert!((1..=9).contains(&kind.exit_code()), "{kind:?}");
         }
     }
 
     #[test]
     fn documented_values() {
+        assert_eq!((OK, OTHER), (0, 1));
         assert_eq!(
-            [
-                OK,
-                OTHER,
-                USAGE,
-                AUTH,
-                NOT_FOUND,
-                NETWORK,
-                RATE_LIMITED,
-                INTEGRITY,
-                NO_SPACE,
-                UNREACHABLE
-            ],
-            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+            ALL_KINDS.map(ErrorKind::exit_code),
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 5]
         );
     }
 
@@ -177,7 +138,7 @@ mod tests {
         )))
         .context("status of job 7")
         .unwrap_err();
-        assert_eq!(code_for_error(&err), NOT_FOUND);
+        assert_eq!(code_for_error(&err), 4);
         assert_eq!(hint_for(&err), None);
     }
 
@@ -189,21 +150,21 @@ mod tests {
             source,
         })
         .context("mdld is not running");
-        assert_eq!(code_for_error(&err), UNREACHABLE);
+        assert_eq!(code_for_error(&err), 9);
         assert_eq!(hint_for(&err).as_deref(), Some(UNREACHABLE_HINT));
     }
 
     #[test]
     fn incompatible_has_no_extra_hint() {
         let err = anyhow::Error::new(ClientError::Incompatible("versions differ".into()));
-        assert_eq!(code_for_error(&err), UNREACHABLE);
+        assert_eq!(code_for_error(&err), 9);
         assert_eq!(hint_for(&err), None);
     }
 
     #[test]
     fn failure_carries_kind_and_hint() {
         let err = anyhow::Error::new(Failure::new(ErrorKind::Integrity, "bad").with_hint("retry"));
-        assert_eq!(code_for_error(&err), INTEGRITY);
+        assert_eq!(code_for_error(&err), 7);
         assert_eq!(hint_for(&err).as_deref(), Some("retry"));
         assert_eq!(code_for_error(&anyhow::anyhow!("plain")), OTHER);
     }

@@ -386,5 +386,6 @@ mod tests {
             "https://h.example/f?download=1"
         );
         assert_eq!(redact_url("civitai://1@10"), "civitai://1@10");
+        assert_eq!(redact_url("http://u:p@h/x?token=1"), "http://h/x?REDACTED");
     }
 }

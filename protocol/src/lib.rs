@@ -31,8 +31,8 @@ pub use connection::{Connection, ProtocolError, MAX_FRAME_LEN};
 pub use event::{Event, Progress};
 pub use handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
 pub use request::{
-    AddRequest, BandwidthLimitRequest, RemoveRequest, Request, Secret, SetPriorityRequest, Target,
-    VerifyRequest,
+    forwarded_env, forwarded_env_from, AddRequest, BandwidthLimitRequest, RemoveRequest, Request,
+    Secret, SetPriorityRequest, Target, VerifyRequest, FORWARDED_ENV,
 };
 pub use response::{AddOutcome, AddReply, DaemonInfo, ErrorReply, PlanInfo, PlannedFile, Response};
 pub use types::{ErrorInfo, ErrorKind, FileInfo, FileState, JobId, JobInfo, JobState};

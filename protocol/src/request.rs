@@ -94,6 +94,45 @@ pub enum Target {
     All,
 }
 
+/// The caller's environment variables a client forwards with every add (in
+/// [`AddRequest::env`]), so that the daemon resolves tokens, endpoints and caches as if it had
+/// been started in the caller's shell. Every client (mdlctl, the Python package, other apps)
+/// forwards the same list.
+pub const FORWARDED_ENV: [&str; 14] = [
+    "HF_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_ENDPOINT",
+    "HUGGING_FACE_HUB_TOKEN",
+    "MODELSCOPE_API_TOKEN",
+    "MODELSCOPE_ENDPOINT",
+    "MODELSCOPE_CACHE",
+    "CIVITAI_TOKEN",
+    "CIVITAI_API_KEY",
+    "CIVITAI_ENDPOINT",
+    "XDG_CACHE_HOME",
+    "HOME",
+];
+
+/// The [`FORWARDED_ENV`] variables set in this process's environment (empty ones left out),
+/// ready for [`AddRequest::env`].
+pub fn forwarded_env() -> Vec<(String, Secret)> {
+    forwarded_env_from(|name| std::env::var(name).ok())
+}
+
+/// The [`FORWARDED_ENV`] variables that `lookup` finds set (empty ones left out).
+pub fn forwarded_env_from(lookup: impl Fn(&str) -> Option<String>) -> Vec<(String, Secret)> {
+    FORWARDED_ENV
+        .iter()
+        .filter_map(|name| {
+            lookup(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| (name.to_string(), Secret(v)))
+        })
+        .collect()
+}
+
 /// Queue a download.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct AddRequest {

@@ -109,8 +109,9 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The documented process exit code for this kind of failure.
-    pub fn exit_code(self) -> i32 {
+    /// The documented process exit code for this kind of failure: the one table of them
+    /// (`mdlctl` exits with it; 0 is success).
+    pub const fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Other => 1,
             ErrorKind::InvalidRequest => 2,

@@ -11,25 +11,6 @@ use crate::cli::AddArgs;
 use crate::exit::Failure;
 use crate::output::{added_json, added_line, emit, emit_json, live::Live, plan_text};
 
-/// The caller's environment variables forwarded to the daemon with every add, so that it
-/// resolves tokens, endpoints and caches as if started in the caller's shell.
-pub const FORWARDED_ENV: [&str; 14] = [
-    "HF_TOKEN",
-    "HF_TOKEN_PATH",
-    "HF_HOME",
-    "HF_HUB_CACHE",
-    "HF_ENDPOINT",
-    "HUGGING_FACE_HUB_TOKEN",
-    "MODELSCOPE_API_TOKEN",
-    "MODELSCOPE_ENDPOINT",
-    "MODELSCOPE_CACHE",
-    "CIVITAI_TOKEN",
-    "CIVITAI_API_KEY",
-    "CIVITAI_ENDPOINT",
-    "XDG_CACHE_HOME",
-    "HOME",
-];
-
 /// Run `add`: one request per source. `--json` prints one object for one job, an array for
 /// several (several sources, or a search that queued several jobs).
 pub async fn run(ctx: &Ctx, args: AddArgs) -> Result<()> {
@@ -150,10 +131,7 @@ fn build_request(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<
         include: args.include,
         exclude: args.exclude,
         token: args.token.map(Secret),
-        env: FORWARDED_ENV
-            .iter()
-            .filter_map(|name| env(name).map(|value| (name.to_string(), Secret(value))))
-            .collect(),
+        env: mdl_protocol::forwarded_env_from(env),
         dry_run: args.dry_run,
         options: args.options,
         file_name: args.file_name,

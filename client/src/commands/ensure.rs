@@ -42,11 +42,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use md5::Md5;
-use mdl_protocol::{AddOutcome, AddRequest, ErrorKind, JobId, JobState, Secret};
+use mdl_protocol::{AddOutcome, AddRequest, ErrorKind, JobId, JobState};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{add::FORWARDED_ENV, wait, Ctx};
+use super::{wait, Ctx};
 use crate::cli::EnsureArgs;
 use crate::exit::Failure;
 use crate::output::{emit, emit_json};
@@ -337,10 +337,7 @@ pub async fn run(ctx: &Ctx, args: EnsureArgs) -> Result<()> {
             .await
             .context("hashing local files")?;
 
-    let env: Vec<(String, Secret)> = FORWARDED_ENV
-        .iter()
-        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), Secret(v))))
-        .collect();
+    let env = mdl_protocol::forwarded_env();
     let mut reports: Vec<FileReport> = Vec::with_capacity(files.len());
     let mut client = None;
     for (file, ok) in files.iter().zip(&intact) {
@@ -522,7 +519,7 @@ save_as = "vae.bin"
         ] {
             let err = parse(text, false).and_then(|m| plan(&m, Path::new("/")));
             let err = err.unwrap_err();
-            assert_eq!(crate::exit::code_for_error(&err), crate::exit::USAGE, "{err}");
+            assert_eq!(crate::exit::code_for_error(&err), mdl_protocol::ErrorKind::InvalidRequest.exit_code(), "{err}");
         }
     }
 }

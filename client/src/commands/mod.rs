@@ -169,6 +169,9 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         let path = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/\xff"));
         let err = absolute_path(path).unwrap_err();
-        assert_eq!(crate::exit::code_for_error(&err), crate::exit::USAGE);
+        assert_eq!(
+            crate::exit::code_for_error(&err),
+            mdl_protocol::ErrorKind::InvalidRequest.exit_code()
+        );
     }
 }

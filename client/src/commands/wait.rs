@@ -198,7 +198,8 @@ pub fn outcome(jobs: &[JobInfo]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::{code_for_error, INTEGRITY, OTHER};
+    use crate::exit::{code_for_error, OTHER};
+    const INTEGRITY: u8 = 7;
     use crate::output::tests::job;
     use mdl_protocol::ErrorInfo;
 

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job::FileCheckpoint;
 use crate::ranges::RangeSet;
 use crate::settings::EngineSettings;
-use retry::{backoff_delay, classify_status, parse_retry_after, StatusClass};
+use retry::{classify_status, parse_retry_after, Retries, StatusClass};
 use writer::WriterHandle;
 pub use writer::{CheckpointSink, Digests, HashPlan};
 
@@ -288,7 +288,7 @@ enum AttemptError {
 impl<'a> Attempt<'a> {
     async fn run(&mut self, writer: &mut WriterHandle) -> Result<(), FetchError> {
         let settings = &self.engine.settings;
-        let mut failures = 0u32;
+        let mut retries = Retries::new(settings, settings.max_attempts);
         loop {
             if self.cancel.is_cancelled() {
                 return Err(FetchError::Interrupted);
@@ -303,10 +303,9 @@ impl<'a> Attempt<'a> {
                     rate_limited,
                 }) => {
                     if self.pos + self.ranges.covered() > before {
-                        failures = 0;
+                        retries.progressed();
                     }
-                    failures += 1;
-                    if failures >= settings.max_attempts {
+                    let Some(delay) = retries.failed(retry_after) else {
                         let kind = if rate_limited {
                             ErrorKind::RateLimited
                         } else {
@@ -314,16 +313,10 @@ impl<'a> Attempt<'a> {
                         };
                         return Err(FetchError::failed(
                             kind,
-                            format!("{message} (gave up after {failures} attempts)"),
+                            format!("{message} (gave up after {} attempts)", retries.failures()),
                         ));
-                    }
-                    let delay = match retry_after {
-                        Some(d) => d.min(settings.retry_after_max),
-                        None => {
-                            backoff_delay(failures, settings.backoff_base, settings.backoff_max)
-                        }
                     };
-                    tracing::warn!(%message, ?delay, attempt = failures, "retrying");
+                    tracing::warn!(%message, ?delay, attempt = retries.failures(), "retrying");
                     self.observer.retrying(&message, delay);
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Err(FetchError::Interrupted),

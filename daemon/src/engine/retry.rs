@@ -52,9 +52,73 @@ pub fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// The one retry loop's bookkeeping, shared by downloads and metadata requests: it counts
+/// consecutive failures, picks each delay (the server's `Retry-After`, capped, else
+/// exponential backoff with full jitter) and says when to give up.
+#[derive(Debug, Clone)]
+pub struct Retries {
+    failures: u32,
+    limit: u32,
+    base: Duration,
+    max: Duration,
+    retry_after_max: Duration,
+}
+
+impl Retries {
+    /// Give up after `limit` consecutive failures (at least one attempt is always made).
+    pub fn new(settings: &crate::settings::EngineSettings, limit: u32) -> Self {
+        Retries {
+            failures: 0,
+            limit: limit.max(1),
+            base: settings.backoff_base,
+            max: settings.backoff_max,
+            retry_after_max: settings.retry_after_max,
+        }
+    }
+
+    /// The attempt made progress: the next failure counts as the first again.
+    pub fn progressed(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Count a failure. Returns the delay before the next attempt, or `None` when the limit
+    /// is reached and the caller should give up.
+    pub fn failed(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        self.failures += 1;
+        if self.failures >= self.limit {
+            return None;
+        }
+        Some(match retry_after {
+            Some(delay) => delay.min(self.retry_after_max),
+            None => backoff_delay(self.failures, self.base, self.max),
+        })
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_give_up_after_the_limit_and_cap_retry_after() {
+        let settings = crate::settings::EngineSettings::default();
+        let mut retries = Retries::new(&settings, 3);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            retries.failed(Some(hour)),
+            Some(settings.retry_after_max.min(hour))
+        );
+        assert!(retries.failed(None).is_some());
+        assert_eq!(retries.failed(None), None);
+        assert_eq!(retries.failures(), 3);
+        retries.progressed();
+        assert_eq!(retries.failed(Some(Duration::ZERO)), Some(Duration::ZERO));
+    }
 
     #[test]
     fn statuses_are_classified() {

@@ -252,7 +252,7 @@ async fn get_json(
     let detail = error_message(&response.body);
     let message = format!(
         "HTTP {status} from {}{}",
-        super::http_meta::display_url(&response.url),
+        crate::job::redact_url(&response.url),
         detail.map(|d| format!(": {d}")).unwrap_or_default()
     );
     let (kind, hint) = match status {

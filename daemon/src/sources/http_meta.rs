@@ -19,7 +19,7 @@ use reqwest::header::{self, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use super::Credentials;
-use crate::engine::retry::{backoff_delay, classify_status, parse_retry_after, StatusClass};
+use crate::engine::retry::{classify_status, parse_retry_after, Retries, StatusClass};
 use crate::engine::FetchError;
 use crate::settings::EngineSettings;
 
@@ -63,7 +63,7 @@ impl MetaResponse {
                 ErrorKind::Fatal,
                 format!(
                     "unexpected answer from {}: not the expected JSON ({e})",
-                    display_url(&self.url)
+                    crate::job::redact_url(&self.url)
                 ),
             )
         })
@@ -107,7 +107,7 @@ impl MetaResponse {
             message: format!(
                 "HTTP {} {reason} from {}",
                 self.status,
-                display_url(&self.url)
+                crate::job::redact_url(&self.url)
             ),
             status: Some(self.status),
         }
@@ -220,9 +220,9 @@ async fn get_url_attempts(
     fail_fast_on_connect: bool,
 ) -> Result<MetaResponse, FetchError> {
     let timeout = policy.stall_timeout.max(MIN_TIMEOUT);
-    let mut failures = 0u32;
+    let mut retries = Retries::new(policy, attempts);
     // 429s do not count as a failing mirror, but are bounded too.
-    let mut rate_limited = 0u32;
+    let mut rate_limits = Retries::new(policy, policy.max_attempts);
     loop {
         let sent = http
             .get(url)
@@ -237,33 +237,24 @@ async fn get_url_attempts(
                 let final_url = response.url().to_string();
                 match classify_status(status) {
                     StatusClass::Transient => (
-                        format!("HTTP {status} from {}", display_url(url)),
+                        format!("HTTP {status} from {}", crate::job::redact_url(url)),
                         retry_after_of(&response_headers),
                         ErrorKind::Network,
                     ),
                     StatusClass::RateLimited => {
-                        rate_limited += 1;
                         let wait = retry_after_of(&response_headers)
                             .or_else(|| ratelimit_reset(&response_headers));
-                        if rate_limited < policy.max_attempts.max(1) {
-                            let delay = wait
-                                .unwrap_or_else(|| {
-                                    backoff_delay(
-                                        rate_limited,
-                                        policy.backoff_base,
-                                        policy.backoff_max,
-                                    )
-                                })
-                                .min(policy.retry_after_max);
-                            tracing::info!(url = %display_url(url), ?delay, "rate limited; waiting");
+                        if let Some(delay) = rate_limits.failed(wait) {
+                            tracing::info!(url = %crate::job::redact_url(url), ?delay, "rate limited; waiting");
                             tokio::time::sleep(delay).await;
                             continue;
                         }
                         return Err(FetchError::Failed {
                             kind: ErrorKind::RateLimited,
                             message: format!(
-                                "rate limited by {} (HTTP 429, gave up after {rate_limited} attempts)",
-                                display_url(url)
+                                "rate limited by {} (HTTP 429, gave up after {} attempts)",
+                                crate::job::redact_url(url),
+                                rate_limits.failures()
                             ),
                             status: Some(429),
                         });
@@ -283,26 +274,22 @@ async fn get_url_attempts(
             Err(e) if e.is_connect() && fail_fast_on_connect => {
                 return Err(FetchError::failed(
                     ErrorKind::Network,
-                    format!("cannot connect to {}", display_url(endpoint)),
+                    format!("cannot connect to {}", crate::job::redact_url(endpoint)),
                 ));
             }
             Err(e) => (
-                format!("{} ({})", describe(&e), display_url(url)),
+                format!("{} ({})", describe(&e), crate::job::redact_url(url)),
                 None,
                 ErrorKind::Network,
             ),
         };
-        failures += 1;
-        if failures >= attempts {
+        let Some(delay) = retries.failed(retry_after) else {
             return Err(FetchError::failed(
                 kind,
-                format!("{message} (gave up after {failures} attempts)"),
+                format!("{message} (gave up after {} attempts)", retries.failures()),
             ));
-        }
-        let delay = retry_after
-            .map(|d| d.min(policy.retry_after_max))
-            .unwrap_or_else(|| backoff_delay(failures, policy.backoff_base, policy.backoff_max));
-        tracing::warn!(%message, ?delay, attempt = failures, "metadata request failed; retrying");
+        };
+        tracing::warn!(%message, ?delay, attempt = retries.failures(), "metadata request failed; retrying");
         tokio::time::sleep(delay).await;
     }
 }
@@ -314,19 +301,6 @@ pub fn join(endpoint: &str, path_and_query: &str) -> String {
         endpoint.trim_end_matches('/'),
         path_and_query.trim_start_matches('/')
     )
-}
-
-/// A URL for messages: no credentials, no query string.
-pub fn display_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => url.split('?').next().unwrap_or(url).to_string(),
-    }
 }
 
 /// The ordered endpoint list of a source: the environment override first (job env, then the
@@ -421,10 +395,5 @@ mod tests {
             url: "http://h/api/x".into(),
         };
         assert_eq!(r.next_link().as_deref(), Some("http://h/api/x?cursor=abc"));
-    }
-
-    #[test]
-    fn display_url_drops_query() {
-        assert_eq!(display_url("http://u:p@h/x?token=1"), "http://h/x");
     }
 }
