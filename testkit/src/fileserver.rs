@@ -413,21 +413,10 @@ fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{client, header as hdr};
     use crate::{md5_hex, pseudo_random_bytes, sha256_hex};
     use std::io::{Read, Write};
     use std::time::Instant;
-
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-    }
-
-    fn hdr<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-        resp.headers().get(name).map(|v| v.to_str().unwrap())
-    }
 
     async fn setup(len: usize) -> (FileServer, ServedFile, Bytes) {
         let server = FileServer::start().await;

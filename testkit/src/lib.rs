@@ -10,6 +10,8 @@ pub mod daemon;
 pub mod fileserver;
 pub mod hubs;
 pub mod serve;
+#[cfg(test)]
+mod testing;
 
 pub use content::{git_blob_sha1_hex, md5_hex, pseudo_random_bytes, sha256_hex};
 pub use fileserver::{Behavior, FileServer, FileStats, ServedFile};

@@ -26,7 +26,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -37,11 +36,9 @@ use super::common::{
     amz_date, enc, encode_query, header_str, hv, iso8601, json_response, query_get, query_pairs,
     random_hex, raw_segments, text_response, xml_error, SignError, COMPONENT,
 };
-use super::storage::{StorageHost, StorageRules, SIGNATURE_MISMATCH};
+use super::storage::{Mock, StorageHost, StorageRules, SIGNATURE_MISMATCH};
 use crate::content::{md5_hex, sha1_hex, sha256_hex};
 use crate::serve::entity::answer;
-use crate::serve::host::{handler, Bound, Host};
-use crate::serve::log::RequestLog;
 use crate::serve::{lock, Body, Fault, Request, RequestRecord, Response};
 
 const JSON_CT: &str = "application/json; charset=utf-8";
@@ -455,8 +452,9 @@ struct Settings {
     reject_query_token: bool,
 }
 
-struct CivState {
-    storage: StorageHost,
+/// The API side of a [`CivitaiMock`]: models, tokens, switches.
+pub struct CivState {
+    storage: Arc<StorageHost>,
     models: Mutex<Vec<CivitaiModel>>,
     tokens: Mutex<HashSet<String>>,
     settings: Mutex<Settings>,
@@ -464,38 +462,31 @@ struct CivState {
 }
 
 /// A running mock of Civitai plus its storage host. Dropping it stops both.
-pub struct CivitaiMock {
-    state: Arc<CivState>,
-    log: RequestLog,
-    api: Host,
-}
+pub type CivitaiMock = Mock<CivState>;
 
 impl CivitaiMock {
     /// Starts the API and the storage host on two ports of `127.0.0.1`.
     pub async fn start() -> CivitaiMock {
-        let log = RequestLog::default();
-        let state = Arc::new(CivState {
-            storage: StorageHost::start(storage_rules(), log.clone()),
-            models: Mutex::new(Vec::new()),
-            tokens: Mutex::new(HashSet::new()),
-            settings: Mutex::new(Settings {
-                unauthenticated_download: true,
-                reject_query_token: false,
-            }),
-            search_overloads: Mutex::new(VecDeque::new()),
-        });
-        let api = Bound::new().serve("api", log.clone(), handler(state.clone(), api_handler));
-        CivitaiMock { state, log, api }
-    }
-
-    /// `http://127.0.0.1:PORT` of the API (the client's Civitai base URL).
-    pub fn endpoint(&self) -> String {
-        self.api.base_url()
+        Mock::launch(
+            "api",
+            storage_rules(),
+            |_, storage| CivState {
+                storage,
+                models: Mutex::new(Vec::new()),
+                tokens: Mutex::new(HashSet::new()),
+                settings: Mutex::new(Settings {
+                    unauthenticated_download: true,
+                    reject_query_token: false,
+                }),
+                search_overloads: Mutex::new(VecDeque::new()),
+            },
+            api_handler,
+        )
     }
 
     /// `http://127.0.0.1:PORT` of the storage host.
     pub fn storage_endpoint(&self) -> String {
-        self.state.storage.base_url()
+        self.storage.base_url()
     }
 
     /// Adds `model`, replacing one with the same id.
@@ -527,15 +518,9 @@ impl CivitaiMock {
         lock(&self.state.settings).reject_query_token = on;
     }
 
-    /// Every request received so far by both hosts (`host` is `"api"` or `"storage"`).
-    pub fn requests(&self) -> Vec<RequestRecord> {
-        self.log.all()
-    }
-
     /// The recorded requests (any host) whose query carries a `token` parameter.
     pub fn requests_with_query_token(&self) -> Vec<RequestRecord> {
-        self.log
-            .all()
+        self.requests()
             .into_iter()
             .filter(|r| {
                 r.query().is_some_and(|q| {
@@ -545,30 +530,14 @@ impl CivitaiMock {
             .collect()
     }
 
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        self.log.forget(|_| true);
-    }
-
-    /// Expires every storage URL signed so far (`403` from now on; the client must go back
-    /// to `/api/download/models/...`).
-    pub fn expire_signed_urls(&self) {
-        self.state.storage.expire_signed_urls();
-    }
-
-    /// Lifetime of storage URLs signed from now on (default one hour; `X-Amz-Expires`).
-    pub fn set_signed_url_ttl(&self, ttl: Duration) {
-        self.state.storage.set_signed_url_ttl(ttl);
-    }
-
     /// Body bytes the storage host has handed to connections so far.
     pub fn storage_body_bytes_sent(&self) -> u64 {
-        self.state.storage.bytes_sent()
+        self.storage.bytes_sent()
     }
 
     /// Queues a fault for the next storage `GET`.
     pub fn inject_storage_fault(&self, fault: Fault) {
-        self.state.storage.inject_fault(fault);
+        self.storage.inject_fault(fault);
     }
 
     /// The next `/api/v1/models` request with `query` answers `503` with `Retry-After: 2`.
@@ -1324,6 +1293,7 @@ fn storage_rules() -> StorageRules {
                 )
             })
         },
+        last_modified: CREATED_AT,
         signature_param: "X-Amz-Signature",
         refuse: |e| match e {
             SignError::Expired => {
@@ -1351,12 +1321,6 @@ fn storage_headers(_key: &str, content: &Bytes, _q: &[(String, String)]) -> Head
     };
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, hv(&etag));
-    headers.insert(
-        header::LAST_MODIFIED,
-        hv(&httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + Duration::from_secs(CREATED_AT),
-        )),
-    );
     headers.insert("server", HeaderValue::from_static("cloudflare"));
     headers.insert("cf-ray", hv(&format!("{}-MCK", random_hex(16))));
     headers
@@ -1365,22 +1329,9 @@ fn storage_headers(_key: &str, content: &Bytes, _q: &[(String, String)]) -> Head
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::redirect::Policy;
+    use crate::testing::{client, header as h};
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(Policy::none())
-            .user_agent("mdl-test/0.1")
-            .no_gzip()
-            .build()
-            .unwrap()
-    }
-
-    fn h<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-        r.headers().get(name).map(|v| v.to_str().unwrap())
-    }
 
     fn weights() -> Bytes {
         Bytes::from((0..4000u32).map(|i| (i % 241) as u8).collect::<Vec<u8>>())

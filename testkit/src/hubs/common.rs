@@ -122,30 +122,24 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// `YYYYMMDDTHHMMSSZ` (the SigV4 `X-Amz-Date` form) of a Unix time.
-pub(crate) fn amz_date(unix: u64) -> String {
+/// `(year, month, day, hour, minute, second)` in UTC of a Unix time.
+fn utc(unix: u64) -> (i64, u32, u32, i64, i64, i64) {
     let secs = unix as i64;
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
+    (y, m, d, s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// `YYYYMMDDTHHMMSSZ` (the SigV4 `X-Amz-Date` form) of a Unix time.
+pub(crate) fn amz_date(unix: u64) -> String {
+    let (y, m, d, hh, mm, ss) = utc(unix);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.000Z` of a Unix time.
 pub(crate) fn iso8601(unix: u64) -> String {
-    let secs = unix as i64;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
+    let (y, m, d, hh, mm, ss) = utc(unix);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.000Z")
 }
 
 /// A random version-4-looking UUID.

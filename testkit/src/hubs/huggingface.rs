@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -34,14 +34,12 @@ use super::common::{
     query_get, query_pairs, random_hex, random_uuid, raw_segments, text_response, xml_error,
     SignError, COMPONENT, PATH,
 };
-use super::storage::{StorageHost, StorageRules};
+use super::storage::{Mock, StorageHost, StorageRules};
 use crate::content::{git_blob_sha1_hex, sha1_hex, sha256_hex};
 use crate::serve::body::Shape;
 use crate::serve::entity::{answer, serve_entity, Entity};
 use crate::serve::fault::FaultQueue;
-use crate::serve::host::{handler, Bound, Host};
-use crate::serve::log::RequestLog;
-use crate::serve::{lock, Body, Fault, Request, RequestRecord, Response};
+use crate::serve::{lock, Body, Fault, Request, Response};
 
 /// `Content-Type` of Hub JSON.
 const JSON_CT: &str = "application/json; charset=utf-8";
@@ -329,10 +327,11 @@ enum HubInjection {
     Status(u16),
 }
 
-struct HfState {
+/// The Hub side of an [`HfMock`]: repos, tokens, switches.
+pub struct HfState {
     /// `http://127.0.0.1:PORT` of the Hub itself.
     endpoint: String,
-    cdn: StorageHost,
+    cdn: Arc<StorageHost>,
     repos: Mutex<Vec<HfRepo>>,
     aliases: Mutex<HashMap<(RepoKind, String), String>>,
     approved: Mutex<HashSet<String>>,
@@ -345,48 +344,40 @@ struct HfState {
 }
 
 /// A running mock of the Hugging Face Hub plus its CDN. Dropping it stops both hosts.
-pub struct HfMock {
-    state: Arc<HfState>,
-    log: RequestLog,
-    hub: Host,
-}
+pub type HfMock = Mock<HfState>;
 
 impl HfMock {
     /// Starts the Hub and the CDN on two ports of `127.0.0.1`.
     pub async fn start() -> HfMock {
-        let log = RequestLog::default();
-        let hub = Bound::new();
-        let state = Arc::new(HfState {
-            endpoint: hub.base_url(),
-            cdn: StorageHost::start(cdn_rules(), log.clone()),
-            repos: Mutex::new(Vec::new()),
-            aliases: Mutex::new(HashMap::new()),
-            approved: Mutex::new(HashSet::new()),
-            unapproved: Mutex::new(HashSet::new()),
-            settings: Mutex::new(Settings::default()),
-            hub_faults: FaultQueue::default(),
-            injections: Mutex::new(VecDeque::new()),
-            started: Instant::now(),
-            bucket_counts: Mutex::new(HashMap::new()),
-        });
-        let hub = hub.serve("hub", log.clone(), handler(state.clone(), hub_handler));
-        HfMock { state, log, hub }
-    }
-
-    /// `http://127.0.0.1:PORT` of the Hub: what a client uses as `HF_ENDPOINT`.
-    pub fn endpoint(&self) -> String {
-        self.hub.base_url()
+        Mock::launch(
+            "hub",
+            cdn_rules(),
+            |endpoint, cdn| HfState {
+                endpoint,
+                cdn,
+                repos: Mutex::new(Vec::new()),
+                aliases: Mutex::new(HashMap::new()),
+                approved: Mutex::new(HashSet::new()),
+                unapproved: Mutex::new(HashSet::new()),
+                settings: Mutex::new(Settings::default()),
+                hub_faults: FaultQueue::default(),
+                injections: Mutex::new(VecDeque::new()),
+                started: Instant::now(),
+                bucket_counts: Mutex::new(HashMap::new()),
+            },
+            hub_handler,
+        )
     }
 
     /// `http://127.0.0.1:PORT` of the CDN host.
     pub fn cdn_endpoint(&self) -> String {
-        self.state.cdn.base_url()
+        self.storage.base_url()
     }
 
     /// Adds `repo`, replacing a repo of the same kind and id.
     pub fn add_repo(&self, repo: HfRepo) {
         for f in repo.commits.iter().flat_map(|c| &c.files).filter(|f| f.lfs) {
-            self.state.cdn.put(cdn_key(&f.sha256()), f.content.clone());
+            self.storage.put(cdn_key(&f.sha256()), f.content.clone());
         }
         let mut repos = lock(&self.state.repos);
         repos.retain(|r| !(r.kind == repo.kind && r.id == repo.id));
@@ -418,16 +409,6 @@ impl HfMock {
         lock(&self.state.unapproved).insert(token.to_string());
     }
 
-    /// Every request received so far by both hosts (`host` is `"hub"` or `"cdn"`).
-    pub fn requests(&self) -> Vec<RequestRecord> {
-        self.log.all()
-    }
-
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        self.log.forget(|_| true);
-    }
-
     /// Entries per tree page (default: 1000, or 50 with `expand=true`).
     pub fn set_tree_page_size(&self, n: usize) {
         lock(&self.state.settings).tree_page_size = Some(n.max(1));
@@ -450,25 +431,14 @@ impl HfMock {
         lock(&self.state.settings).weak_etags = on;
     }
 
-    /// Expires every CDN URL signed so far: they answer `403` from now on, so a client must
-    /// resolve again.
-    pub fn expire_signed_urls(&self) {
-        self.state.cdn.expire_signed_urls();
-    }
-
-    /// Lifetime of CDN URLs signed from now on (default one hour; `Expires=` carries it).
-    pub fn set_signed_url_ttl(&self, ttl: Duration) {
-        self.state.cdn.set_signed_url_ttl(ttl);
-    }
-
     /// Body bytes the CDN has handed to connections so far.
     pub fn cdn_body_bytes_sent(&self) -> u64 {
-        self.state.cdn.bytes_sent()
+        self.storage.bytes_sent()
     }
 
     /// Queues a fault for the next CDN `GET`.
     pub fn inject_cdn_fault(&self, fault: Fault) {
-        self.state.cdn.inject_fault(fault);
+        self.storage.inject_fault(fault);
     }
 
     /// Queues a fault for the next `GET` of a regular file served by the Hub.
@@ -478,12 +448,12 @@ impl HfMock {
 
     /// The CDN ignores `Range` and always answers `200` with the whole file.
     pub fn set_cdn_ignore_range(&self, on: bool) {
-        self.state.cdn.set_ignore_range(on);
+        self.storage.set_ignore_range(on);
     }
 
     /// Limits CDN bodies to `bytes_per_sec` (`None`: unlimited).
     pub fn set_cdn_throttle(&self, bytes_per_sec: Option<u64>) {
-        self.state.cdn.set_throttle(bytes_per_sec);
+        self.storage.set_throttle(bytes_per_sec);
     }
 
     /// The next `count` Hub requests answer `429` with `RateLimit: "<bucket>";r=0;t=<secs>`
@@ -1446,6 +1416,7 @@ fn cdn_rules() -> StorageRules {
                 "Only one auth mechanism allowed; only the Signature query parameter or the Authorization header should be specified",
             ))
         },
+        last_modified: MODIFIED_AT,
         signature_param: "Signature",
         refuse: |e| match e {
             SignError::Expired => {
@@ -1470,12 +1441,6 @@ fn cdn_headers(key: &str, _content: &Bytes, q: &[(String, String)]) -> HeaderMap
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000"),
     );
-    headers.insert(
-        header::LAST_MODIFIED,
-        hv(&httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + Duration::from_secs(MODIFIED_AT),
-        )),
-    );
     headers.insert("x-cache", HeaderValue::from_static("Miss from cloudfront"));
     headers.insert(
         header::VIA,
@@ -1492,18 +1457,11 @@ fn cdn_headers(key: &str, _content: &Bytes, q: &[(String, String)]) -> HeaderMap
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::redirect::Policy;
+    use crate::testing::{client, gunzip, header as h};
+    use std::time::Duration;
 
     const TOKEN: &str = "hf_approvedtoken";
     const OTHER: &str = "hf_unapprovedtoken";
-
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(Policy::none())
-            .no_gzip()
-            .build()
-            .unwrap()
-    }
 
     fn weights() -> Bytes {
         Bytes::from(
@@ -1546,10 +1504,6 @@ mod tests {
 
     fn sha_of(m: &HfMock, id: &str, rev: &str) -> String {
         m.commit_sha(RepoKind::Model, id, rev).unwrap()
-    }
-
-    fn h<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-        r.headers().get(name).map(|v| v.to_str().unwrap())
     }
 
     #[tokio::test]
@@ -1599,11 +1553,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(h(&r, "content-encoding"), Some("gzip"));
-        let raw = r.bytes().await.unwrap();
-        let mut d = flate2::read::GzDecoder::new(&raw[..]);
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut d, &mut s).unwrap();
-        let v: Value = serde_json::from_str(&s).unwrap();
+        let v: Value = serde_json::from_str(&gunzip(&r.bytes().await.unwrap())).unwrap();
         assert_eq!(v["sha"], json!(sha));
         assert!(v.get("downloads").is_none());
         assert_eq!(v["siblings"][0], json!({ "rfilename": ".gitattributes" }));

@@ -2,8 +2,9 @@
 //!
 //! Each mock follows its wire specification in `shared/specs/` (the "What a faithful mock
 //! server must do" section of each), listens on `127.0.0.1:0` and runs a *second* listener
-//! on another port for its CDN / storage host (one shared implementation, `storage.rs`), so
-//! clients see two distinct hosts:
+//! on another port for its CDN / storage host, so clients see two distinct hosts. The hosts,
+//! the storage host and the methods every mock has are [`storage`] (each mock is a
+//! [`storage::Mock`]):
 //!
 //! * [`huggingface::HfMock`]: Hub API + `/resolve/` and a CDN (`shared/specs/huggingface.md`).
 //! * [`modelscope::MsMock`]: `/api/v1` with the PascalCase envelope and an OSS host
@@ -20,7 +21,7 @@ pub mod civitai;
 pub(crate) mod common;
 pub mod huggingface;
 pub mod modelscope;
-pub(crate) mod storage;
+pub mod storage;
 
 pub use crate::content::{git_blob_sha1_hex, sha256_hex};
 pub use crate::serve::{Fault, RequestRecord};

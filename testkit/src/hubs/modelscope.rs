@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -30,12 +29,10 @@ use super::common::{
     encode_query, header_str, hv, json_response, path_segments, query_get, query_pairs, random_hex,
     random_uuid, xml_error, SignError,
 };
-use super::storage::{StorageHost, StorageRules, SIGNATURE_MISMATCH};
+use super::storage::{Mock, StorageHost, StorageRules, SIGNATURE_MISMATCH};
 use crate::content::{md5_hex, sha1_hex, sha256_hex};
 use crate::serve::entity::answer;
-use crate::serve::host::{handler, Bound, Host};
-use crate::serve::log::RequestLog;
-use crate::serve::{lock, Body, Fault, Request, RequestRecord, Response};
+use crate::serve::{lock, Body, Fault, Request, Response};
 
 /// `Content-Type` of API answers.
 const JSON_CT: &str = "application/json";
@@ -241,8 +238,9 @@ enum Caller {
     Invalid,
 }
 
-struct MsState {
-    oss: StorageHost,
+/// The API side of an [`MsMock`]: models, tokens, switches.
+pub struct MsState {
+    oss: Arc<StorageHost>,
     models: Mutex<Vec<MsModel>>,
     tokens: Mutex<HashSet<String>>,
     /// The status private models give anonymous callers.
@@ -251,35 +249,28 @@ struct MsState {
 }
 
 /// A running mock of ModelScope plus its OSS storage host. Dropping it stops both.
-pub struct MsMock {
-    state: Arc<MsState>,
-    log: RequestLog,
-    api: Host,
-}
+pub type MsMock = Mock<MsState>;
 
 impl MsMock {
     /// Starts the API and the OSS host on two ports of `127.0.0.1`.
     pub async fn start() -> MsMock {
-        let log = RequestLog::default();
-        let state = Arc::new(MsState {
-            oss: StorageHost::start(oss_rules(), log.clone()),
-            models: Mutex::new(Vec::new()),
-            tokens: Mutex::new(HashSet::new()),
-            anonymous_private_status: Mutex::new(StatusCode::FORBIDDEN),
-            api_errors: Mutex::new(VecDeque::new()),
-        });
-        let api = Bound::new().serve("api", log.clone(), handler(state.clone(), api_handler));
-        MsMock { state, log, api }
-    }
-
-    /// `http://127.0.0.1:PORT` of the API: what a client uses as `MODELSCOPE_ENDPOINT`.
-    pub fn endpoint(&self) -> String {
-        self.api.base_url()
+        Mock::launch(
+            "api",
+            oss_rules(),
+            |_, oss| MsState {
+                oss,
+                models: Mutex::new(Vec::new()),
+                tokens: Mutex::new(HashSet::new()),
+                anonymous_private_status: Mutex::new(StatusCode::FORBIDDEN),
+                api_errors: Mutex::new(VecDeque::new()),
+            },
+            api_handler,
+        )
     }
 
     /// `http://127.0.0.1:PORT` of the OSS storage host.
     pub fn oss_endpoint(&self) -> String {
-        self.state.oss.base_url()
+        self.storage.base_url()
     }
 
     /// Adds `model`, replacing one with the same id.
@@ -290,7 +281,7 @@ impl MsMock {
             .chain(&model.tags)
             .flat_map(|r| &r.files)
         {
-            self.state.oss.put(oss_key(f), f.content.clone());
+            self.storage.put(oss_key(f), f.content.clone());
         }
         let mut models = lock(&self.state.models);
         models.retain(|m| m.id() != model.id());
@@ -302,35 +293,15 @@ impl MsMock {
         lock(&self.state.tokens).insert(token.to_string());
     }
 
-    /// Every request received so far by both hosts (`host` is `"api"` or `"oss"`).
-    pub fn requests(&self) -> Vec<RequestRecord> {
-        self.log.all()
-    }
-
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        self.log.forget(|_| true);
-    }
-
-    /// Expires every OSS URL signed so far (`403` from now on; the client must re-resolve).
-    pub fn expire_signed_urls(&self) {
-        self.state.oss.expire_signed_urls();
-    }
-
-    /// Lifetime of OSS URLs signed from now on (default one hour; `Expires=` carries it).
-    pub fn set_signed_url_ttl(&self, ttl: Duration) {
-        self.state.oss.set_signed_url_ttl(ttl);
-    }
-
     /// Body bytes the OSS host has handed to connections so far.
     pub fn oss_body_bytes_sent(&self) -> u64 {
-        self.state.oss.bytes_sent()
+        self.storage.bytes_sent()
     }
 
     /// Queues a fault for the next OSS `GET` (e.g. [`Fault::CorruptBody`] to serve corrupted
     /// bytes once, [`Fault::RangeAs200WithContentRange`] for the [OBS-MS2] quirk).
     pub fn inject_oss_fault(&self, fault: Fault) {
-        self.state.oss.inject_fault(fault);
+        self.storage.inject_fault(fault);
     }
 
     /// The status private models give anonymous callers: `403` (default) or `401`.
@@ -690,6 +661,7 @@ fn oss_rules() -> StorageRules {
                 )
             })
         },
+        last_modified: COMMITTED_AT,
         signature_param: "Signature",
         refuse: |e| match e {
             SignError::Expired => xml_error(
@@ -712,12 +684,6 @@ fn oss_headers(_key: &str, content: &Bytes, _q: &[(String, String)]) -> HeaderMa
     let mut headers = HeaderMap::new();
     let etag = format!("\"{}\"", md5_hex(content).to_uppercase());
     headers.insert(header::ETAG, hv(&etag));
-    headers.insert(
-        header::LAST_MODIFIED,
-        hv(&httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + Duration::from_secs(COMMITTED_AT),
-        )),
-    );
     headers.insert("x-oss-request-id", hv(&random_hex(24).to_uppercase()));
     headers.insert("server", HeaderValue::from_static("AliyunOSS"));
     headers
@@ -726,7 +692,7 @@ fn oss_headers(_key: &str, content: &Bytes, _q: &[(String, String)]) -> HeaderMa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::redirect::Policy;
+    use crate::testing::{client, gunzip, header as h};
 
     const TOKEN: &str = "ms-0a1b2c3d-4e5f-6789-abcd-ef0123456789";
 
@@ -757,18 +723,6 @@ mod tests {
                 .with_files(vec![MsFile::new("a.txt", "secret\n")]),
         );
         m
-    }
-
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(Policy::none())
-            .no_gzip()
-            .build()
-            .unwrap()
-    }
-
-    fn h<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-        r.headers().get(name).map(|v| v.to_str().unwrap())
     }
 
     #[tokio::test]
@@ -819,11 +773,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(h(&r, "content-encoding"), Some("gzip"));
-            let raw = r.bytes().await.unwrap();
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut s)
-                .unwrap();
-            let v: Value = serde_json::from_str(&s).unwrap();
+            let v: Value = serde_json::from_str(&gunzip(&r.bytes().await.unwrap())).unwrap();
             let files = v["Data"]["Files"].as_array().unwrap();
             let paths: Vec<&str> = files.iter().map(|f| f["Path"].as_str().unwrap()).collect();
             assert_eq!(

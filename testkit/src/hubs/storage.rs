@@ -1,4 +1,5 @@
-//! The storage / CDN host each hub mock runs beside its API (Hugging Face's CDN, ModelScope's
+//! The two hosts of every hub mock ([`Mock`]), and the storage / CDN host each hub mock runs
+//! beside its API (Hugging Face's CDN, ModelScope's
 //! OSS, Civitai's S3/R2 storage): objects served from signed, expiring URLs, with `Range`, a
 //! fault queue, a throttle and an ignore-`Range` switch. Each hub supplies its
 //! [`StorageRules`]: how its real storage host checks methods and credentials, names its
@@ -7,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -18,7 +19,7 @@ use crate::serve::entity::{serve_entity, Entity};
 use crate::serve::fault::FaultQueue;
 use crate::serve::host::{handler, Bound, Host};
 use crate::serve::log::RequestLog;
-use crate::serve::{lock, Fault, Request, Response};
+use crate::serve::{lock, Fault, Request, RequestRecord, Response};
 
 /// S3's and OSS's message for a signature that does not verify.
 pub(crate) const SIGNATURE_MISMATCH: &str =
@@ -35,9 +36,11 @@ pub(crate) struct StorageRules {
     pub(crate) signature_param: &'static str,
     /// The answer to an expired or invalid signature.
     pub(crate) refuse: fn(SignError) -> Response,
-    /// The headers of an object's answers (at least `ETag`; `Last-Modified`, vendor headers,
-    /// a `Content-Type` other than `application/octet-stream`), from its key, its content
-    /// and the decoded query.
+    /// `Last-Modified` of every object (Unix seconds).
+    pub(crate) last_modified: u64,
+    /// The headers of an object's answers (at least `ETag`; vendor headers, a `Content-Type`
+    /// other than `application/octet-stream`), from its key, its content and the decoded
+    /// query.
     pub(crate) headers: fn(&str, &Bytes, &[(String, String)]) -> HeaderMap,
 }
 
@@ -163,23 +166,89 @@ impl Store {
             headers.insert(header::CONTENT_DISPOSITION, hv(cd));
         }
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        let text = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-        };
-        let etag = text(header::ETAG).map(str::to_string);
-        let last_modified =
-            text(header::LAST_MODIFIED).and_then(|d| httpdate::parse_http_date(d).ok());
+        let last_modified = UNIX_EPOCH + Duration::from_secs(self.rules.last_modified);
+        headers.insert(
+            header::LAST_MODIFIED,
+            hv(&httpdate::fmt_http_date(last_modified)),
+        );
+        let etag = headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Entity {
             content,
             etag,
-            last_modified,
+            last_modified: Some(last_modified),
             headers,
             ranges: !self.ignore_range.load(Ordering::SeqCst),
             head_ranges: true,
             exact: true,
             throttle: *lock(&self.throttle),
         }
+    }
+}
+
+/// A running hub mock: its API host, its storage host and their shared request log, plus the
+/// hub's own state `S`. Dropping it stops both hosts. The methods every hub has live here;
+/// each hub adds its own in its module ([`super::huggingface::HfMock`],
+/// [`super::modelscope::MsMock`], [`super::civitai::CivitaiMock`]).
+pub struct Mock<S> {
+    pub(crate) state: Arc<S>,
+    pub(crate) storage: Arc<StorageHost>,
+    log: RequestLog,
+    api: Host,
+}
+
+impl<S: Send + Sync + 'static> Mock<S> {
+    /// Starts the storage host with `rules`, builds the hub state from the API's base URL and
+    /// the storage host, and serves the API (logged as `api_label`) with `serve`.
+    pub(crate) fn launch<F, Fut>(
+        api_label: &'static str,
+        rules: StorageRules,
+        state: impl FnOnce(String, Arc<StorageHost>) -> S,
+        serve: F,
+    ) -> Mock<S>
+    where
+        F: Fn(Arc<S>, Request) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response> + Send + 'static,
+    {
+        let log = RequestLog::default();
+        let storage = Arc::new(StorageHost::start(rules, log.clone()));
+        let api = Bound::new();
+        let state = Arc::new(state(api.base_url(), storage.clone()));
+        let api = api.serve(api_label, log.clone(), handler(state.clone(), serve));
+        Mock {
+            state,
+            storage,
+            log,
+            api,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of the API host: the client's endpoint (`HF_ENDPOINT`,
+    /// `MODELSCOPE_ENDPOINT`, the Civitai base URL).
+    pub fn endpoint(&self) -> String {
+        self.api.base_url()
+    }
+
+    /// Every request received so far by both hosts (see [`RequestRecord::host`]).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.log.all()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.log.forget(|_| true);
+    }
+
+    /// Expires every storage URL signed so far: they answer `403` from now on, so a client
+    /// must resolve again.
+    pub fn expire_signed_urls(&self) {
+        self.storage.expire_signed_urls();
+    }
+
+    /// Lifetime of storage URLs signed from now on (default one hour; the URL carries it).
+    pub fn set_signed_url_ttl(&self, ttl: Duration) {
+        self.storage.set_signed_url_ttl(ttl);
     }
 }
