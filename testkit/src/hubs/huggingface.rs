@@ -34,7 +34,7 @@ use super::common::{
     query_get, query_pairs, random_hex, random_uuid, raw_segments, text_response, xml_error,
     SignError, COMPONENT, PATH,
 };
-use super::storage::{Mock, StorageHost, StorageRules};
+use super::storage::{only_get_and_head, Mock, StorageHost, StorageRules};
 use crate::content::{git_blob_sha1_hex, sha1_hex, sha256_hex};
 use crate::serve::body::Shape;
 use crate::serve::entity::{answer, serve_entity, Entity};
@@ -1403,12 +1403,8 @@ fn cdn_rules() -> StorageRules {
     StorageRules {
         label: "cdn",
         admit: |method, h| {
-            if method != Method::GET && method != Method::HEAD {
-                return Some(xml_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "MethodNotAllowed",
-                    "The specified method is not allowed against this resource.",
-                ));
+            if let Some(refused) = only_get_and_head(method) {
+                return Some(refused);
             }
             h.contains_key(header::AUTHORIZATION).then(|| xml_error(
                 StatusCode::BAD_REQUEST,

@@ -29,7 +29,7 @@ use super::common::{
     encode_query, header_str, hv, json_response, path_segments, query_get, query_pairs, random_hex,
     random_uuid, xml_error, SignError,
 };
-use super::storage::{Mock, StorageHost, StorageRules, SIGNATURE_MISMATCH};
+use super::storage::{only_get_and_head, Mock, StorageHost, StorageRules, SIGNATURE_MISMATCH};
 use crate::content::{md5_hex, sha1_hex, sha256_hex};
 use crate::serve::entity::answer;
 use crate::serve::{lock, Body, Fault, Request, Response};
@@ -642,12 +642,8 @@ fn oss_rules() -> StorageRules {
     StorageRules {
         label: "oss",
         admit: |method, h| {
-            if method != Method::GET && method != Method::HEAD {
-                return Some(xml_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "MethodNotAllowed",
-                    "The specified method is not allowed against this resource.",
-                ));
+            if let Some(refused) = only_get_and_head(method) {
+                return Some(refused);
             }
             let has_cookie = h
                 .get_all(header::COOKIE)

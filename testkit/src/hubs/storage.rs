@@ -25,6 +25,17 @@ use crate::serve::{lock, Fault, Request, RequestRecord, Response};
 pub(crate) const SIGNATURE_MISMATCH: &str =
     "The request signature we calculated does not match the signature you provided.";
 
+/// S3-style `405` for anything but `GET` and `HEAD` (for [`StorageRules::admit`]).
+pub(crate) fn only_get_and_head(method: &Method) -> Option<Response> {
+    (method != Method::GET && method != Method::HEAD).then(|| {
+        xml_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "The specified method is not allowed against this resource.",
+        )
+    })
+}
+
 /// What differs between the hubs' storage hosts.
 pub(crate) struct StorageRules {
     /// The host's label in the request log.
