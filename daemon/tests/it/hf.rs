@@ -366,7 +366,7 @@ async fn expired_url_mid_stream_is_reresolved() {
     mock.add_repo(HfRepo::model("acme/w").with_files(vec![file.clone()]));
     // The first CDN answer breaks after 100 KiB; the next one is an expired-signature 403.
     mock.inject_cdn_fault(Fault::ResetAfter(100 * KIB as u64));
-    mock.inject_cdn_fault(Fault::Status(403));
+    mock.inject_cdn_fault(Fault::status(403));
     let daemon = TestDaemon::start().await;
     let mut client = daemon.client().await;
     let cache = daemon.downloads.join("hub");

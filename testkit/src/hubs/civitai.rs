@@ -24,25 +24,22 @@
 //! * Hashes other than `SHA256`/`AutoV2`/`CRC32` (`AutoV1`, `AutoV3`, `BLAKE3`) are made-up but
 //!   stable. `/api/v1/model-versions/mini/{id}` and the batch by-hash `POST`s are not mocked.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::Response;
-use axum::Router;
 use bytes::Bytes;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common::{
-    amz_date, enc, encode_query, header_str, hv, iso8601, json_response, lock, md5_hex, query_get,
-    query_pairs, random_hex, raw_segments, serve_blob, sha1_hex, sha256_hex, spawn_host,
-    text_response, xml_error, BlobServe, Fault, FaultQueue, HostListener, RecordedRequest,
-    Recorder, SignError, Signer, COMPONENT,
+    amz_date, enc, encode_query, header_str, hv, iso8601, json_response, query_get, query_pairs,
+    random_hex, raw_segments, text_response, xml_error, SignError, COMPONENT,
 };
+use super::storage::{Mock, StorageHost, StorageRules, SIGNATURE_MISMATCH};
+use crate::content::{md5_hex, sha1_hex, sha256_hex};
+use crate::serve::entity::answer;
+use crate::serve::{lock, Body, Fault, Request, RequestRecord, Response};
 
 const JSON_CT: &str = "application/json; charset=utf-8";
 const PUBLIC_CACHE: &str = "public, s-maxage=300, stale-while-revalidate=150";
@@ -204,12 +201,6 @@ impl CivitaiFile {
         self
     }
 
-    /// Sets `quantType`.
-    pub fn quant_type(mut self, q: &str) -> CivitaiFile {
-        self.quant_type = Some(q.to_string());
-        self
-    }
-
     /// Omits `SHA256` (and `AutoV2`) from `hashes`, like some old files.
     pub fn without_sha256(mut self) -> CivitaiFile {
         self.include_sha256 = false;
@@ -223,12 +214,12 @@ impl CivitaiFile {
     }
 
     /// Upper-case hex sha256 of the content, as the API reports it.
-    pub fn sha256_upper(&self) -> String {
+    fn sha256_upper(&self) -> String {
         sha256_hex(&self.content).to_uppercase()
     }
 
     /// `sizeKB`: KiB rounded to two decimals, so the exact size cannot be derived (§8.8).
-    pub fn size_kb(&self) -> f64 {
+    fn size_kb(&self) -> f64 {
         (self.content.len() as f64 / 1024.0 * 100.0).round() / 100.0
     }
 
@@ -372,7 +363,7 @@ impl CivitaiVersion {
     }
 
     /// The version's primary file (see the module doc).
-    pub fn primary_file(&self) -> Option<&CivitaiFile> {
+    fn primary_file(&self) -> Option<&CivitaiFile> {
         self.files
             .iter()
             .find(|f| f.primary)
@@ -453,93 +444,44 @@ impl CivitaiModel {
         self.thumbs_up = thumbs_up;
         self
     }
-
-    /// Sets tags.
-    pub fn tags(mut self, tags: &[&str]) -> CivitaiModel {
-        self.tags = tags.iter().map(|t| t.to_string()).collect();
-        self
-    }
 }
 
 #[derive(Debug)]
 struct Settings {
     unauthenticated_download: bool,
     reject_query_token: bool,
-    storage_reject_auth: bool,
-    storage_ignore_range: bool,
-    storage_throttle: Option<u64>,
 }
 
-struct CivState {
-    storage_endpoint: OnceLock<String>,
+/// The API side of a [`CivitaiMock`]: models, tokens, switches.
+pub struct CivState {
+    storage: Arc<StorageHost>,
     models: Mutex<Vec<CivitaiModel>>,
     tokens: Mutex<HashSet<String>>,
-    /// storage key -> content
-    objects: Mutex<HashMap<String, Bytes>>,
-    signer: Signer,
     settings: Mutex<Settings>,
-    storage_faults: FaultQueue,
     search_overloads: Mutex<VecDeque<()>>,
-    storage_bytes: Arc<AtomicU64>,
 }
 
 /// A running mock of Civitai plus its storage host. Dropping it stops both.
-pub struct CivitaiMock {
-    state: Arc<CivState>,
-    recorder: Recorder,
-    api: HostListener,
-    storage: HostListener,
-}
+pub type CivitaiMock = Mock<CivState>;
 
 impl CivitaiMock {
     /// Starts the API and the storage host on two ports of `127.0.0.1`.
     pub async fn start() -> CivitaiMock {
-        let recorder = Recorder::default();
-        let state = Arc::new(CivState {
-            storage_endpoint: OnceLock::new(),
-            models: Mutex::new(Vec::new()),
-            tokens: Mutex::new(HashSet::new()),
-            objects: Mutex::new(HashMap::new()),
-            signer: Signer::new(),
-            settings: Mutex::new(Settings {
-                unauthenticated_download: true,
-                reject_query_token: false,
-                storage_reject_auth: true,
-                storage_ignore_range: false,
-                storage_throttle: None,
-            }),
-            storage_faults: FaultQueue::default(),
-            search_overloads: Mutex::new(VecDeque::new()),
-            storage_bytes: Arc::new(AtomicU64::new(0)),
-        });
-        let api = spawn_host(
+        Mock::launch(
             "api",
-            Router::new()
-                .fallback(api_handler)
-                .with_state(state.clone()),
-            recorder.clone(),
+            storage_rules(),
+            |_, storage| CivState {
+                storage,
+                models: Mutex::new(Vec::new()),
+                tokens: Mutex::new(HashSet::new()),
+                settings: Mutex::new(Settings {
+                    unauthenticated_download: true,
+                    reject_query_token: false,
+                }),
+                search_overloads: Mutex::new(VecDeque::new()),
+            },
+            api_handler,
         )
-        .await;
-        let storage = spawn_host(
-            "storage",
-            Router::new()
-                .fallback(storage_handler)
-                .with_state(state.clone()),
-            recorder.clone(),
-        )
-        .await;
-        let _ = state.storage_endpoint.set(storage.base_url());
-        CivitaiMock {
-            state,
-            recorder,
-            api,
-            storage,
-        }
-    }
-
-    /// `http://127.0.0.1:PORT` of the API (the client's Civitai base URL).
-    pub fn endpoint(&self) -> String {
-        self.api.base_url()
     }
 
     /// `http://127.0.0.1:PORT` of the storage host.
@@ -549,11 +491,10 @@ impl CivitaiMock {
 
     /// Adds `model`, replacing one with the same id.
     pub fn add_model(&self, model: CivitaiModel) {
-        {
-            let mut objects = lock(&self.state.objects);
-            for f in model.versions.iter().flat_map(|v| &v.files) {
-                objects.insert(f.storage_key(model.id), f.content.clone());
-            }
+        for f in model.versions.iter().flat_map(|v| &v.files) {
+            self.state
+                .storage
+                .put(f.storage_key(model.id), f.content.clone());
         }
         let mut models = lock(&self.state.models);
         models.retain(|m| m.id != model.id);
@@ -577,15 +518,9 @@ impl CivitaiMock {
         lock(&self.state.settings).reject_query_token = on;
     }
 
-    /// Every request received so far by both hosts (`host` is `"api"` or `"storage"`).
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.recorder.all()
-    }
-
     /// The recorded requests (any host) whose query carries a `token` parameter.
-    pub fn requests_with_query_token(&self) -> Vec<RecordedRequest> {
-        self.recorder
-            .all()
+    pub fn requests_with_query_token(&self) -> Vec<RequestRecord> {
+        self.requests()
             .into_iter()
             .filter(|r| {
                 r.query().is_some_and(|q| {
@@ -595,45 +530,14 @@ impl CivitaiMock {
             .collect()
     }
 
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        self.recorder.clear();
-    }
-
-    /// Expires every storage URL signed so far (`403` from now on; the client must go back
-    /// to `/api/download/models/...`).
-    pub fn expire_signed_urls(&self) {
-        self.state.signer.expire_all();
-    }
-
-    /// Lifetime of storage URLs signed from now on (default one hour; `X-Amz-Expires`).
-    pub fn set_signed_url_ttl(&self, ttl: Duration) {
-        self.state.signer.set_ttl(ttl);
-    }
-
     /// Body bytes the storage host has handed to connections so far.
     pub fn storage_body_bytes_sent(&self) -> u64 {
-        self.state.storage_bytes.load(Ordering::Relaxed)
+        self.storage.bytes_sent()
     }
 
     /// Queues a fault for the next storage `GET`.
     pub fn inject_storage_fault(&self, fault: Fault) {
-        self.state.storage_faults.push(fault);
-    }
-
-    /// The storage host ignores `Range` and answers `200` with the whole file.
-    pub fn set_storage_ignore_range(&self, on: bool) {
-        lock(&self.state.settings).storage_ignore_range = on;
-    }
-
-    /// Limits storage bodies to `bytes_per_sec` (`None`: unlimited).
-    pub fn set_storage_throttle(&self, bytes_per_sec: Option<u64>) {
-        lock(&self.state.settings).storage_throttle = bytes_per_sec;
-    }
-
-    /// `true` (default): the storage host answers `400` to requests carrying `Authorization`.
-    pub fn set_storage_reject_authorization(&self, on: bool) {
-        lock(&self.state.settings).storage_reject_auth = on;
+        self.storage.inject_fault(fault);
     }
 
     /// The next `/api/v1/models` request with `query` answers `503` with `Retry-After: 2`.
@@ -877,7 +781,7 @@ fn with_headers(mut r: Response, cache: &'static str) -> Response {
     r
 }
 
-async fn api_handler(State(st): State<Arc<CivState>>, req: Request) -> Response {
+async fn api_handler(st: Arc<CivState>, req: Request) -> Response {
     let h = req.headers().clone();
     if req.method() == Method::OPTIONS {
         return with_headers(Response::new(Body::empty()), PUBLIC_CACHE);
@@ -1157,11 +1061,10 @@ fn download(st: &CivState, req: &Request, vid: &str, q: &[(String, String)]) -> 
         }
     };
     let redirect = |loc: String| -> Response {
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
-        r.headers_mut().insert(header::LOCATION, hv(&loc));
-        r.headers_mut().insert(header::CONTENT_LENGTH, 0.into());
-        r
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, hv(&loc));
+        headers.insert(header::CONTENT_LENGTH, 0.into());
+        answer(StatusCode::TEMPORARY_REDIRECT, headers, Body::empty())
     };
     let found = vid.parse::<u64>().ok().and_then(|id| st.find_version(id));
     // 3. Blocklist, 4. quota.
@@ -1326,7 +1229,7 @@ fn choose_file<'a>(
 /// A presigned-looking S3 URL on the storage host (§4.3 step 8, §8.2).
 fn storage_url(st: &CivState, m: &CivitaiModel, f: &CivitaiFile) -> String {
     let key = f.storage_key(m.id);
-    let signed = st.signer.sign(&key);
+    let signed = st.storage.sign(&key);
     let pct = enc(&f.name, COMPONENT);
     let ascii: String = f
         .name
@@ -1355,12 +1258,7 @@ fn storage_url(st: &CivState, m: &CivitaiModel, f: &CivitaiFile) -> String {
         ("X-Amz-SignedHeaders", "host"),
         ("X-Amz-Signature", signed.signature.as_str()),
     ]);
-    format!(
-        "{}{}?{}",
-        st.storage_endpoint.get().map_or("", String::as_str),
-        key,
-        encode_query(&pairs)
-    )
+    format!("{}{}?{}", st.storage.base_url(), key, encode_query(&pairs))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1368,116 +1266,72 @@ fn storage_url(st: &CivState, m: &CivitaiModel, f: &CivitaiFile) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// The S3/R2-style storage host (§4.4, §8.3).
-async fn storage_handler(State(st): State<Arc<CivState>>, req: Request) -> Response {
-    let (reject_auth, ignore_range, throttle) = {
-        let s = lock(&st.settings);
-        (
-            s.storage_reject_auth,
-            s.storage_ignore_range,
-            s.storage_throttle,
-        )
-    };
-    if reject_auth && req.headers().contains_key(header::AUTHORIZATION) {
-        return xml_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidArgument",
-            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified",
-        );
-    }
-    if req.method() == Method::HEAD {
-        // The method is part of a SigV4 signature: a GET-presigned URL refuses HEAD.
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::FORBIDDEN;
-        return r;
-    }
-    if req.method() != Method::GET {
-        return xml_error(
-            StatusCode::FORBIDDEN,
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        );
-    }
-    let key = req.uri().path().to_string();
-    let q = query_pairs(req.uri());
-    let Some(content) = lock(&st.objects).get(&key).cloned() else {
-        return xml_error(
-            StatusCode::NOT_FOUND,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        );
-    };
-    match st.signer.verify(&key, query_get(&q, "X-Amz-Signature")) {
-        Ok(()) => {}
-        Err(SignError::Expired) => {
-            return xml_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired")
-        }
-        Err(SignError::Invalid) => {
-            return xml_error(
+fn storage_rules() -> StorageRules {
+    StorageRules {
+        label: "storage",
+        admit: |method, h| {
+            if h.contains_key(header::AUTHORIZATION) {
+                return Some(xml_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified",
+                ));
+            }
+            if method == Method::HEAD {
+                // The method is part of a SigV4 signature: a GET-presigned URL refuses HEAD.
+                return Some(answer(
+                    StatusCode::FORBIDDEN,
+                    HeaderMap::new(),
+                    Body::empty(),
+                ));
+            }
+            (method != Method::GET).then(|| {
+                xml_error(
+                    StatusCode::FORBIDDEN,
+                    "SignatureDoesNotMatch",
+                    SIGNATURE_MISMATCH,
+                )
+            })
+        },
+        last_modified: CREATED_AT,
+        signature_param: "X-Amz-Signature",
+        refuse: |e| match e {
+            SignError::Expired => {
+                xml_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired")
+            }
+            SignError::Invalid => xml_error(
                 StatusCode::FORBIDDEN,
                 "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided.",
-            )
-        }
+                SIGNATURE_MISMATCH,
+            ),
+        },
+        headers: storage_headers,
     }
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Some(cd) = query_get(&q, "response-content-disposition") {
-        headers.insert(header::CONTENT_DISPOSITION, hv(cd));
-    }
-    // An S3 ETag: MD5, or MD5-of-parts style with a part count for big objects.
+}
+
+/// R2's headers on an object: an S3 ETag (MD5, or MD5-of-parts style with a part count for
+/// big objects), never the sha256.
+fn storage_headers(_key: &str, content: &Bytes, _q: &[(String, String)]) -> HeaderMap {
     const PART: usize = 8 << 20;
-    let md5 = md5_hex(&content);
+    let md5 = md5_hex(content);
     let etag = if content.len() > PART {
         format!("\"{md5}-{}\"", content.len().div_ceil(PART))
     } else {
         format!("\"{md5}\"")
     };
+    let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, hv(&etag));
-    headers.insert(
-        header::LAST_MODIFIED,
-        hv(&httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + Duration::from_secs(CREATED_AT),
-        )),
-    );
     headers.insert("server", HeaderValue::from_static("cloudflare"));
     headers.insert("cf-ray", hv(&format!("{}-MCK", random_hex(16))));
-    let fault = st.storage_faults.pop();
-    serve_blob(
-        req.headers(),
-        BlobServe {
-            content,
-            headers,
-            etag: Some(etag),
-            fault,
-            ignore_range,
-            counter: st.storage_bytes.clone(),
-            throttle,
-        },
-    )
+    headers
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::redirect::Policy;
+    use crate::testing::{client, header as h};
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(Policy::none())
-            .user_agent("mdl-test/0.1")
-            .no_gzip()
-            .build()
-            .unwrap()
-    }
-
-    fn h<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-        r.headers().get(name).map(|v| v.to_str().unwrap())
-    }
 
     fn weights() -> Bytes {
         Bytes::from((0..4000u32).map(|i| (i % 241) as u8).collect::<Vec<u8>>())

@@ -14,31 +14,32 @@
 //!   Private repos hide everything (`RepoNotFound`).
 //! * The CDN answers an expired or revoked signature with `403` and a CloudFront-style XML
 //!   body, and a request carrying `Authorization` with `400` (S3's "only one auth mechanism"),
-//!   so a token leak can never pass silently (switchable).
+//!   so a token leak can never pass silently.
 //! * Tree `cursor` values are opaque hex; directory `oid`s are made-up but stable sha1s.
 //! * Unknown `expand` names are ignored; Xet is not implemented (`X-Xet-Hash` plus a
 //!   `xet-auth` Link that 404s, as §4.6 allows).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::Response;
-use axum::Router;
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::common::{
-    accepts_gzip, enc, encode_query, git_blob_sha1_hex, gzip, header_str, hv, iso8601,
-    json_response, lock, path_segments, query_get, query_pairs, random_hex, random_uuid,
-    raw_segments, serve_blob, sha1_hex, sha256_hex, spawn_host, text_response, xml_error,
-    BlobServe, Fault, FaultQueue, HostListener, RecordedRequest, Recorder, SignError, Signer,
-    COMPONENT, PATH,
+    accepts_gzip, enc, encode_query, gzip, header_str, hv, iso8601, json_response, path_segments,
+    query_get, query_pairs, random_hex, random_uuid, raw_segments, text_response, xml_error,
+    SignError, COMPONENT, PATH,
 };
+use super::storage::{only_get_and_head, Mock, StorageHost, StorageRules};
+use crate::content::{git_blob_sha1_hex, sha1_hex, sha256_hex};
+use crate::serve::body::Shape;
+use crate::serve::entity::{answer, serve_entity, Entity};
+use crate::serve::fault::FaultQueue;
+use crate::serve::{lock, Body, Fault, Request, Response};
 
 /// `Content-Type` of Hub JSON.
 const JSON_CT: &str = "application/json; charset=utf-8";
@@ -59,7 +60,7 @@ pub enum RepoKind {
 
 impl RepoKind {
     /// The plural used in `/api/{plural}/...` paths.
-    pub fn api_plural(self) -> &'static str {
+    fn api_plural(self) -> &'static str {
         match self {
             RepoKind::Model => "models",
             RepoKind::Dataset => "datasets",
@@ -144,7 +145,7 @@ impl HfFile {
     }
 
     /// The git-LFS pointer file stored in git for an LFS file.
-    pub fn lfs_pointer(&self) -> String {
+    fn lfs_pointer(&self) -> String {
         format!(
             "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
             self.sha256(),
@@ -154,7 +155,7 @@ impl HfFile {
 
     /// The git object id: blob sha1 of the content, or of the LFS pointer for LFS files
     /// (tree `oid`, siblings `blobId`).
-    pub fn git_oid(&self) -> String {
+    fn git_oid(&self) -> String {
         if self.lfs {
             git_blob_sha1_hex(self.lfs_pointer().as_bytes())
         } else {
@@ -232,11 +233,6 @@ impl HfRepo {
         HfRepo::new(RepoKind::Dataset, id)
     }
 
-    /// An empty space repository.
-    pub fn space(id: impl Into<String>) -> HfRepo {
-        HfRepo::new(RepoKind::Space, id)
-    }
-
     /// Sets `gated`.
     pub fn gated(mut self, on: bool) -> HfRepo {
         self.gated = on;
@@ -246,12 +242,6 @@ impl HfRepo {
     /// Sets `private`.
     pub fn private(mut self, on: bool) -> HfRepo {
         self.private = on;
-        self
-    }
-
-    /// Sets `disabled`.
-    pub fn disabled(mut self, on: bool) -> HfRepo {
-        self.disabled = on;
         self
     }
 
@@ -320,16 +310,14 @@ enum Caller {
     Invalid,
 }
 
-/// Switches.
-#[derive(Debug)]
+/// Switches of the Hub host.
+#[derive(Debug, Default)]
 struct Settings {
     tree_page_size: Option<usize>,
-    resolve_cache: bool,
+    /// Regular files answer the resolve-cache `307` (on unless switched off).
+    direct_files: bool,
     gzip_text: bool,
     weak_etags: bool,
-    cdn_reject_auth: bool,
-    cdn_ignore_range: bool,
-    cdn_throttle: Option<u64>,
 }
 
 /// A one-shot answer replacing the next Hub response.
@@ -339,107 +327,57 @@ enum HubInjection {
     Status(u16),
 }
 
-struct HfState {
-    endpoint: OnceLock<String>,
-    cdn_endpoint: OnceLock<String>,
+/// The Hub side of an [`HfMock`]: repos, tokens, switches.
+pub struct HfState {
+    /// `http://127.0.0.1:PORT` of the Hub itself.
+    endpoint: String,
+    cdn: Arc<StorageHost>,
     repos: Mutex<Vec<HfRepo>>,
     aliases: Mutex<HashMap<(RepoKind, String), String>>,
     approved: Mutex<HashSet<String>>,
     unapproved: Mutex<HashSet<String>>,
-    /// sha256 -> content, for the CDN.
-    blobs: Mutex<HashMap<String, Bytes>>,
-    signer: Signer,
     settings: Mutex<Settings>,
-    cdn_faults: FaultQueue,
     hub_faults: FaultQueue,
     injections: Mutex<VecDeque<HubInjection>>,
-    cdn_bytes: Arc<AtomicU64>,
-    hub_bytes: Arc<AtomicU64>,
     started: Instant,
     bucket_counts: Mutex<HashMap<&'static str, u64>>,
 }
 
 /// A running mock of the Hugging Face Hub plus its CDN. Dropping it stops both hosts.
-pub struct HfMock {
-    state: Arc<HfState>,
-    recorder: Recorder,
-    hub: HostListener,
-    cdn: HostListener,
-}
+pub type HfMock = Mock<HfState>;
 
 impl HfMock {
     /// Starts the Hub and the CDN on two ports of `127.0.0.1`.
     pub async fn start() -> HfMock {
-        let recorder = Recorder::default();
-        let state = Arc::new(HfState {
-            endpoint: OnceLock::new(),
-            cdn_endpoint: OnceLock::new(),
-            repos: Mutex::new(Vec::new()),
-            aliases: Mutex::new(HashMap::new()),
-            approved: Mutex::new(HashSet::new()),
-            unapproved: Mutex::new(HashSet::new()),
-            blobs: Mutex::new(HashMap::new()),
-            signer: Signer::new(),
-            settings: Mutex::new(Settings {
-                tree_page_size: None,
-                resolve_cache: true,
-                gzip_text: false,
-                weak_etags: false,
-                cdn_reject_auth: true,
-                cdn_ignore_range: false,
-                cdn_throttle: None,
-            }),
-            cdn_faults: FaultQueue::default(),
-            hub_faults: FaultQueue::default(),
-            injections: Mutex::new(VecDeque::new()),
-            cdn_bytes: Arc::new(AtomicU64::new(0)),
-            hub_bytes: Arc::new(AtomicU64::new(0)),
-            started: Instant::now(),
-            bucket_counts: Mutex::new(HashMap::new()),
-        });
-        let hub = spawn_host(
+        Mock::launch(
             "hub",
-            Router::new()
-                .fallback(hub_handler)
-                .with_state(state.clone()),
-            recorder.clone(),
+            cdn_rules(),
+            |endpoint, cdn| HfState {
+                endpoint,
+                cdn,
+                repos: Mutex::new(Vec::new()),
+                aliases: Mutex::new(HashMap::new()),
+                approved: Mutex::new(HashSet::new()),
+                unapproved: Mutex::new(HashSet::new()),
+                settings: Mutex::new(Settings::default()),
+                hub_faults: FaultQueue::default(),
+                injections: Mutex::new(VecDeque::new()),
+                started: Instant::now(),
+                bucket_counts: Mutex::new(HashMap::new()),
+            },
+            hub_handler,
         )
-        .await;
-        let cdn = spawn_host(
-            "cdn",
-            Router::new()
-                .fallback(cdn_handler)
-                .with_state(state.clone()),
-            recorder.clone(),
-        )
-        .await;
-        let _ = state.endpoint.set(hub.base_url());
-        let _ = state.cdn_endpoint.set(cdn.base_url());
-        HfMock {
-            state,
-            recorder,
-            hub,
-            cdn,
-        }
-    }
-
-    /// `http://127.0.0.1:PORT` of the Hub: what a client uses as `HF_ENDPOINT`.
-    pub fn endpoint(&self) -> String {
-        self.hub.base_url()
     }
 
     /// `http://127.0.0.1:PORT` of the CDN host.
     pub fn cdn_endpoint(&self) -> String {
-        self.cdn.base_url()
+        self.storage.base_url()
     }
 
     /// Adds `repo`, replacing a repo of the same kind and id.
     pub fn add_repo(&self, repo: HfRepo) {
-        {
-            let mut blobs = lock(&self.state.blobs);
-            for f in repo.commits.iter().flat_map(|c| &c.files).filter(|f| f.lfs) {
-                blobs.insert(f.sha256(), f.content.clone());
-            }
+        for f in repo.commits.iter().flat_map(|c| &c.files).filter(|f| f.lfs) {
+            self.storage.put(cdn_key(&f.sha256()), f.content.clone());
         }
         let mut repos = lock(&self.state.repos);
         repos.retain(|r| !(r.kind == repo.kind && r.id == repo.id));
@@ -471,16 +409,6 @@ impl HfMock {
         lock(&self.state.unapproved).insert(token.to_string());
     }
 
-    /// Every request received so far by both hosts (`host` is `"hub"` or `"cdn"`).
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.recorder.all()
-    }
-
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        self.recorder.clear();
-    }
-
     /// Entries per tree page (default: 1000, or 50 with `expand=true`).
     pub fn set_tree_page_size(&self, n: usize) {
         lock(&self.state.settings).tree_page_size = Some(n.max(1));
@@ -489,7 +417,7 @@ impl HfMock {
     /// `true` (default): regular files answer a relative `307` to `/api/resolve-cache/...`
     /// (§4.2 (b)). `false`: they are served directly with `200` (§4.2 (a)).
     pub fn set_resolve_cache_redirect(&self, on: bool) {
-        lock(&self.state.settings).resolve_cache = on;
+        lock(&self.state.settings).direct_files = !on;
     }
 
     /// Gzip text files on the Hub when the request accepts gzip and has no `Range`: no
@@ -503,50 +431,29 @@ impl HfMock {
         lock(&self.state.settings).weak_etags = on;
     }
 
-    /// Expires every CDN URL signed so far: they answer `403` from now on, so a client must
-    /// resolve again.
-    pub fn expire_signed_urls(&self) {
-        self.state.signer.expire_all();
-    }
-
-    /// Lifetime of CDN URLs signed from now on (default one hour; `Expires=` carries it).
-    pub fn set_signed_url_ttl(&self, ttl: Duration) {
-        self.state.signer.set_ttl(ttl);
-    }
-
     /// Body bytes the CDN has handed to connections so far.
     pub fn cdn_body_bytes_sent(&self) -> u64 {
-        self.state.cdn_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Body bytes of files the Hub itself has served so far (regular files).
-    pub fn hub_body_bytes_sent(&self) -> u64 {
-        self.state.hub_bytes.load(Ordering::Relaxed)
+        self.storage.bytes_sent()
     }
 
     /// Queues a fault for the next CDN `GET`.
     pub fn inject_cdn_fault(&self, fault: Fault) {
-        self.state.cdn_faults.push(fault);
+        self.storage.inject_fault(fault);
     }
 
     /// Queues a fault for the next `GET` of a regular file served by the Hub.
     pub fn inject_hub_fault(&self, fault: Fault) {
-        self.state.hub_faults.push(fault);
+        self.state.hub_faults.extend([fault]);
     }
 
     /// The CDN ignores `Range` and always answers `200` with the whole file.
     pub fn set_cdn_ignore_range(&self, on: bool) {
-        lock(&self.state.settings).cdn_ignore_range = on;
-    }
-
-    /// `true` (default): the CDN answers `400` to any request carrying `Authorization`.
-    pub fn set_cdn_reject_authorization(&self, on: bool) {
-        lock(&self.state.settings).cdn_reject_auth = on;
+        self.storage.set_ignore_range(on);
     }
 
     /// Limits CDN bodies to `bytes_per_sec` (`None`: unlimited).
     pub fn set_cdn_throttle(&self, bytes_per_sec: Option<u64>) {
-        lock(&self.state.settings).cdn_throttle = bytes_per_sec;
+        self.storage.set_throttle(bytes_per_sec);
     }
 
     /// The next `count` Hub requests answer `429` with `RateLimit: "<bucket>";r=0;t=<secs>`
@@ -589,7 +496,7 @@ fn bucket_quota(bucket: &str) -> u64 {
     }
 }
 
-async fn hub_handler(State(st): State<Arc<HfState>>, req: Request) -> Response {
+async fn hub_handler(st: Arc<HfState>, req: Request) -> Response {
     let bucket = bucket_of(req.uri().path());
     let injected = lock(&st.injections).pop_front();
     let mut resp = match injected {
@@ -619,14 +526,6 @@ async fn hub_handler(State(st): State<Arc<HfState>>, req: Request) -> Response {
 }
 
 impl HfState {
-    fn endpoint(&self) -> &str {
-        self.endpoint.get().map_or("", String::as_str)
-    }
-
-    fn cdn_endpoint(&self) -> &str {
-        self.cdn_endpoint.get().map_or("", String::as_str)
-    }
-
     /// Common Hub headers (§1) and rate-limit headers on every response (§7).
     fn decorate(&self, resp: &mut Response, bucket: &'static str) {
         let used = {
@@ -736,7 +635,7 @@ impl HfState {
 /// `{"error": msg}` with `X-Error-Code` / `X-Error-Message` (§6, §11.8).
 fn hf_error(status: StatusCode, code: Option<&str>, msg: &str) -> Response {
     let body = serde_json::to_vec(&json!({ "error": msg })).expect("JSON");
-    let mut b = Response::builder()
+    let mut b = hyper::Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, JSON_CT)
         .header("x-error-message", hv(msg));
@@ -907,7 +806,7 @@ fn resolve(
     if file.lfs {
         return lfs_redirect(st, &repo, &sha, file);
     }
-    if lock(&st.settings).resolve_cache {
+    if !lock(&st.settings).direct_files {
         // §4.2 (b): relative 307 to the resolve cache, junk query and etag in the Location.
         let loc = format!(
             "/api/resolve-cache/{}/{}/{}/{}?{}=&etag={}",
@@ -936,8 +835,8 @@ fn resolve(
 fn lfs_redirect(st: &HfState, repo: &HfRepo, sha: &str, file: &HfFile) -> Response {
     let weak = lock(&st.settings).weak_etags;
     let sha256 = file.sha256();
-    let resource = format!("/repos/{}/{}/{}", &sha256[..2], &sha256[2..4], sha256);
-    let signed = st.signer.sign(&resource);
+    let resource = cdn_key(&sha256);
+    let signed = st.cdn.sign(&resource);
     let name = file.path.rsplit('/').next().unwrap_or(&file.path);
     let ascii: String = name
         .chars()
@@ -962,7 +861,7 @@ fn lfs_redirect(st: &HfState, repo: &HfRepo, sha: &str, file: &HfFile) -> Respon
         ("Signature", signed.signature.as_str()),
         ("Key-Pair-Id", "K2MOCKHFCDN0001"),
     ]);
-    let location = format!("{}{}?{}", st.cdn_endpoint(), resource, encode_query(&q));
+    let location = format!("{}{}?{}", st.cdn.base_url(), resource, encode_query(&q));
     let mut r = text_response(
         StatusCode::FOUND,
         "text/plain; charset=utf-8",
@@ -981,7 +880,7 @@ fn lfs_redirect(st: &HfState, repo: &HfRepo, sha: &str, file: &HfFile) -> Respon
             header::LINK,
             hv(&format!(
                 "<{}/api/{}/{}/xet-read-token/{}>; rel=\"xet-auth\"",
-                st.endpoint(),
+                st.endpoint,
                 repo.kind.api_plural(),
                 repo.id,
                 sha
@@ -1019,13 +918,11 @@ fn serve_hub_file(st: &HfState, req: &Request, sha: &str, file: &HfFile) -> Resp
         headers.insert(header::ETAG, hv(&quoted(&oid, true)));
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if req.method() == Method::GET {
-            st.hub_bytes.fetch_add(gz.len() as u64, Ordering::Relaxed);
-        }
-        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(gz) });
-        let mut r = Response::new(Body::from_stream(stream));
-        *r.headers_mut() = headers;
-        return r;
+        return answer(
+            StatusCode::OK,
+            headers,
+            Body::stored(gz, false, Shape::default()),
+        );
     }
     let etag = quoted(&oid, weak);
     headers.insert(header::ETAG, hv(&etag));
@@ -1038,29 +935,24 @@ fn serve_hub_file(st: &HfState, req: &Request, sha: &str, file: &HfFile) -> Resp
                 .to_string()
         };
         if inm.trim() == "*" || inm.split(',').any(|t| bare(t) == oid) {
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::NOT_MODIFIED;
-            *r.headers_mut() = headers;
-            return r;
+            return answer(StatusCode::NOT_MODIFIED, headers, Body::empty());
         }
     }
-    let fault = if req.method() == Method::GET {
-        st.hub_faults.pop()
-    } else {
-        None
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let fault = (req.method() == Method::GET)
+        .then(|| st.hub_faults.pop())
+        .flatten();
+    let entity = Entity {
+        content: file.content.clone(),
+        headers,
+        etag: Some(etag),
+        last_modified: None,
+        ranges: true,
+        head_ranges: true,
+        exact: true,
+        throttle: None,
     };
-    serve_blob(
-        req.headers(),
-        BlobServe {
-            content: file.content.clone(),
-            headers,
-            etag: Some(etag),
-            fault,
-            ignore_range: false,
-            counter: st.hub_bytes.clone(),
-            throttle: None,
-        },
-    )
+    serve_entity(req.method(), req.headers(), entity, fault)
 }
 
 /// Splits `{repo...}/{rest}` where the repo id is one or two segments.
@@ -1300,7 +1192,7 @@ fn tree(
             query.push('&');
         }
         query.push_str(&format!("cursor={cursor}"));
-        let next = format!("{}{}?{}", st.endpoint(), req.uri().path(), query);
+        let next = format!("{}{}?{}", st.endpoint, req.uri().path(), query);
         resp.headers_mut()
             .insert(header::LINK, hv(&format!("<{next}>; rel=\"next\"")));
     }
@@ -1448,7 +1340,11 @@ async fn paths_info(
     };
     let headers = req.headers().clone();
     let is_json = header_str(&headers, "content-type").is_some_and(|c| c.contains("json"));
-    let Ok(body) = axum::body::to_bytes(req.into_body(), 4 << 20).await else {
+    let Ok(body) = http_body_util::Limited::new(req.into_body(), 4 << 20)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+    else {
         return hf_error(StatusCode::BAD_REQUEST, None, "Invalid body");
     };
     let (paths, expand): (Vec<String>, bool) = if is_json {
@@ -1497,64 +1393,49 @@ async fn paths_info(
 // CDN
 // ---------------------------------------------------------------------------------------
 
+/// The CDN key of an LFS object.
+fn cdn_key(sha256: &str) -> String {
+    format!("/repos/{}/{}/{}", &sha256[..2], &sha256[2..4], sha256)
+}
+
 /// The CDN: signed, expiring URLs; Range; never the Hub's headers (§4.5, §11.1, §11.5).
-async fn cdn_handler(State(st): State<Arc<HfState>>, req: Request) -> Response {
-    let (reject_auth, ignore_range, throttle) = {
-        let s = lock(&st.settings);
-        (s.cdn_reject_auth, s.cdn_ignore_range, s.cdn_throttle)
-    };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return xml_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "The specified method is not allowed against this resource.",
-        );
+fn cdn_rules() -> StorageRules {
+    StorageRules {
+        label: "cdn",
+        admit: |method, h| {
+            if let Some(refused) = only_get_and_head(method) {
+                return Some(refused);
+            }
+            h.contains_key(header::AUTHORIZATION).then(|| xml_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                "Only one auth mechanism allowed; only the Signature query parameter or the Authorization header should be specified",
+            ))
+        },
+        last_modified: MODIFIED_AT,
+        signature_param: "Signature",
+        refuse: |e| match e {
+            SignError::Expired => {
+                xml_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired")
+            }
+            SignError::Invalid => xml_error(StatusCode::FORBIDDEN, "AccessDenied", "Access denied"),
+        },
+        headers: cdn_headers,
     }
-    if reject_auth && req.headers().contains_key(header::AUTHORIZATION) {
-        return xml_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidArgument",
-            "Only one auth mechanism allowed; only the Signature query parameter or the Authorization header should be specified",
-        );
-    }
-    let path = req.uri().path().to_string();
-    let sha256 = path.rsplit('/').next().unwrap_or("").to_string();
-    let Some(content) = lock(&st.blobs).get(&sha256).cloned() else {
-        return xml_error(
-            StatusCode::NOT_FOUND,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        );
-    };
-    let q = query_pairs(req.uri());
-    match st.signer.verify(&path, query_get(&q, "Signature")) {
-        Ok(()) => {}
-        Err(SignError::Expired) => {
-            return xml_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired")
-        }
-        Err(SignError::Invalid) => {
-            return xml_error(StatusCode::FORBIDDEN, "AccessDenied", "Access denied")
-        }
-    }
+}
+
+/// CloudFront's headers on an LFS object: the sha256 as ETag, the signed content type.
+fn cdn_headers(key: &str, _content: &Bytes, q: &[(String, String)]) -> HeaderMap {
+    let sha256 = key.rsplit('/').next().unwrap_or("");
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        hv(query_get(&q, "response-content-type").unwrap_or("application/octet-stream")),
+        hv(query_get(q, "response-content-type").unwrap_or("application/octet-stream")),
     );
-    if let Some(cd) = query_get(&q, "response-content-disposition") {
-        headers.insert(header::CONTENT_DISPOSITION, hv(cd));
-    }
-    let etag = format!("\"{sha256}\"");
-    headers.insert(header::ETAG, hv(&etag));
+    headers.insert(header::ETAG, hv(&format!("\"{sha256}\"")));
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000"),
-    );
-    headers.insert(
-        header::LAST_MODIFIED,
-        hv(&httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + Duration::from_secs(MODIFIED_AT),
-        )),
     );
     headers.insert("x-cache", HeaderValue::from_static("Miss from cloudfront"));
     headers.insert(
@@ -1566,40 +1447,17 @@ async fn cdn_handler(State(st): State<Arc<HfState>>, req: Request) -> Response {
     );
     headers.insert("x-amz-cf-pop", HeaderValue::from_static("MOCK50-C1"));
     headers.insert("x-amz-cf-id", hv(&random_hex(56)));
-    let fault = if req.method() == Method::GET {
-        st.cdn_faults.pop()
-    } else {
-        None
-    };
-    serve_blob(
-        req.headers(),
-        BlobServe {
-            content,
-            headers,
-            etag: Some(etag),
-            fault,
-            ignore_range,
-            counter: st.cdn_bytes.clone(),
-            throttle,
-        },
-    )
+    headers
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::redirect::Policy;
+    use crate::testing::{client, gunzip, header as h};
+    use std::time::Duration;
 
     const TOKEN: &str = "hf_approvedtoken";
     const OTHER: &str = "hf_unapprovedtoken";
-
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(Policy::none())
-            .no_gzip()
-            .build()
-            .unwrap()
-    }
 
     fn weights() -> Bytes {
         Bytes::from(
@@ -1642,10 +1500,6 @@ mod tests {
 
     fn sha_of(m: &HfMock, id: &str, rev: &str) -> String {
         m.commit_sha(RepoKind::Model, id, rev).unwrap()
-    }
-
-    fn h<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-        r.headers().get(name).map(|v| v.to_str().unwrap())
     }
 
     #[tokio::test]
@@ -1695,11 +1549,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(h(&r, "content-encoding"), Some("gzip"));
-        let raw = r.bytes().await.unwrap();
-        let mut d = flate2::read::GzDecoder::new(&raw[..]);
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut d, &mut s).unwrap();
-        let v: Value = serde_json::from_str(&s).unwrap();
+        let v: Value = serde_json::from_str(&gunzip(&r.bytes().await.unwrap())).unwrap();
         assert_eq!(v["sha"], json!(sha));
         assert!(v.get("downloads").is_none());
         assert_eq!(v["siblings"][0], json!({ "rfilename": ".gitattributes" }));

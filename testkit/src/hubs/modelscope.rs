@@ -17,23 +17,22 @@
 //!   and allows `HEAD`. Its ETag is an MD5 (not the sha256).
 //! * Datasets (§8) and `/api/v1/login` (§3.6) are not mocked.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::Response;
-use axum::Router;
 use bytes::Bytes;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::common::{
-    encode_query, header_str, hv, json_response, lock, md5_hex, path_segments, query_get,
-    query_pairs, random_hex, random_uuid, serve_blob, sha1_hex, sha256_hex, spawn_host, xml_error,
-    BlobServe, Fault, FaultQueue, HostListener, RecordedRequest, Recorder, SignError, Signer,
+    encode_query, header_str, hv, json_response, path_segments, query_get, query_pairs, random_hex,
+    random_uuid, xml_error, SignError,
 };
+use super::storage::{only_get_and_head, Mock, StorageHost, StorageRules, SIGNATURE_MISMATCH};
+use crate::content::{md5_hex, sha1_hex, sha256_hex};
+use crate::serve::entity::answer;
+use crate::serve::{lock, Body, Fault, Request, Response};
 
 /// `Content-Type` of API answers.
 const JSON_CT: &str = "application/json";
@@ -87,13 +86,13 @@ impl MsFile {
     }
 
     /// The `Sha256` the listing reports.
-    pub fn listed_sha256(&self) -> String {
+    fn listed_sha256(&self) -> String {
         self.listed_sha256.clone().unwrap_or_else(|| self.sha256())
     }
 
     /// The per-file `Revision`: a stable id of "the last commit that touched this file",
     /// different per file and never the branch name (§3.3).
-    pub fn last_commit(&self) -> String {
+    fn last_commit(&self) -> String {
         sha1_hex(format!("{}\n{}", self.path, self.sha256()).as_bytes())
     }
 
@@ -231,14 +230,6 @@ pub struct MsApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Debug)]
-struct Settings {
-    anonymous_private_status: StatusCode,
-    oss_reject_credentials: bool,
-    oss_ignore_range: bool,
-    oss_throttle: Option<u64>,
-}
-
 /// Who is calling, from the `m_session_id` cookie or `Authorization: Bearer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Caller {
@@ -247,94 +238,50 @@ enum Caller {
     Invalid,
 }
 
-struct MsState {
-    oss_endpoint: OnceLock<String>,
+/// The API side of an [`MsMock`]: models, tokens, switches.
+pub struct MsState {
+    oss: Arc<StorageHost>,
     models: Mutex<Vec<MsModel>>,
     tokens: Mutex<HashSet<String>>,
-    /// OSS key (path) -> content.
-    objects: Mutex<HashMap<String, Bytes>>,
-    signer: Signer,
-    settings: Mutex<Settings>,
-    oss_faults: FaultQueue,
+    /// The status private models give anonymous callers.
+    anonymous_private_status: Mutex<StatusCode>,
     api_errors: Mutex<VecDeque<MsApiError>>,
-    oss_bytes: Arc<AtomicU64>,
 }
 
 /// A running mock of ModelScope plus its OSS storage host. Dropping it stops both.
-pub struct MsMock {
-    state: Arc<MsState>,
-    recorder: Recorder,
-    api: HostListener,
-    oss: HostListener,
-}
+pub type MsMock = Mock<MsState>;
 
 impl MsMock {
     /// Starts the API and the OSS host on two ports of `127.0.0.1`.
     pub async fn start() -> MsMock {
-        let recorder = Recorder::default();
-        let state = Arc::new(MsState {
-            oss_endpoint: OnceLock::new(),
-            models: Mutex::new(Vec::new()),
-            tokens: Mutex::new(HashSet::new()),
-            objects: Mutex::new(HashMap::new()),
-            signer: Signer::new(),
-            settings: Mutex::new(Settings {
-                anonymous_private_status: StatusCode::FORBIDDEN,
-                oss_reject_credentials: true,
-                oss_ignore_range: false,
-                oss_throttle: None,
-            }),
-            oss_faults: FaultQueue::default(),
-            api_errors: Mutex::new(VecDeque::new()),
-            oss_bytes: Arc::new(AtomicU64::new(0)),
-        });
-        let api = spawn_host(
+        Mock::launch(
             "api",
-            Router::new()
-                .fallback(api_handler)
-                .with_state(state.clone()),
-            recorder.clone(),
+            oss_rules(),
+            |_, oss| MsState {
+                oss,
+                models: Mutex::new(Vec::new()),
+                tokens: Mutex::new(HashSet::new()),
+                anonymous_private_status: Mutex::new(StatusCode::FORBIDDEN),
+                api_errors: Mutex::new(VecDeque::new()),
+            },
+            api_handler,
         )
-        .await;
-        let oss = spawn_host(
-            "oss",
-            Router::new()
-                .fallback(oss_handler)
-                .with_state(state.clone()),
-            recorder.clone(),
-        )
-        .await;
-        let _ = state.oss_endpoint.set(oss.base_url());
-        MsMock {
-            state,
-            recorder,
-            api,
-            oss,
-        }
-    }
-
-    /// `http://127.0.0.1:PORT` of the API: what a client uses as `MODELSCOPE_ENDPOINT`.
-    pub fn endpoint(&self) -> String {
-        self.api.base_url()
     }
 
     /// `http://127.0.0.1:PORT` of the OSS storage host.
     pub fn oss_endpoint(&self) -> String {
-        self.oss.base_url()
+        self.storage.base_url()
     }
 
     /// Adds `model`, replacing one with the same id.
     pub fn add_model(&self, model: MsModel) {
+        for f in model
+            .branches
+            .iter()
+            .chain(&model.tags)
+            .flat_map(|r| &r.files)
         {
-            let mut objects = lock(&self.state.objects);
-            for f in model
-                .branches
-                .iter()
-                .chain(&model.tags)
-                .flat_map(|r| &r.files)
-            {
-                objects.insert(oss_key(f), f.content.clone());
-            }
+            self.storage.put(oss_key(f), f.content.clone());
         }
         let mut models = lock(&self.state.models);
         models.retain(|m| m.id() != model.id());
@@ -346,56 +293,20 @@ impl MsMock {
         lock(&self.state.tokens).insert(token.to_string());
     }
 
-    /// Every request received so far by both hosts (`host` is `"api"` or `"oss"`).
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.recorder.all()
-    }
-
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        self.recorder.clear();
-    }
-
-    /// Expires every OSS URL signed so far (`403` from now on; the client must re-resolve).
-    pub fn expire_signed_urls(&self) {
-        self.state.signer.expire_all();
-    }
-
-    /// Lifetime of OSS URLs signed from now on (default one hour; `Expires=` carries it).
-    pub fn set_signed_url_ttl(&self, ttl: Duration) {
-        self.state.signer.set_ttl(ttl);
-    }
-
     /// Body bytes the OSS host has handed to connections so far.
     pub fn oss_body_bytes_sent(&self) -> u64 {
-        self.state.oss_bytes.load(Ordering::Relaxed)
+        self.storage.bytes_sent()
     }
 
     /// Queues a fault for the next OSS `GET` (e.g. [`Fault::CorruptBody`] to serve corrupted
     /// bytes once, [`Fault::RangeAs200WithContentRange`] for the [OBS-MS2] quirk).
     pub fn inject_oss_fault(&self, fault: Fault) {
-        self.state.oss_faults.push(fault);
-    }
-
-    /// The OSS host ignores `Range` and answers `200` with the whole file (§12.8 (a)).
-    pub fn set_oss_ignore_range(&self, on: bool) {
-        lock(&self.state.settings).oss_ignore_range = on;
-    }
-
-    /// Limits OSS bodies to `bytes_per_sec` (`None`: unlimited).
-    pub fn set_oss_throttle(&self, bytes_per_sec: Option<u64>) {
-        lock(&self.state.settings).oss_throttle = bytes_per_sec;
-    }
-
-    /// `true` (default): the OSS host answers `400` to requests carrying `Authorization` or
-    /// the `m_session_id` cookie.
-    pub fn set_oss_reject_credentials(&self, on: bool) {
-        lock(&self.state.settings).oss_reject_credentials = on;
+        self.storage.inject_fault(fault);
     }
 
     /// The status private models give anonymous callers: `403` (default) or `401`.
     pub fn set_anonymous_private_status(&self, status: u16) {
-        lock(&self.state.settings).anonymous_private_status =
+        *lock(&self.state.anonymous_private_status) =
             StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
     }
 
@@ -507,7 +418,7 @@ impl MsState {
             match self.caller(h) {
                 Caller::Valid => {}
                 Caller::Anonymous => {
-                    let status = lock(&self.settings).anonymous_private_status;
+                    let status = *lock(&self.anonymous_private_status);
                     return Err(Box::new(envelope(
                         status,
                         h,
@@ -531,7 +442,7 @@ impl MsState {
     }
 }
 
-async fn api_handler(State(st): State<Arc<MsState>>, req: Request) -> Response {
+async fn api_handler(st: Arc<MsState>, req: Request) -> Response {
     let h = req.headers().clone();
     if let Some(e) = lock(&st.api_errors).pop_front() {
         let status =
@@ -710,7 +621,7 @@ fn download(st: &MsState, h: &HeaderMap, m: &MsModel, q: &[(String, String)]) ->
         );
     };
     let key = oss_key(file);
-    let signed = st.signer.sign(&key);
+    let signed = st.oss.sign(&key);
     let expires = signed.expires.to_string();
     let disposition = format!("attachment;filename={}", file.name());
     let query = encode_query(&[
@@ -719,113 +630,65 @@ fn download(st: &MsState, h: &HeaderMap, m: &MsModel, q: &[(String, String)]) ->
         ("Signature", &signed.signature),
         ("response-content-disposition", &disposition),
     ]);
-    let location = format!(
-        "{}{}?{}",
-        st.oss_endpoint.get().map_or("", String::as_str),
-        key,
-        query
-    );
-    let mut r = Response::new(axum::body::Body::empty());
-    *r.status_mut() = StatusCode::FOUND;
-    r.headers_mut().insert(header::LOCATION, hv(&location));
-    r.headers_mut().insert(header::CONTENT_LENGTH, 0.into());
-    r
+    let location = format!("{}{}?{}", st.oss.base_url(), key, query);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, hv(&location));
+    headers.insert(header::CONTENT_LENGTH, 0.into());
+    answer(StatusCode::FOUND, headers, Body::empty())
 }
 
 /// The OSS host: signed, expiring URLs; Range; no credentials accepted (§3.4, §12.7, §12.8).
-async fn oss_handler(State(st): State<Arc<MsState>>, req: Request) -> Response {
-    let (reject, ignore_range, throttle) = {
-        let s = lock(&st.settings);
-        (s.oss_reject_credentials, s.oss_ignore_range, s.oss_throttle)
-    };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return xml_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "The specified method is not allowed against this resource.",
-        );
-    }
-    if reject {
-        let has_cookie = req
-            .headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("m_session_id"));
-        if has_cookie || req.headers().contains_key(header::AUTHORIZATION) {
-            return xml_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidArgument",
-                "Authorization header or m_session_id cookie is not allowed on a signed URL",
-            );
-        }
-    }
-    let key = req.uri().path().to_string();
-    let Some(content) = lock(&st.objects).get(&key).cloned() else {
-        return xml_error(
-            StatusCode::NOT_FOUND,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        );
-    };
-    let q = query_pairs(req.uri());
-    match st.signer.verify(&key, query_get(&q, "Signature")) {
-        Ok(()) => {}
-        Err(SignError::Expired) => {
-            return xml_error(
+fn oss_rules() -> StorageRules {
+    StorageRules {
+        label: "oss",
+        admit: |method, h| {
+            if let Some(refused) = only_get_and_head(method) {
+                return Some(refused);
+            }
+            let has_cookie = h
+                .get_all(header::COOKIE)
+                .iter()
+                .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("m_session_id"));
+            (has_cookie || h.contains_key(header::AUTHORIZATION)).then(|| {
+                xml_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    "Authorization header or m_session_id cookie is not allowed on a signed URL",
+                )
+            })
+        },
+        last_modified: COMMITTED_AT,
+        signature_param: "Signature",
+        refuse: |e| match e {
+            SignError::Expired => xml_error(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
                 "Request has expired.",
-            )
-        }
-        Err(SignError::Invalid) => {
-            return xml_error(
+            ),
+            SignError::Invalid => xml_error(
                 StatusCode::FORBIDDEN,
                 "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided.",
-            )
-        }
+                SIGNATURE_MISMATCH,
+            ),
+        },
+        headers: oss_headers,
     }
+}
+
+/// OSS's headers on an object: an upper-case MD5 ETag (not the sha256).
+fn oss_headers(_key: &str, content: &Bytes, _q: &[(String, String)]) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Some(cd) = query_get(&q, "response-content-disposition") {
-        headers.insert(header::CONTENT_DISPOSITION, hv(cd));
-    }
-    let etag = format!("\"{}\"", md5_hex(&content).to_uppercase());
+    let etag = format!("\"{}\"", md5_hex(content).to_uppercase());
     headers.insert(header::ETAG, hv(&etag));
-    headers.insert(
-        header::LAST_MODIFIED,
-        hv(&httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + Duration::from_secs(COMMITTED_AT),
-        )),
-    );
     headers.insert("x-oss-request-id", hv(&random_hex(24).to_uppercase()));
     headers.insert("server", HeaderValue::from_static("AliyunOSS"));
-    let fault = if req.method() == Method::GET {
-        st.oss_faults.pop()
-    } else {
-        None
-    };
-    serve_blob(
-        req.headers(),
-        BlobServe {
-            content,
-            headers,
-            etag: Some(etag),
-            fault,
-            ignore_range,
-            counter: st.oss_bytes.clone(),
-            throttle,
-        },
-    )
+    headers
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::redirect::Policy;
+    use crate::testing::{client, gunzip, header as h};
 
     const TOKEN: &str = "ms-0a1b2c3d-4e5f-6789-abcd-ef0123456789";
 
@@ -856,18 +719,6 @@ mod tests {
                 .with_files(vec![MsFile::new("a.txt", "secret\n")]),
         );
         m
-    }
-
-    fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(Policy::none())
-            .no_gzip()
-            .build()
-            .unwrap()
-    }
-
-    fn h<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-        r.headers().get(name).map(|v| v.to_str().unwrap())
     }
 
     #[tokio::test]
@@ -918,11 +769,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(h(&r, "content-encoding"), Some("gzip"));
-            let raw = r.bytes().await.unwrap();
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut s)
-                .unwrap();
-            let v: Value = serde_json::from_str(&s).unwrap();
+            let v: Value = serde_json::from_str(&gunzip(&r.bytes().await.unwrap())).unwrap();
             let files = v["Data"]["Files"].as_array().unwrap();
             let paths: Vec<&str> = files.iter().map(|f| f["Path"].as_str().unwrap()).collect();
             assert_eq!(
