@@ -7,7 +7,9 @@ use std::time::Duration;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use mdl_protocol::endpoint::{LocalListener, LocalStream};
 use mdl_protocol::handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
-use mdl_protocol::{Connection, ErrorKind, ErrorReply, Event, ProtocolError, Request, Response};
+use mdl_protocol::{
+    Codec, Connection, ErrorKind, ErrorReply, Event, ProtocolError, Request, Response,
+};
 use tokio::sync::{broadcast::error::RecvError, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -60,12 +62,22 @@ pub async fn handle_connection(
     heartbeat: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut conn = Connection::new(stream);
+    // The first frame picks the codec (JSON when it starts with `{`, else bincode).
+    let mut conn = Connection::detecting(stream);
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.recv::<Hello>()).await {
         Ok(Ok(Some(hello))) => hello,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::debug!("bad handshake frame: {e}");
+            if let (Codec::Json, ProtocolError::Codec(e)) = (conn.codec(), &e) {
+                // A hand-written JSON client learns what is wrong; bincode gets no reply, as
+                // its peer may not be an mdl client at all.
+                let reply = ErrorReply::new(
+                    ErrorKind::InvalidRequest,
+                    format!("the first frame must be a Hello ({e})"),
+                );
+                let _ = conn.send(&Response::Error(reply)).await;
+            }
             return;
         }
         Err(_) => {
@@ -115,7 +127,14 @@ pub async fn handle_connection(
                         "cannot decode the request ({e}); is the client from the same mdl version?"
                     ),
                 );
-                let _ = conn.send(&Response::Error(reply)).await;
+                if conn.send(&Response::Error(reply)).await.is_err() {
+                    return;
+                }
+                // A JSON frame is self-contained, so the next one can still be read; a
+                // bincode peer that sends an undecodable frame is not trusted further.
+                if conn.codec() == Codec::Json {
+                    continue;
+                }
                 return;
             }
             Err(e) => {
