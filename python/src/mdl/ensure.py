@@ -224,6 +224,14 @@ def ensure(
         result.setdefault(file.spec, []).append(file.path)
         if is_intact(file):
             continue
+        if file.path.is_file():
+            # Damaged: it is about to be replaced anyway. Removing it first also keeps the
+            # daemon from trusting its record of the earlier download (kept by size and
+            # modification second), which could otherwise "complete" from this very file.
+            try:
+                file.path.unlink()
+            except OSError:
+                pass
         outcome, job = client.add_reply(
             file.url,
             dest=file.dir,
