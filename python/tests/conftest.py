@@ -161,3 +161,11 @@ def sha256_of(path: Path) -> str:
 
 def all_jobs(client: mdl.Client) -> List[mdl.Job]:
     return client.jobs()
+
+
+def until(check: "Any", timeout: float = 10.0) -> None:
+    """Poll ``check()`` until it is true (the daemon acts asynchronously on some requests)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

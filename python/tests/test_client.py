@@ -9,7 +9,7 @@ from typing import List
 import pytest
 
 import mdl
-from conftest import Daemon, Mocks, sha256_of
+from conftest import Daemon, Mocks, sha256_of, until
 
 
 def test_add_wait_and_query(daemon: Daemon, mocks: Mocks) -> None:
@@ -51,14 +51,14 @@ def test_pause_resume_prio_cancel_remove(daemon: Daemon, mocks: Mocks) -> None:
     job = client.add(slow["url"], dest=daemon.downloads)
     assert isinstance(job, mdl.Job)
     client.pause(job)
-    assert client.job(job).state == "paused"
+    until(lambda: client.job(job).state == "paused")
     client.resume("all")
     assert client.job(job).state in ("queued", "running")
     assert client.prio(job, 9).priority == 9
     client.pause("all")
-    assert client.job(job).state == "paused"
+    until(lambda: client.job(job).state == "paused")
     client.cancel(job)
-    assert client.job(job).state == "cancelled"
+    until(lambda: client.job(job).state == "cancelled")
     with pytest.raises(mdl.CancelledError) as caught:
         client.wait(job, timeout=5)
     assert caught.value.job is not None and caught.value.job.id == job.id
