@@ -115,3 +115,27 @@ def test_a_json_client_and_a_bincode_client_at_the_same_time(daemon: Daemon, moc
 def test_version_and_typed_objects(daemon: Daemon) -> None:
     info = daemon.client().daemon_status()
     assert isinstance(info, mdl.DaemonInfo) and info.max_concurrent >= 1
+
+
+def test_the_script_in_the_protocol_document_runs(daemon: Daemon, mocks: Mocks) -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "protocol.md").read_text()
+    match = re.search(r"<!-- replay-script -->\n```python\n(.*?)```", doc, re.S)
+    assert match, "the replay script is marked in docs/protocol.md"
+    script = match.group(1)
+    assert len(script.strip().splitlines()) <= 10
+    served = mocks.file("/proto/replay.bin", 300 * 1024)
+    dest = daemon.root / "replayed"
+    out = subprocess.run(
+        [sys.executable, "-c", script, daemon.socket, served["url"], str(dest)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Welcome" in out.stdout and "Completed" in out.stdout.splitlines()[-1]
+    assert Path(dest / "replay.bin").stat().st_size == 300 * 1024
