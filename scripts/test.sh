@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The full test suite: unit, daemon integration and end-to-end tests (real binaries).
+# The full test suite: unit, daemon integration and end-to-end tests (real binaries), then the
+# Python package's tests against the real mdld and the testkit's mock servers.
 # Builds every binary first so the end-to-end tests find mdld and mdlctl side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Hugging Face cache layout test runs the real huggingface_hub offline when it is present.
-python3 -m pip install --quiet huggingface_hub || echo "huggingface_hub unavailable: its layout check will be skipped"
+# pytest runs the Python tests; huggingface_hub checks that it finds what mdl wrote, offline.
+python3 -m pip install --quiet --disable-pip-version-check pytest huggingface_hub
 cargo build --workspace --bins
+cargo build -p testkit --example serve_mocks
 cargo test --workspace -- --test-threads="${MDL_TEST_THREADS:-4}"
+# The Python package, installed the way users install it.
+python3 -m pip install --quiet --disable-pip-version-check ./python
+python3 -m pytest -q -p no:cacheprovider python/tests

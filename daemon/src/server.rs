@@ -7,7 +7,9 @@ use std::time::Duration;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use mdl_protocol::endpoint::{LocalListener, LocalStream};
 use mdl_protocol::handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
-use mdl_protocol::{Connection, ErrorKind, ErrorReply, Event, ProtocolError, Request, Response};
+use mdl_protocol::{
+    Codec, Connection, ErrorKind, ErrorReply, Event, ProtocolError, Request, Response,
+};
 use tokio::sync::{broadcast::error::RecvError, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -51,12 +53,22 @@ pub async fn serve(listener: LocalListener, services: Services, heartbeat: Durat
 /// Serve one connection: handshake, then requests until the client hangs up.
 pub async fn handle_connection(stream: LocalStream, services: Services, heartbeat: Duration) {
     let shutdown = services.shutdown.clone();
-    let mut conn = Connection::new(stream);
+    // The first frame picks the codec (JSON when it starts with `{`, else bincode).
+    let mut conn = Connection::detecting(stream);
     let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.recv::<Hello>()).await {
         Ok(Ok(Some(hello))) => hello,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::debug!("bad handshake frame: {e}");
+            if let (Codec::Json, ProtocolError::Codec(e)) = (conn.codec(), &e) {
+                // A hand-written JSON client learns what is wrong; bincode gets no reply, as
+                // its peer may not be an mdl client at all.
+                let reply = ErrorReply::new(
+                    ErrorKind::InvalidRequest,
+                    format!("the first frame must be a Hello ({e})"),
+                );
+                let _ = conn.send(&Response::Error(reply)).await;
+            }
             return;
         }
         Err(_) => {
@@ -106,7 +118,14 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
                         "cannot decode the request ({e}); is the client from the same mdl version?"
                     ),
                 );
-                let _ = conn.send(&Response::Error(reply)).await;
+                if conn.send(&Response::Error(reply)).await.is_err() {
+                    return;
+                }
+                // A JSON frame is self-contained, so the next one can still be read; a
+                // bincode peer that sends an undecodable frame is not trusted further.
+                if conn.codec() == Codec::Json {
+                    continue;
+                }
                 return;
             }
             Err(e) => {

@@ -13,6 +13,7 @@
 
 use std::path::Path;
 
+use crate::codec::Codec;
 use crate::connection::{Connection, ProtocolError};
 use crate::endpoint::{self, LocalStream};
 use crate::event::Event;
@@ -72,18 +73,27 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connect to the daemon at `path` and perform the handshake.
+    /// Connect to the daemon at `path` and perform the handshake (in bincode).
     pub async fn connect(path: &Path, client_version: &str) -> Result<Client, ClientError> {
+        Client::connect_with_codec(path, client_version, Codec::Bincode).await
+    }
+
+    /// Connect to the daemon at `path` speaking `codec`, and perform the handshake.
+    pub async fn connect_with_codec(
+        path: &Path,
+        client_version: &str,
+        codec: Codec,
+    ) -> Result<Client, ClientError> {
         let stream = endpoint::connect(path)
             .await
             .map_err(|source| ClientError::Connect {
                 path: path.display().to_string(),
                 source,
             })?;
-        Client::handshake(Connection::new(stream), client_version).await
+        Client::handshake(Connection::with_codec(stream, codec), client_version).await
     }
 
-    /// Perform the handshake on an already connected stream.
+    /// Perform the handshake on an already connected stream, in the connection's codec.
     pub async fn handshake(
         mut conn: Connection<LocalStream>,
         client_version: &str,

@@ -2,14 +2,16 @@
 //!
 //! A frame is an 8-byte big-endian length followed by that many bytes of payload (see
 //! [`crate::codec`]). A length above [`MAX_FRAME_LEN`] is refused as soon as the header is read,
-//! before anything is allocated for it.
+//! before anything is allocated for it. Every frame of a connection uses the same [`Codec`]: a
+//! client chooses it ([`Connection::with_codec`]); the daemon learns it from the first frame it
+//! receives ([`Connection::detecting`]).
 
 use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::codec::{self, CodecError};
+use crate::codec::{Codec, CodecError};
 
 /// The largest payload a frame may carry: 16 MiB (a listing of many thousands of jobs fits).
 pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
@@ -38,9 +40,14 @@ pub fn frame_codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Encode a message as a complete frame (header and payload), e.g. for golden fixtures.
+/// Encode a message as a complete bincode frame (header and payload), e.g. for golden fixtures.
 pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let payload = codec::encode(value)?;
+    encode_frame_with(Codec::Bincode, value)
+}
+
+/// Encode a message as a complete frame (header and payload) in `codec`.
+pub fn encode_frame_with<T: Serialize>(codec: Codec, value: &T) -> Result<Vec<u8>, CodecError> {
+    let payload = codec.encode(value)?;
     let mut frame = Vec::with_capacity(LENGTH_HEADER_LEN + payload.len());
     frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
     frame.extend_from_slice(&payload);
@@ -50,19 +57,43 @@ pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// A framed, typed connection over a byte stream.
 pub struct Connection<S> {
     framed: Framed<S, LengthDelimitedCodec>,
+    codec: Codec,
+    /// The codec is not known yet: the first received frame decides it.
+    detect: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    /// Wrap a stream.
+    /// Wrap a stream that speaks bincode.
     pub fn new(stream: S) -> Self {
+        Connection::with_codec(stream, Codec::Bincode)
+    }
+
+    /// Wrap a stream that speaks `codec` (the client side: it chooses).
+    pub fn with_codec(stream: S, codec: Codec) -> Self {
         Connection {
             framed: Framed::new(stream, frame_codec()),
+            codec,
+            detect: false,
         }
+    }
+
+    /// Wrap a stream whose codec the first received frame decides ([`Codec::detect`]): the
+    /// daemon's side. Until then [`Connection::codec`] says bincode.
+    pub fn detecting(stream: S) -> Self {
+        Connection {
+            detect: true,
+            ..Connection::new(stream)
+        }
+    }
+
+    /// The codec this connection speaks.
+    pub fn codec(&self) -> Codec {
+        self.codec
     }
 
     /// Send one message as one frame and flush it.
     pub async fn send<T: Serialize>(&mut self, value: &T) -> Result<(), ProtocolError> {
-        let payload = codec::encode(value)?;
+        let payload = self.codec.encode(value)?;
         if payload.len() > MAX_FRAME_LEN {
             return Err(ProtocolError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -82,7 +113,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match self.framed.next().await {
             None => Ok(None),
             Some(Err(e)) => Err(e.into()),
-            Some(Ok(frame)) => Ok(Some(codec::decode(&frame)?)),
+            Some(Ok(frame)) => {
+                if std::mem::take(&mut self.detect) {
+                    self.codec = Codec::detect(&frame);
+                }
+                Ok(Some(self.codec.decode(&frame)?))
+            }
         }
     }
 

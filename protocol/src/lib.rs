@@ -5,7 +5,7 @@
 //! * [`handshake`]: the first frame of every connection, in a layout that never changes;
 //! * [`request`], [`response`], [`event`]: one enum per direction plus pushed events;
 //! * [`types`]: the shared vocabulary (job ids, states, error kinds, job and file info);
-//! * [`codec`]: the only place that names the binary encoding;
+//! * [`codec`]: bincode or JSON per connection; the only place that names the binary encoding;
 //! * [`connection`]: length-prefixed frames with a hard size cap checked before allocating;
 //! * [`endpoint`]: where the per-user socket lives and how to bind / connect it;
 //! * [`client`]: a small async client for apps that queue downloads.
@@ -27,6 +27,7 @@ pub mod response;
 pub mod types;
 
 pub use client::{Client, ClientError, EventStream};
+pub use codec::Codec;
 pub use connection::{Connection, ProtocolError, MAX_FRAME_LEN};
 pub use event::{Event, Progress};
 pub use handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};

@@ -75,3 +75,51 @@ async fn round_trip_over_a_stream() {
         Some(Request::Status(77))
     );
 }
+
+#[tokio::test]
+async fn the_first_frame_picks_the_codec_for_the_whole_connection() {
+    use mdl_protocol::handshake::Hello;
+    use mdl_protocol::Codec;
+    for codec in [Codec::Json, Codec::Bincode] {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut client = Connection::with_codec(a, codec);
+        let mut server = Connection::detecting(b);
+        client.send(&Hello::new("t")).await.unwrap();
+        assert_eq!(server.recv::<Hello>().await.unwrap(), Some(Hello::new("t")));
+        assert_eq!(server.codec(), codec);
+        server.send(&Response::Ok).await.unwrap();
+        assert_eq!(client.recv::<Response>().await.unwrap(), Some(Response::Ok));
+        client.send(&Request::Status(u64::MAX)).await.unwrap();
+        assert_eq!(
+            server.recv::<Request>().await.unwrap(),
+            Some(Request::Status(u64::MAX))
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_decode_error_and_the_next_frame_still_reads() {
+    use mdl_protocol::connection::encode_frame_with;
+    use mdl_protocol::Codec;
+    let (mut tx, rx) = tokio::io::duplex(1 << 16);
+    let mut conn = Connection::with_codec(rx, Codec::Json);
+    for bad in [
+        &b"{\"Status\": "[..],
+        b"{\"Nope\":1}",
+        b"[1,2]",
+        b"\xff\xfe",
+    ] {
+        tx.write_all(&(bad.len() as u64).to_be_bytes())
+            .await
+            .unwrap();
+        tx.write_all(bad).await.unwrap();
+        assert!(matches!(
+            conn.recv::<Request>().await,
+            Err(ProtocolError::Codec(_))
+        ));
+    }
+    tx.write_all(&encode_frame_with(Codec::Json, &Request::List).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(conn.recv::<Request>().await.unwrap(), Some(Request::List));
+}

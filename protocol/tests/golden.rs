@@ -2,6 +2,10 @@
 //! `tests/fixtures/v1/`. A change that alters how an existing message encodes fails here: add
 //! new variants at the end instead, or bump the protocol version and add a `v2` directory.
 //! Run with `MDL_BLESS=1` to write fixtures for new messages (never to rewrite old ones).
+//!
+//! Each message is pinned twice: as a bincode frame (`v1/NAME.bin`, header included) and as
+//! the JSON payload a JSON client sends or receives (`v1/json/NAME.json`, exactly the bytes of
+//! one frame's payload). `docs/protocol.md` quotes the JSON fixtures.
 
 use std::path::PathBuf;
 
@@ -43,6 +47,7 @@ fn job() -> JobInfo {
 }
 
 fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, value: T) {
+    check_json(name, &value);
     let path = fixture_dir().join(format!("{name}.bin"));
     let encoded = encode_frame(&value).unwrap();
     if !path.exists() && std::env::var_os("MDL_BLESS").is_some() {
@@ -66,6 +71,42 @@ fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &s
         encoded, golden,
         "{name}: encoding changed; messages are append-only"
     );
+}
+
+/// The JSON form: the fixture decodes to `value`, and `value` encodes to the fixture's bytes.
+fn check_json<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    name: &str,
+    value: &T,
+) {
+    let dir = fixture_dir().join("json");
+    let path = dir.join(format!("{name}.json"));
+    let encoded = Codec::Json.encode(value).unwrap();
+    if !path.exists() && std::env::var_os("MDL_BLESS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, &encoded).unwrap();
+    }
+    let golden = std::fs::read(&path)
+        .unwrap_or_else(|_| panic!("missing fixture {}: run with MDL_BLESS=1", path.display()));
+    let decoded: T = Codec::Json
+        .decode(&golden)
+        .unwrap_or_else(|e| panic!("{name}.json: golden payload no longer decodes: {e}"));
+    assert_eq!(
+        &decoded, value,
+        "{name}.json: golden payload decodes to a different value"
+    );
+    assert_eq!(
+        String::from_utf8(encoded).unwrap(),
+        String::from_utf8(golden).unwrap(),
+        "{name}.json: JSON encoding changed; messages are append-only"
+    );
+}
+
+#[test]
+fn a_json_hello_starts_with_a_brace_and_a_bincode_one_never_does() {
+    let json = std::fs::read(fixture_dir().join("json/hello.json")).unwrap();
+    let bin = std::fs::read(fixture_dir().join("hello.bin")).unwrap();
+    assert_eq!(Codec::detect(&json), Codec::Json);
+    assert_eq!(Codec::detect(&bin[8..]), Codec::Bincode);
 }
 
 #[test]

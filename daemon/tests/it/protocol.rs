@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use mdl_protocol::connection::encode_frame;
 use mdl_protocol::handshake::{HandshakeReply, Hello, MAGIC};
-use mdl_protocol::{endpoint, Client, ClientError, Connection, Event, Request, Response};
+use mdl_protocol::{
+    endpoint, Client, ClientError, Codec, Connection, ErrorKind, Event, Request, Response,
+};
 use testkit::daemon::TestDaemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -196,4 +198,125 @@ async fn shutdown_request_replies_then_stops() {
         !daemon.socket.exists(),
         "the socket file is removed on exit"
     );
+}
+
+/// Write one frame with a raw payload.
+async fn write_raw_frame(stream: &mut endpoint::LocalStream, payload: &[u8]) {
+    stream
+        .write_all(&(payload.len() as u64).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(payload).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_json_client_and_a_bincode_client_are_served_at_the_same_time() {
+    let daemon = TestDaemon::start().await;
+    let mut json = Client::connect_with_codec(&daemon.socket, "json-test", Codec::Json)
+        .await
+        .unwrap();
+    let mut bin = daemon.client().await;
+    let added = json
+        .add(mdl_protocol::AddRequest {
+            source: "http://127.0.0.1:9/x.bin".into(),
+            dest: Some(daemon.downloads.display().to_string()),
+            paused: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Each sees what the other did, interleaved on two open connections.
+    assert_eq!(bin.status(added.job.id).await.unwrap().id, added.job.id);
+    bin.set_priority(added.job.id, 4).await.unwrap();
+    assert_eq!(json.status(added.job.id).await.unwrap().priority, 4);
+    let mut events = Client::connect_with_codec(&daemon.socket, "json-events", Codec::Json)
+        .await
+        .unwrap()
+        .subscribe()
+        .await
+        .unwrap();
+    assert!(matches!(
+        events.next().await.unwrap(),
+        Some(Event::Snapshot(jobs)) if jobs.len() == 1
+    ));
+    bin.cancel(added.job.id).await.unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(event, Some(Event::Cancelled(ref j)) if j.id == added.job.id) {
+            break;
+        }
+    }
+    assert_eq!(json.list().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_json_frames_get_an_error_and_the_connection_keeps_serving() {
+    let daemon = TestDaemon::start().await;
+    let mut conn = Connection::with_codec(raw(&daemon).await, Codec::Json);
+    conn.send(&Hello::new("json-test")).await.unwrap();
+    assert!(matches!(
+        conn.recv::<HandshakeReply>().await.unwrap(),
+        Some(HandshakeReply::Welcome { .. })
+    ));
+    let mut stream = conn.into_inner();
+    for bad in [
+        &b"{\"Status\": "[..],
+        b"{\"Frobnicate\": 1}",
+        b"{\"Add\": {\"source\": 5}}",
+        b"not json",
+    ] {
+        write_raw_frame(&mut stream, bad).await;
+        let mut conn = Connection::with_codec(stream, Codec::Json);
+        match conn.recv::<Response>().await.unwrap() {
+            Some(Response::Error(e)) => {
+                assert_eq!(e.kind, ErrorKind::InvalidRequest);
+                assert!(e.message.contains("cannot decode"), "{e:?}");
+            }
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+        stream = conn.into_inner();
+    }
+    let mut conn = Connection::with_codec(stream, Codec::Json);
+    conn.send(&Request::List).await.unwrap();
+    assert_eq!(
+        conn.recv::<Response>().await.unwrap(),
+        Some(Response::Jobs(vec![]))
+    );
+    assert_still_serving(&daemon).await;
+}
+
+#[tokio::test]
+async fn json_handshakes_get_the_same_answers_in_json() {
+    let daemon = TestDaemon::start().await;
+    // An incompatible version: the same clear error, in JSON.
+    let mut stream = raw(&daemon).await;
+    write_raw_frame(
+        &mut stream,
+        br#"{"magic":[109,100,108,0],"protocol":999,"client_version":"future"}"#,
+    )
+    .await;
+    let mut conn = Connection::with_codec(stream, Codec::Json);
+    match conn.recv::<HandshakeReply>().await.unwrap() {
+        Some(HandshakeReply::Incompatible { expected, got, .. }) => {
+            assert_eq!((expected, got), (mdl_protocol::PROTOCOL_VERSION, 999));
+        }
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+    assert_closed(&mut conn.into_inner()).await;
+    let err = Client::connect_with_codec(&daemon.socket, "ok", Codec::Json).await;
+    assert!(err.is_ok(), "a compatible JSON client is welcome");
+
+    // A first frame that is JSON but not a hello: an error saying so, then closed.
+    let mut stream = raw(&daemon).await;
+    write_raw_frame(&mut stream, br#"{"protocol":1}"#).await;
+    let mut conn = Connection::with_codec(stream, Codec::Json);
+    match conn.recv::<Response>().await.unwrap() {
+        Some(Response::Error(e)) => assert!(e.message.contains("Hello"), "{e:?}"),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+    assert_closed(&mut conn.into_inner()).await;
+    assert_still_serving(&daemon).await;
 }
