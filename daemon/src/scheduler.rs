@@ -685,3 +685,99 @@ impl Scheduler {
         jobs.into_iter().map(|j| self.job_info(j)).collect()
     }
 }
+
+/// A scheduler on a temporary store, for unit tests of the handlers (no task, no socket).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A scheduler whose store and downloads live in `dir`, and a subscriber to its events.
+    pub(crate) fn scheduler(dir: &std::path::Path) -> (Scheduler, broadcast::Receiver<Event>) {
+        let mut settings = Settings::new(dir.join("mdld.sock"), dir.join("data"));
+        settings.download_dir = dir.join("downloads");
+        let engine = Engine::new(settings.engine.clone()).unwrap();
+        let (scheduler, _runner_rx) =
+            Scheduler::open(Arc::new(settings), engine, CancellationToken::new()).unwrap();
+        let events = scheduler.events.subscribe();
+        (scheduler, events)
+    }
+
+    /// Commit like the scheduler's loop does after each batch.
+    pub(crate) async fn commit(scheduler: &mut Scheduler) {
+        scheduler.commit().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{commit, scheduler};
+    use super::*;
+
+    fn url_job(dir: &std::path::Path) -> JobRecord {
+        let request = mdl_protocol::AddRequest {
+            source: "http://127.0.0.1:9/model.bin".into(),
+            ..Default::default()
+        };
+        let source = crate::job::Source::Url(request.source.clone());
+        JobRecord::from_add(&request, source, Default::default(), dir.to_path_buf())
+    }
+
+    #[tokio::test]
+    async fn events_go_out_only_after_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut scheduler, mut events) = scheduler(dir.path());
+        let info = scheduler
+            .queue(url_job(dir.path()), &[], Event::Queued)
+            .unwrap();
+        let job = scheduler.job(info.id).unwrap().unwrap();
+        scheduler
+            .transition(job, JobState::Paused, Event::Paused)
+            .unwrap();
+        assert!(events.try_recv().is_err(), "an event before the flush");
+        assert!(scheduler.flush_pending);
+        commit(&mut scheduler).await;
+        assert!(!scheduler.flush_pending);
+        assert!(matches!(events.try_recv(), Ok(Event::Queued(j)) if j.id == info.id));
+        assert!(matches!(events.try_recv(), Ok(Event::Paused(j)) if j.state == JobState::Paused));
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_for_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut scheduler, _events) = scheduler(dir.path());
+        let (reply, mut answer) = oneshot::channel::<Result<(), String>>();
+        let info = scheduler
+            .queue(url_job(dir.path()), &[], Event::Queued)
+            .unwrap();
+        scheduler.pending_replies.push(Box::new(move |durable| {
+            let _ = reply.send(durable);
+        }));
+        assert!(answer.try_recv().is_err(), "a reply before the flush");
+        commit(&mut scheduler).await;
+        assert_eq!(answer.try_recv().unwrap(), Ok(()));
+        // Durable: a second store on the same directory cannot open while this one holds it,
+        // so read the record back through this one after the flush.
+        assert_eq!(
+            scheduler.job(info.id).unwrap().unwrap().state,
+            JobState::Queued
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelling_deletes_partial_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut scheduler, _events) = scheduler(dir.path());
+        let info = scheduler
+            .queue(url_job(dir.path()), &[], Event::Queued)
+            .unwrap();
+        let part = job::part_path(dir.path(), info.id, 0);
+        std::fs::write(&part, b"partial").unwrap();
+        let job = scheduler.job(info.id).unwrap().unwrap();
+        scheduler
+            .transition(job, JobState::Cancelled, Event::Cancelled)
+            .unwrap();
+        assert!(!part.exists());
+        let job = scheduler.job(info.id).unwrap().unwrap();
+        assert!(job.finished_ms.is_some());
+    }
+}

@@ -240,3 +240,63 @@ fn same_destination(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::testing::scheduler;
+
+    fn settings(dir: &std::path::Path) -> Settings {
+        Settings::new(dir.join("s"), dir.join("d"))
+    }
+
+    fn request(source: &str, dest: &std::path::Path) -> AddRequest {
+        AddRequest {
+            source: source.into(),
+            dest: Some(dest.display().to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_adds_are_refused_before_any_state_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let refuse = |r: AddRequest| check(&settings, r).err().unwrap().message;
+        assert!(refuse(request("", dir.path())).contains("empty"));
+        assert!(refuse(request("ftp://x/y", dir.path())).contains("unsupported source"));
+        let mut bad_hash = request("http://127.0.0.1/x", dir.path());
+        bad_hash.sha256 = Some("abc".into());
+        assert!(refuse(bad_hash).contains("64 hex digits"));
+        let mut relative = request("http://127.0.0.1/x", dir.path());
+        relative.dest = Some("rel/dir".into());
+        assert!(refuse(relative).contains("absolute"));
+        let mut civitai = request("civitai://1", dir.path());
+        civitai.options = vec![("nope".into(), "1".into())];
+        assert!(refuse(civitai).contains("unknown Civitai option"));
+    }
+
+    #[test]
+    fn the_same_destination_joins_the_queued_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _events) = scheduler(dir.path());
+        let settings = settings(dir.path());
+        let add = |s: &mut Scheduler| {
+            let checked = check(&settings, request("http://127.0.0.1/x.bin", dir.path())).unwrap();
+            match add_checked(s, checked).unwrap() {
+                Response::Added(reply) => reply,
+                other => panic!("{other:?}"),
+            }
+        };
+        let first = add(&mut s);
+        assert_eq!(first.outcome, AddOutcome::Created);
+        let second = add(&mut s);
+        assert_eq!(second.outcome, AddOutcome::Joined);
+        assert_eq!(second.job.id, first.job.id);
+        let record = s.job(first.job.id).unwrap().unwrap();
+        assert_eq!(
+            record.parsed_source,
+            Source::Url("http://127.0.0.1/x.bin".into())
+        );
+    }
+}

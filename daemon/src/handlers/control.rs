@@ -185,3 +185,108 @@ pub fn set_bandwidth_limit(
     scheduler.set_bandwidth_limit(job, request.bytes_per_second)?;
     Ok(Response::Daemon(scheduler.daemon_info()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::add::{add_checked, check};
+    use crate::scheduler::testing::scheduler;
+    use mdl_protocol::{AddRequest, ErrorKind};
+
+    fn queue(scheduler: &mut Scheduler, dir: &std::path::Path, name: &str) -> JobId {
+        let request = AddRequest {
+            source: format!("http://127.0.0.1:9/{name}"),
+            dest: Some(dir.display().to_string()),
+            ..Default::default()
+        };
+        let checked = check(&scheduler_settings(dir), request).unwrap();
+        match add_checked(scheduler, checked).unwrap() {
+            Response::Added(reply) => reply.job.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn scheduler_settings(dir: &std::path::Path) -> crate::Settings {
+        crate::Settings::new(dir.join("s"), dir.join("d"))
+    }
+
+    fn state(scheduler: &Scheduler, id: JobId) -> JobState {
+        scheduler.job(id).unwrap().unwrap().state
+    }
+
+    #[test]
+    fn pause_resume_cancel_a_queued_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _events) = scheduler(dir.path());
+        let id = queue(&mut s, dir.path(), "a.bin");
+        assert!(pause_jobs(&mut s, Target::Job(id)).unwrap().is_empty());
+        assert_eq!(state(&s, id), JobState::Paused);
+        assert_eq!(resume(&mut s, Target::All).unwrap(), Response::Ok);
+        assert_eq!(state(&s, id), JobState::Queued);
+        assert!(cancel_job(&mut s, id).unwrap().is_none());
+        assert_eq!(state(&s, id), JobState::Cancelled);
+        let again = cancel_job(&mut s, id).unwrap_err();
+        assert!(
+            again.message.contains("already cancelled"),
+            "{}",
+            again.message
+        );
+        let unknown = cancel_job(&mut s, 999).unwrap_err();
+        assert_eq!(unknown.kind, ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn priority_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _events) = scheduler(dir.path());
+        let id = queue(&mut s, dir.path(), "a.bin");
+        match set_priority(&mut s, id, 7).unwrap() {
+            Response::Job(info) => assert_eq!(info.priority, 7),
+            other => panic!("{other:?}"),
+        }
+        let refused = remove(
+            &mut s,
+            RemoveRequest {
+                ids: vec![id],
+                delete_files: false,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            refused.message.contains("cancel it before"),
+            "{}",
+            refused.message
+        );
+        cancel_job(&mut s, id).unwrap();
+        let all = RemoveRequest {
+            ids: vec![],
+            delete_files: false,
+        };
+        assert_eq!(remove(&mut s, all).unwrap(), Response::Ok);
+        assert!(s.job(id).unwrap().is_none());
+    }
+
+    #[test]
+    fn limits_refuse_zero_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _events) = scheduler(dir.path());
+        assert!(set_concurrency(&mut s, 0).is_err());
+        match set_concurrency(&mut s, 5).unwrap() {
+            Response::Daemon(info) => assert_eq!(info.max_concurrent, 5),
+            other => panic!("{other:?}"),
+        }
+        let zero = BandwidthLimitRequest {
+            job: None,
+            bytes_per_second: Some(0),
+        };
+        assert!(set_bandwidth_limit(&mut s, zero).is_err());
+        let limit = BandwidthLimitRequest {
+            job: None,
+            bytes_per_second: Some(1000),
+        };
+        match set_bandwidth_limit(&mut s, limit).unwrap() {
+            Response::Daemon(info) => assert_eq!(info.bandwidth_limit, Some(1000)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

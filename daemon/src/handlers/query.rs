@@ -37,3 +37,19 @@ pub async fn subscribe(services: &Services) -> Result<Subscription, mdl_protocol
     let snapshot = services.call(|s| Ok(s.all_job_infos())).await?;
     Ok(Subscription { snapshot, events })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::testing::scheduler;
+
+    #[test]
+    fn status_of_an_unknown_job_says_how_to_list_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _events) = scheduler(dir.path());
+        let err = job_status(&mut s, 42).unwrap_err();
+        assert!(err.message.contains("mdlctl ls"), "{}", err.message);
+        assert_eq!(s.daemon_info().queued, 0);
+        assert!(s.all_job_infos().is_empty());
+    }
+}

@@ -158,3 +158,57 @@ pub fn apply(scheduler: &mut Scheduler, damaged: Vec<Check>) -> HandlerResult {
     // The scheduler starts them after this call, like after any other.
     Ok(Response::Jobs(infos))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::testing::scheduler;
+
+    #[test]
+    fn verify_of_a_path_with_no_download_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _events) = scheduler(dir.path());
+        let everything = VerifyRequest {
+            ids: vec![],
+            paths: vec![],
+        };
+        assert!(plan(&mut s, &everything).unwrap().is_empty());
+        let request = VerifyRequest {
+            ids: vec![],
+            paths: vec![dir.path().join("nothing").display().to_string()],
+        };
+        assert_eq!(
+            plan(&mut s, &request).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            apply(&mut s, Vec::new()).unwrap(),
+            Response::Jobs(Vec::new())
+        );
+    }
+
+    #[test]
+    fn check_compares_size_and_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello").unwrap();
+        let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        let mut c = Check {
+            job: 1,
+            index: 0,
+            path: path.clone(),
+            sha256: Some(sha.into()),
+            md5: None,
+            size: Some(5),
+        };
+        assert!(check(&c));
+        c.size = Some(6);
+        assert!(!check(&c));
+        c.size = Some(5);
+        c.sha256 = None;
+        c.md5 = Some("5d41402abc4b2a76b9719d911017c592".into());
+        assert!(check(&c));
+        std::fs::write(&path, b"hellO").unwrap();
+        assert!(!check(&c));
+    }
+}
