@@ -66,6 +66,9 @@ pub struct EngineSettings {
     pub connect_timeout: Duration,
     /// A connection that delivers no byte for this long is dropped and resumed.
     pub stall_timeout: Duration,
+    /// How long a request may wait for the response headers once it is sent; a server that
+    /// accepts and never answers must not hold a job (and a per-host slot) forever.
+    pub response_timeout: Duration,
     /// How many redirects a request may follow.
     pub max_redirects: usize,
     /// Consecutive failed attempts (with no progress in between) before a job fails.
@@ -137,6 +140,7 @@ impl Default for EngineSettings {
         EngineSettings {
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(30),
             max_redirects: 10,
             max_attempts: 8,
             backoff_base: Duration::from_millis(500),
@@ -318,6 +322,7 @@ struct EngineFile {
     hosts: std::collections::HashMap<String, HostSettings>,
     connect_timeout_secs: Option<u64>,
     stall_timeout_secs: Option<u64>,
+    response_timeout_secs: Option<u64>,
     max_redirects: Option<usize>,
     max_attempts: Option<u32>,
     backoff_base_ms: Option<u64>,
@@ -366,6 +371,9 @@ impl ConfigFile {
         }
         if let Some(v) = e.stall_timeout_secs {
             engine.stall_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = e.response_timeout_secs {
+            engine.response_timeout = Duration::from_secs(v);
         }
         if let Some(v) = e.max_redirects {
             engine.max_redirects = v;

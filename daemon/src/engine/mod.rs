@@ -358,9 +358,9 @@ impl<'a> Attempt<'a> {
         };
         let response = tokio::select! {
             _ = self.cancel.cancelled() => return Err(AttemptError::Stop(FetchError::Interrupted)),
-            r = self.request().send() => r,
+            r = send(self.engine, self.request()) => r,
         };
-        let response = response.map_err(|e| request_error(&e))?;
+        let response = response?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let endpoint = endpoint_of(response.url());
@@ -686,6 +686,24 @@ fn status_error(status: u16, headers: &HeaderMap, url: &str) -> AttemptError {
                 status: Some(status),
             })
         }
+    }
+}
+
+/// Send a request and wait for its response headers, at most the engine's
+/// `response_timeout`: a server that accepts a connection and never answers is retried like
+/// any other network failure instead of holding the job and its per-host slot.
+async fn send(
+    engine: &Engine,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, AttemptError> {
+    let limit = engine.settings.response_timeout;
+    match tokio::time::timeout(limit, request.send()).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(request_error(&e)),
+        Err(_) => Err(retry(format!(
+            "no response within {} s of the request",
+            limit.as_secs_f64()
+        ))),
     }
 }
 

@@ -170,6 +170,70 @@ pub fn sanitize_relative_path(raw: &str) -> Option<String> {
     }
 }
 
+/// The longest relative path a hub may list, in bytes.
+const MAX_PATH_BYTES: usize = 4096;
+/// The longest path component a hub may list, in bytes.
+const MAX_COMPONENT_BYTES: usize = 255;
+
+/// Check a path from a hub's file list (`unet/model.safetensors`) without changing it: the
+/// path is stored and used as it is, so anything that could reach outside the destination or
+/// that some platform cannot hold is refused with the reason. Refused: empty paths, absolute
+/// paths (`/x`, `\\x`, `C:x`), empty, `.` and `..` components, NUL and other control
+/// characters, names Windows reserves (`CON`, `PRN`, `AUX`, `NUL`, `COM1`–`COM9`,
+/// `LPT1`–`LPT9`, `CONIN$`, `CONOUT$`, with any extension), names ending in a dot or a space,
+/// and over-long components or paths.
+pub fn checked_repo_path(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        return Err("empty path".into());
+    }
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(format!("path longer than {MAX_PATH_BYTES} bytes"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err("control character in the path".into());
+    }
+    let bytes = raw.as_bytes();
+    if raw.starts_with(['/', '\\']) || (bytes.len() >= 2 && bytes[1] == b':') {
+        return Err("absolute path".into());
+    }
+    for component in raw.split(['/', '\\']) {
+        match component {
+            "" => return Err("empty path component".into()),
+            "." | ".." => return Err(format!("{component:?} component")),
+            _ => {}
+        }
+        if component.len() > MAX_COMPONENT_BYTES {
+            return Err(format!(
+                "a component longer than {MAX_COMPONENT_BYTES} bytes"
+            ));
+        }
+        if component.ends_with(['.', ' ']) {
+            return Err(format!("{component:?} ends with a dot or a space"));
+        }
+        if is_windows_reserved(component) {
+            return Err(format!("{component:?} is a name Windows reserves"));
+        }
+    }
+    Ok(raw.to_string())
+}
+
+/// Whether `name` (with any extension) is a device name on Windows.
+fn is_windows_reserved(name: &str) -> bool {
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_ascii_uppercase();
+    matches!(
+        stem.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+        && stem.len() == 4
+        && stem.as_bytes()[3].is_ascii_digit()
+        && stem.as_bytes()[3] != b'0')
+}
+
 /// The file name for a download: the `Content-Disposition` name, else the URL's last path
 /// segment, else `download`; always sanitized.
 pub fn choose_file_name(content_disposition: Option<&str>, url: &str) -> String {
@@ -219,6 +283,43 @@ pub fn relative_path(from: &Path, target: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repo_paths_that_could_escape_or_not_exist_everywhere_are_refused() {
+        for ok in [
+            "a.bin",
+            "unet/model.safetensors",
+            ".gitattributes",
+            "a b/c.d",
+        ] {
+            assert_eq!(checked_repo_path(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "",
+            "/home/u/.bashrc",
+            "\\\\server\\x",
+            "C:x",
+            "a/../../b",
+            "..",
+            "./a",
+            "a//b",
+            "a/",
+            "a\0b",
+            "a\nb",
+            "CON",
+            "con.txt",
+            "dir/COM1.bin",
+            "LPT9",
+            "CONIN$",
+            "name.",
+            "name ",
+        ] {
+            assert!(checked_repo_path(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(checked_repo_path("COM0").is_ok());
+        assert!(checked_repo_path(&"a".repeat(256)).is_err());
+        assert!(checked_repo_path(&"a/".repeat(2100)).is_err());
+    }
 
     #[test]
     fn plain_and_quoted_filenames() {

@@ -24,8 +24,8 @@ use super::segments::{SegmentTable, WorkerId};
 use super::writer::{WriterHandle, WriterSender};
 use super::{
     content_range, describe_reqwest, endpoint_of, header_string, if_range_validator,
-    original_endpoint, request_error, retry, status_error, stop_io, Attempt, AttemptError,
-    BodyStream, Engine, FetchError, WRITE_QUEUE_DEPTH,
+    original_endpoint, retry, send, status_error, stop_io, Attempt, AttemptError, BodyStream,
+    Engine, FetchError, WRITE_QUEUE_DEPTH,
 };
 use crate::ranges::RangeSet;
 
@@ -337,7 +337,7 @@ async fn open_next(shared: &Shared, id: WorkerId) -> Result<FirstResponse, Opene
             shared.table().release(id);
             return Err(Opened::End(WorkerEnd::Done));
         }
-        response = request.send() => response,
+        response = send(&shared.engine, request) => response,
     };
     let fail = |message: String, retry_after: Option<Duration>| {
         shared.table().release(id);
@@ -346,7 +346,7 @@ async fn open_next(shared: &Shared, id: WorkerId) -> Result<FirstResponse, Opene
     let response = match response {
         Ok(response) => response,
         Err(e) => {
-            return match request_error(&e) {
+            return match e {
                 AttemptError::Retry {
                     message,
                     retry_after,

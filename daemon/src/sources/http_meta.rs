@@ -114,6 +114,76 @@ impl MetaResponse {
     }
 }
 
+/// The most pages a listing may have before it is cut with an error.
+pub const MAX_PAGES: usize = 10_000;
+/// The most entries a listing may have before it is cut with an error.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+/// Follows `Link: rel="next"` pagination safely: only on the origin the listing started on
+/// (scheme, host and port: the credentials' own), each link once, and within [`MAX_PAGES`]
+/// pages and [`MAX_ENTRIES`] entries, so a hostile or broken server can neither take the
+/// token elsewhere nor keep the resolver busy forever.
+#[derive(Debug)]
+pub struct Pages {
+    origin: Option<url::Origin>,
+    seen: std::collections::HashSet<String>,
+    pages: usize,
+}
+
+impl Pages {
+    /// Pagination of a listing that started at `endpoint`.
+    pub fn new(endpoint: &str) -> Self {
+        Pages {
+            origin: url::Url::parse(endpoint).ok().map(|u| u.origin()),
+            seen: Default::default(),
+            pages: 1,
+        }
+    }
+
+    /// The next page's URL, `None` after the last page; an error for a link to another
+    /// origin, a link seen before, or too many pages.
+    pub fn next(&mut self, page: &MetaResponse) -> Result<Option<String>, FetchError> {
+        let Some(next) = page.next_link() else {
+            return Ok(None);
+        };
+        let shown = crate::job::redact_url(&next);
+        let origin = url::Url::parse(&next).ok().map(|u| u.origin());
+        if origin.is_none() || origin != self.origin {
+            return Err(FetchError::failed(
+                ErrorKind::Fatal,
+                format!(
+                    "the listing's next page {shown} is on another server; refusing to follow it"
+                ),
+            ));
+        }
+        if !self.seen.insert(next.clone()) {
+            return Err(FetchError::failed(
+                ErrorKind::Fatal,
+                format!("the listing repeats its page {shown}; stopping"),
+            ));
+        }
+        self.pages += 1;
+        if self.pages > MAX_PAGES {
+            return Err(FetchError::failed(
+                ErrorKind::Fatal,
+                format!("the listing has more than {MAX_PAGES} pages; stopping"),
+            ));
+        }
+        Ok(Some(next))
+    }
+
+    /// Check the number of entries collected so far.
+    pub fn count_entries(&self, entries: usize) -> Result<(), FetchError> {
+        if entries > MAX_ENTRIES {
+            return Err(FetchError::failed(
+                ErrorKind::Fatal,
+                format!("the listing has more than {MAX_ENTRIES} entries; stopping"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `GET endpoint + path_and_query` as JSON, with endpoint fallback and retries. Returns the
 /// decoded body, the endpoint that answered and the response headers. A non-2xx answer becomes
 /// [`MetaResponse::failure`]; use [`get`] to map a hub's own error codes.

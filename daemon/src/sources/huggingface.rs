@@ -18,16 +18,16 @@
 use std::path::PathBuf;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use mdl_protocol::{ErrorKind, FileState};
+use mdl_protocol::ErrorKind;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde::Deserialize;
 
 use super::http_meta::{self, MetaResponse};
 use super::Credentials;
-use crate::engine::{Engine, FetchError};
+use crate::engine::{names, Engine, FetchError};
 use crate::job::{FileRecord, HfSource, JobRecord, Layout, RepoType};
-use crate::layout::{self, hf_cache};
+use crate::layout::hf_cache;
 use crate::settings::{SourceSettings, HF_OFFICIAL_ENDPOINT};
 
 /// Characters percent-encoded in a file path (like Python's `quote(path)`: `/` kept).
@@ -268,192 +268,31 @@ fn requested_revision(job: &JobRecord, src: &HfSource) -> String {
         .unwrap_or_else(|| "main".to_string())
 }
 
-/// Resolve a Hugging Face job into its files.
+/// Resolve a Hugging Face job into its files, as `snapshot_download` does: the commit, the
+/// file list, the filter, an access check for gated repos, then one record per blob.
 pub async fn resolve(
     engine: &Engine,
     job: &JobRecord,
     src: &HfSource,
     credentials: &Credentials,
 ) -> Result<super::Resolved, FetchError> {
-    let settings = engine.settings();
-    let endpoints = endpoints(job, &settings.sources);
-    let headers = HeaderMap::new();
-    let http = engine.http();
-    let revision = requested_revision(job, src);
-    let plural = src.repo_type.plural();
-    let rev_enc = utf8_percent_encode(&revision, NON_ALPHANUMERIC).to_string();
-
-    // 1. The commit (and whether the repo is gated).
-    let info_path = format!("/api/{plural}/{}/revision/{rev_enc}", src.repo_id);
-    let response = http_meta::get(
-        http,
-        &endpoints,
-        &info_path,
-        headers.clone(),
+    let hub = Hub {
+        engine,
+        src,
         credentials,
-        settings,
-    )
-    .await?;
-    if !response.is_success() {
-        return Err(hub_error(
-            &response,
-            src,
-            &revision,
-            &endpoints,
-            credentials,
-        ));
-    }
-    let info: RepoInfo = response.json()?;
-    let endpoint = response.endpoint.clone();
-    let commit = info.sha.filter(|s| !s.is_empty()).ok_or_else(|| {
-        FetchError::failed(
-            ErrorKind::Fatal,
-            format!(
-                "{} did not say which commit {revision:?} of {} is",
-                endpoint, src.repo_id
-            ),
-        )
-    })?;
-
-    // 2. The file list, page by page.
-    let tree_path = format!(
-        "/api/{plural}/{}/tree/{commit}?recursive=true&expand=false",
-        src.repo_id
-    );
-    let mut page = http_meta::get(
-        http,
-        std::slice::from_ref(&endpoint),
-        &tree_path,
-        headers.clone(),
-        credentials,
-        settings,
-    )
-    .await?;
-    let mut entries: Vec<TreeEntry> = Vec::new();
-    loop {
-        if !page.is_success() {
-            return Err(hub_error(&page, src, &revision, &endpoints, credentials));
-        }
-        entries.extend(page.json::<Vec<TreeEntry>>()?);
-        match page.next_link() {
-            Some(next) => {
-                page = http_meta::get_url(
-                    http,
-                    &next,
-                    &endpoint,
-                    headers.clone(),
-                    credentials,
-                    settings,
-                )
-                .await?;
-            }
-            None => break,
-        }
-    }
-
-    // 3. Filter.
-    let include = compile_globs(&job.include)?;
-    let exclude = compile_globs(&job.exclude)?;
-    let prefix = src.path.as_deref().map(|p| p.trim_matches('/').to_string());
-    let mut wanted: Vec<TreeEntry> = entries
-        .into_iter()
-        .filter(|e| e.kind == "file")
-        .filter(|e| match &prefix {
-            Some(p) if !p.is_empty() => e.path == *p || e.path.starts_with(&format!("{p}/")),
-            _ => true,
-        })
-        .filter(|e| include.as_ref().is_none_or(|g| g.is_match(&e.path)))
-        .filter(|e| exclude.as_ref().is_none_or(|g| !g.is_match(&e.path)))
-        .collect();
-    wanted.sort_by(|a, b| a.path.cmp(&b.path));
-    if wanted.is_empty() {
-        return Err(FetchError::failed(
-            ErrorKind::NotFound,
-            match &prefix {
-                Some(p) => format!(
-                    "no file matches {p:?} in {} at {revision} (check the path, --include and --exclude)",
-                    src.repo_id
-                ),
-                None => format!(
-                    "no file of {} at {revision} matches --include/--exclude",
-                    src.repo_id
-                ),
-            },
-        ));
-    }
-
-    // 4. A gated repo: check access before queueing bytes, so the error says what to do.
+        endpoints: endpoints(job, &engine.settings().sources),
+        revision: requested_revision(job, src),
+    };
+    let (info, endpoint, commit) = hub.commit().await?;
+    let entries = hub.tree(&endpoint, &commit).await?;
+    let wanted = hub.filter(job, entries)?;
     if gated(&info.gated) {
-        probe_access(
-            engine,
-            credentials,
-            src,
-            &endpoint,
-            &commit,
-            &wanted[0].path,
-            &revision,
-            &endpoints,
-        )
-        .await?;
+        // Check access before queueing bytes, so the error says what to do.
+        probe_access(&hub, &endpoint, &commit, &wanted[0].path).await?;
     }
-
-    // 5. File records.
-    let cache = job.layout == Layout::HfCache;
-    let folder = hf_cache::repo_folder(plural, &src.repo_id);
-    let mut files: Vec<FileRecord> = Vec::new();
-    for entry in wanted {
-        let sha256 = entry.lfs.as_ref().map(|l| l.oid.to_ascii_lowercase());
-        let size = entry.lfs.as_ref().and_then(|l| l.size).or(entry.size);
-        let git_sha1 = match &sha256 {
-            Some(_) => None,
-            None => entry.oid.clone().map(|o| o.to_ascii_lowercase()),
-        };
-        let Some(etag) = sha256.clone().or_else(|| git_sha1.clone()) else {
-            return Err(FetchError::failed(
-                ErrorKind::Fatal,
-                format!("the Hub listed {:?} without an object id", entry.path),
-            ));
-        };
-        let snapshot = hf_cache::snapshot_rel(&folder, &commit, &entry.path);
-        if cache {
-            // Blobs are shared: a second path with the same content only adds a link.
-            if let Some(existing) = files
-                .iter_mut()
-                .find(|f| f.rel_path.as_deref() == Some(&hf_cache::blob_rel(&folder, &etag)))
-            {
-                existing.links.push(snapshot);
-                continue;
-            }
-        }
-        let url_for = |ep: &str| {
-            format!(
-                "{}/{}{}/resolve/{commit}/{}",
-                ep.trim_end_matches('/'),
-                src.repo_type.url_prefix(),
-                src.repo_id,
-                utf8_percent_encode(&entry.path, PATH_SET)
-            )
-        };
-        let mut file = FileRecord::new(url_for(&endpoint));
-        file.fallback_urls = endpoints
-            .iter()
-            .filter(|e| **e != endpoint)
-            .map(|e| url_for(e))
-            .collect();
-        file.size = size;
-        file.sha256 = sha256;
-        file.git_sha1 = git_sha1;
-        file.source_path = Some(entry.path.clone());
-        if cache {
-            file.rel_path = Some(hf_cache::blob_rel(&folder, &etag));
-            file.links = vec![snapshot];
-        } else {
-            file.rel_path = Some(entry.path.clone());
-        }
-        files.push(file);
-    }
+    let mut files = hub.file_records(job, &endpoint, &commit, wanted)?;
     for file in &mut files {
-        mark_if_present(job, file).await?;
+        super::mark_if_present(job, file).await?;
     }
     Ok(super::Resolved {
         files,
@@ -461,30 +300,227 @@ pub async fn resolve(
     })
 }
 
-/// A file whose verified copy is already in place (a shared blob, or an earlier download into
-/// `--dest`) is marked completed, so it is never fetched twice. Its links are made by the
-/// runner, not here: resolving writes nothing.
-async fn mark_if_present(job: &JobRecord, file: &mut FileRecord) -> Result<(), FetchError> {
-    let Some(rel) = file.rel_path.clone() else {
-        return Ok(());
-    };
-    let path = crate::engine::names::safe_join(&job.dest_dir, &rel)?;
-    let (size, sha256, git_sha1) = (file.size, file.sha256.clone(), file.git_sha1.clone());
-    let check = path.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        layout::verified_copy(&check, size, sha256.as_deref(), git_sha1.as_deref())
-    })
-    .await
-    .ok()
-    .flatten();
-    let Some(sha) = verified else {
-        return Ok(());
-    };
-    file.state = FileState::Completed;
-    file.verified_sha256 = Some(sha);
-    file.verified_stamp = crate::engine::finalize::file_stamp(&path);
-    file.note = Some("already present and verified; not fetched again".to_string());
-    Ok(())
+/// One resolution's view of the Hub: where to ask, as whom, for which revision.
+struct Hub<'a> {
+    engine: &'a Engine,
+    src: &'a HfSource,
+    credentials: &'a Credentials,
+    endpoints: Vec<String>,
+    revision: String,
+}
+
+impl Hub<'_> {
+    /// Step 1: the commit the revision names (and whether the repo is gated), with the
+    /// endpoint that answered.
+    async fn commit(&self) -> Result<(RepoInfo, String, String), FetchError> {
+        let src = self.src;
+        let rev_enc = utf8_percent_encode(&self.revision, NON_ALPHANUMERIC).to_string();
+        let info_path = format!(
+            "/api/{}/{}/revision/{rev_enc}",
+            src.repo_type.plural(),
+            src.repo_id
+        );
+        let response = http_meta::get(
+            self.engine.http(),
+            &self.endpoints,
+            &info_path,
+            HeaderMap::new(),
+            self.credentials,
+            self.engine.settings(),
+        )
+        .await?;
+        if !response.is_success() {
+            return Err(self.error(&response));
+        }
+        let info: RepoInfo = response.json()?;
+        let endpoint = response.endpoint.clone();
+        let commit = info.sha.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            FetchError::failed(
+                ErrorKind::Fatal,
+                format!(
+                    "{endpoint} did not say which commit {:?} of {} is",
+                    self.revision, src.repo_id
+                ),
+            )
+        })?;
+        Ok((info, endpoint, commit))
+    }
+
+    /// Step 2: every entry of the commit's tree, following `Link: rel="next"` pages only on
+    /// the endpoint's own origin, each page once, within [`http_meta::Pages`]'s caps.
+    async fn tree(&self, endpoint: &str, commit: &str) -> Result<Vec<TreeEntry>, FetchError> {
+        let tree_path = format!(
+            "/api/{}/{}/tree/{commit}?recursive=true&expand=false",
+            self.src.repo_type.plural(),
+            self.src.repo_id
+        );
+        let (http, settings) = (self.engine.http(), self.engine.settings());
+        let endpoints = [endpoint.to_string()];
+        let mut page = http_meta::get(
+            http,
+            &endpoints,
+            &tree_path,
+            HeaderMap::new(),
+            self.credentials,
+            settings,
+        )
+        .await?;
+        let mut pages = http_meta::Pages::new(endpoint);
+        let mut entries: Vec<TreeEntry> = Vec::new();
+        loop {
+            if !page.is_success() {
+                return Err(self.error(&page));
+            }
+            entries.extend(page.json::<Vec<TreeEntry>>()?);
+            pages.count_entries(entries.len())?;
+            let Some(next) = pages.next(&page)? else {
+                return Ok(entries);
+            };
+            page = http_meta::get_url(
+                http,
+                &next,
+                endpoint,
+                HeaderMap::new(),
+                self.credentials,
+                settings,
+            )
+            .await?;
+        }
+    }
+
+    /// Step 3: the files the job wants (a path inside the repo, `--include`, `--exclude`),
+    /// in path order; none is an error that says what to check.
+    fn filter(
+        &self,
+        job: &JobRecord,
+        entries: Vec<TreeEntry>,
+    ) -> Result<Vec<TreeEntry>, FetchError> {
+        let include = compile_globs(&job.include)?;
+        let exclude = compile_globs(&job.exclude)?;
+        let prefix = self
+            .src
+            .path
+            .as_deref()
+            .map(|p| p.trim_matches('/').to_string());
+        let mut wanted: Vec<TreeEntry> = entries
+            .into_iter()
+            .filter(|e| e.kind == "file")
+            .filter(|e| match &prefix {
+                Some(p) if !p.is_empty() => e.path == *p || e.path.starts_with(&format!("{p}/")),
+                _ => true,
+            })
+            .filter(|e| include.as_ref().is_none_or(|g| g.is_match(&e.path)))
+            .filter(|e| exclude.as_ref().is_none_or(|g| !g.is_match(&e.path)))
+            .collect();
+        wanted.sort_by(|a, b| a.path.cmp(&b.path));
+        if wanted.is_empty() {
+            let (repo, revision) = (&self.src.repo_id, &self.revision);
+            return Err(FetchError::failed(
+                ErrorKind::NotFound,
+                match &prefix {
+                    Some(p) => format!(
+                        "no file matches {p:?} in {repo} at {revision} (check the path, --include and --exclude)"
+                    ),
+                    None => format!("no file of {repo} at {revision} matches --include/--exclude"),
+                },
+            ));
+        }
+        Ok(wanted)
+    }
+
+    /// Step 4: one record per file (per blob in the cache layout, where paths with the same
+    /// content share one blob and each adds a snapshot link). A path the Hub lists that is not
+    /// a safe relative path is refused, naming the entry.
+    fn file_records(
+        &self,
+        job: &JobRecord,
+        endpoint: &str,
+        commit: &str,
+        wanted: Vec<TreeEntry>,
+    ) -> Result<Vec<FileRecord>, FetchError> {
+        let src = self.src;
+        let cache = job.layout == Layout::HfCache;
+        let folder = hf_cache::repo_folder(src.repo_type.plural(), &src.repo_id);
+        let mut files: Vec<FileRecord> = Vec::new();
+        for entry in wanted {
+            let path = names::checked_repo_path(&entry.path).map_err(|why| {
+                FetchError::failed(
+                    ErrorKind::Fatal,
+                    format!(
+                        "the Hub listed the file {:?} in {}: {why}",
+                        entry.path, src.repo_id
+                    ),
+                )
+            })?;
+            let sha256 = entry.lfs.as_ref().map(|l| l.oid.to_ascii_lowercase());
+            let size = entry.lfs.as_ref().and_then(|l| l.size).or(entry.size);
+            let git_sha1 = match &sha256 {
+                Some(_) => None,
+                None => entry.oid.clone().map(|o| o.to_ascii_lowercase()),
+            };
+            let etag = sha256
+                .clone()
+                .or_else(|| git_sha1.clone())
+                .filter(|e| e.len() >= 40 && e.chars().all(|c| c.is_ascii_hexdigit()))
+                .ok_or_else(|| {
+                    FetchError::failed(
+                        ErrorKind::Fatal,
+                        format!("the Hub listed {path:?} without a valid object id"),
+                    )
+                })?;
+            let snapshot = hf_cache::snapshot_rel(&folder, commit, &path);
+            let blob = hf_cache::blob_rel(&folder, &etag);
+            if cache {
+                // Blobs are shared: a second path with the same content only adds a link.
+                if let Some(existing) = files
+                    .iter_mut()
+                    .find(|f| f.rel_path.as_ref() == Some(&blob))
+                {
+                    existing.links.push(snapshot);
+                    continue;
+                }
+            }
+            let url_for = |ep: &str| {
+                format!(
+                    "{}/{}{}/resolve/{commit}/{}",
+                    ep.trim_end_matches('/'),
+                    src.repo_type.url_prefix(),
+                    src.repo_id,
+                    utf8_percent_encode(&path, PATH_SET)
+                )
+            };
+            let mut file = FileRecord::new(url_for(endpoint));
+            file.fallback_urls = self
+                .endpoints
+                .iter()
+                .filter(|e| *e != endpoint)
+                .map(|e| url_for(e))
+                .collect();
+            file.size = size;
+            file.sha256 = sha256;
+            file.git_sha1 = git_sha1;
+            file.source_path = Some(path.clone());
+            if cache {
+                file.rel_path = Some(blob);
+                file.links = vec![snapshot];
+            } else {
+                file.rel_path = Some(path);
+            }
+            files.push(file);
+        }
+        Ok(files)
+    }
+
+    /// The error for a failed Hub answer, in words that say what to do.
+    fn error(&self, response: &MetaResponse) -> FetchError {
+        hub_error(
+            response,
+            self.src,
+            &self.revision,
+            &self.endpoints,
+            self.credentials,
+        )
+    }
 }
 
 /// The install step of a job in the Hub cache, once every file is verified: like
@@ -515,15 +551,12 @@ fn gated(value: &serde_json::Value) -> bool {
 /// token gives access.
 #[allow(clippy::too_many_arguments)]
 async fn probe_access(
-    engine: &Engine,
-    credentials: &Credentials,
-    src: &HfSource,
+    hub: &Hub<'_>,
     endpoint: &str,
     commit: &str,
     path: &str,
-    revision: &str,
-    endpoints: &[String],
 ) -> Result<(), FetchError> {
+    let src = hub.src;
     let url = format!(
         "{}/{}{}/resolve/{commit}/{}",
         endpoint,
@@ -531,11 +564,13 @@ async fn probe_access(
         src.repo_id,
         utf8_percent_encode(path, PATH_SET)
     );
-    let response = engine
+    let response = hub
+        .engine
         .http()
         .head(&url)
-        .headers(credentials.for_url(&url))
+        .headers(hub.credentials.for_url(&url))
         .header(reqwest::header::ACCEPT_ENCODING, "identity")
+        .timeout(hub.engine.settings().response_timeout)
         .send()
         .await;
     let Ok(response) = response else {
@@ -550,7 +585,7 @@ async fn probe_access(
             endpoint: endpoint.to_string(),
             url,
         };
-        return Err(hub_error(&meta, src, revision, endpoints, credentials));
+        return Err(hub.error(&meta));
     }
     Ok(())
 }

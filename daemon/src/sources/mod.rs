@@ -191,6 +191,36 @@ pub fn install(job: &JobRecord) -> Result<(), FetchError> {
     }
 }
 
+/// A hub file whose verified copy is already in place (a shared blob, or an earlier download
+/// into `--dest`), by its expected sha256 or git blob sha1, is marked completed, so it is never
+/// fetched twice. Its links are made by the
+/// runner, not here: resolving writes nothing.
+pub async fn mark_if_present(job: &JobRecord, file: &mut FileRecord) -> Result<(), FetchError> {
+    let Some(rel) = file.rel_path.clone() else {
+        return Ok(());
+    };
+    if file.sha256.is_none() && file.git_sha1.is_none() {
+        return Ok(()); // nothing to prove the copy is the right one
+    }
+    let path = names::safe_join(&job.dest_dir, &rel)?;
+    let (size, sha256, git_sha1) = (file.size, file.sha256.clone(), file.git_sha1.clone());
+    let check = path.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        crate::layout::verified_copy(&check, size, sha256.as_deref(), git_sha1.as_deref())
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(sha) = verified else {
+        return Ok(());
+    };
+    file.state = mdl_protocol::FileState::Completed;
+    file.verified_sha256 = Some(sha);
+    file.verified_stamp = crate::engine::finalize::file_stamp(&path);
+    file.note = Some("already present and verified; not fetched again".to_string());
+    Ok(())
+}
+
 /// The credentials of a job's requests, worked out once per run: the secret headers and the
 /// origins they may go to (only the hub's endpoints; the URL's own origin for a plain URL).
 pub fn credentials(job: &JobRecord, settings: &EngineSettings) -> Credentials {

@@ -14,16 +14,16 @@
 use std::path::PathBuf;
 
 use globset::GlobSet;
-use mdl_protocol::{ErrorKind, FileState};
+use mdl_protocol::ErrorKind;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, AUTHORIZATION, COOKIE};
 use serde::Deserialize;
 
 use super::http_meta::{self, MetaResponse};
 use super::Credentials;
-use crate::engine::{Engine, FetchError};
+use crate::engine::{names, Engine, FetchError};
 use crate::job::{FileRecord, JobRecord, Layout, MsSource};
-use crate::layout::{self, modelscope_cache};
+use crate::layout::modelscope_cache;
 use crate::settings::{SourceSettings, MODELSCOPE_OFFICIAL_ENDPOINT};
 
 /// Whether `source` is a ModelScope source.
@@ -196,53 +196,89 @@ struct MsEntry {
     size: Option<u64>,
 }
 
-/// Resolve a ModelScope job into its files.
+/// Resolve a ModelScope job into its files: the recursive file list of the revision, the
+/// filter, then one record per file.
 pub async fn resolve(
     engine: &Engine,
     job: &JobRecord,
     src: &MsSource,
     credentials: &Credentials,
 ) -> Result<super::Resolved, FetchError> {
-    let settings = engine.settings();
-    let endpoints = endpoints(job, &settings.sources);
-    let headers = HeaderMap::new();
-    let mut revision = job
+    let endpoints = endpoints(job, &engine.settings().sources);
+    let revision = requested_revision(job, src);
+    let (endpoint, entries) = list_files(engine, src, &revision, &endpoints, credentials).await?;
+    let wanted = filter(job, src, &revision, entries)?;
+    let mut files = file_records(job, src, &revision, &endpoint, &endpoints, wanted)?;
+    for file in &mut files {
+        super::mark_if_present(job, file).await?;
+    }
+    Ok(super::Resolved {
+        files,
+        revision: Some(revision),
+    })
+}
+
+/// The revision a job asks for: `--revision`, else the one in the source, else `master`
+/// (`main` means `master` on ModelScope).
+fn requested_revision(job: &JobRecord, src: &MsSource) -> String {
+    let revision = job
         .revision
         .clone()
         .filter(|r| !r.trim().is_empty())
         .or_else(|| src.revision.clone())
         .unwrap_or_else(|| "master".to_string());
     if revision == "main" {
-        revision = "master".to_string();
+        "master".to_string()
+    } else {
+        revision
     }
-    let rev_q = utf8_percent_encode(&revision, NON_ALPHANUMERIC).to_string();
+}
+
+/// Step 1: every entry of the revision (`Recursive=True`), with the endpoint that answered.
+async fn list_files(
+    engine: &Engine,
+    src: &MsSource,
+    revision: &str,
+    endpoints: &[String],
+    credentials: &Credentials,
+) -> Result<(String, Vec<MsEntry>), FetchError> {
+    let rev_q = utf8_percent_encode(revision, NON_ALPHANUMERIC);
     let list_path = format!(
         "/api/v1/models/{}/{}/repo/files?Revision={rev_q}&Recursive=True",
         src.owner, src.name
     );
     let response = http_meta::get(
         engine.http(),
-        &endpoints,
+        endpoints,
         &list_path,
-        headers,
+        HeaderMap::new(),
         credentials,
-        settings,
+        engine.settings(),
     )
     .await?;
     let envelope: Envelope<FilesData> = match response.json() {
         Ok(e) => e,
-        Err(_) if !response.is_success() => return Err(ms_error(&response, src, &revision, None)),
+        Err(_) if !response.is_success() => return Err(ms_error(&response, src, revision, None)),
         Err(e) => return Err(e),
     };
     let ok = response.is_success()
         && envelope.code.is_none_or(|c| c == 200)
         && envelope.success.unwrap_or(true);
     if !ok {
-        return Err(ms_error(&response, src, &revision, envelope.message));
+        return Err(ms_error(&response, src, revision, envelope.message));
     }
-    let endpoint = response.endpoint.clone();
     let entries = envelope.data.and_then(|d| d.files).unwrap_or_default();
+    Ok((response.endpoint, entries))
+}
 
+/// Step 2: the files the job wants (a path inside the repo, `--include`, `--exclude`), in
+/// path order; none is an error.
+fn filter(
+    job: &JobRecord,
+    src: &MsSource,
+    revision: &str,
+    entries: Vec<MsEntry>,
+) -> Result<Vec<MsEntry>, FetchError> {
     let include = super::huggingface::compile_globs(&job.include)?;
     let exclude = super::huggingface::compile_globs(&job.exclude)?;
     let prefix = src.path.as_deref().map(|p| p.trim_matches('/').to_string());
@@ -269,6 +305,20 @@ pub async fn resolve(
             ),
         ));
     }
+    Ok(wanted)
+}
+
+/// Step 3: one record per file, below the cache's model folder in the cache layout. A path
+/// that is not a safe relative path is refused, naming the entry.
+fn file_records(
+    job: &JobRecord,
+    src: &MsSource,
+    revision: &str,
+    endpoint: &str,
+    endpoints: &[String],
+    wanted: Vec<MsEntry>,
+) -> Result<Vec<FileRecord>, FetchError> {
+    let rev_q = utf8_percent_encode(revision, NON_ALPHANUMERIC).to_string();
     let base = if job.layout == Layout::ModelScopeCache {
         format!(
             "{}/",
@@ -279,52 +329,40 @@ pub async fn resolve(
     };
     let mut files = Vec::new();
     for entry in wanted {
+        let path = names::checked_repo_path(&entry.path).map_err(|why| {
+            FetchError::failed(
+                ErrorKind::Fatal,
+                format!(
+                    "ModelScope listed the file {:?} in {}/{}: {why}",
+                    entry.path, src.owner, src.name
+                ),
+            )
+        })?;
         let url_for = |ep: &str| {
             format!(
                 "{}/api/v1/models/{}/{}/repo?Revision={rev_q}&FilePath={}",
                 ep.trim_end_matches('/'),
                 src.owner,
                 src.name,
-                utf8_percent_encode(&entry.path, NON_ALPHANUMERIC)
+                utf8_percent_encode(&path, NON_ALPHANUMERIC)
             )
         };
-        let mut file = FileRecord::new(url_for(&endpoint));
+        let mut file = FileRecord::new(url_for(endpoint));
         file.fallback_urls = endpoints
             .iter()
-            .filter(|e| **e != endpoint)
+            .filter(|e| *e != endpoint)
             .map(|e| url_for(e))
             .collect();
         file.size = entry.size;
         file.sha256 = entry
             .sha256
-            .filter(|s| s.len() == 64)
+            .filter(|s| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()))
             .map(|s| s.to_ascii_lowercase());
-        file.source_path = Some(entry.path.clone());
-        file.rel_path = Some(format!("{base}{}", entry.path));
-        let path =
-            crate::engine::names::safe_join(&job.dest_dir, file.rel_path.as_deref().unwrap_or(""))?;
-        let (size, sha) = (file.size, file.sha256.clone());
-        if sha.is_some() {
-            let check = path.clone();
-            let verified = tokio::task::spawn_blocking(move || {
-                layout::verified_copy(&check, size, sha.as_deref(), None)
-            })
-            .await
-            .ok()
-            .flatten();
-            if let Some(sha) = verified {
-                file.state = FileState::Completed;
-                file.verified_sha256 = Some(sha);
-                file.verified_stamp = crate::engine::finalize::file_stamp(&path);
-                file.note = Some("already present and verified; not fetched again".into());
-            }
-        }
+        file.rel_path = Some(format!("{base}{path}"));
+        file.source_path = Some(path);
         files.push(file);
     }
-    Ok(super::Resolved {
-        files,
-        revision: Some(revision),
-    })
+    Ok(files)
 }
 
 fn ms_error(
