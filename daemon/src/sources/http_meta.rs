@@ -242,7 +242,7 @@ pub async fn get(
             Ok(response) => return Ok(response),
             Err(err) => {
                 if !is_last {
-                    tracing::warn!(endpoint = %endpoint, error = %err, "endpoint failed; trying the next one");
+                    tracing::warn!(endpoint = %crate::job::redact_url(endpoint), error = %err, "endpoint failed; trying the next one");
                 }
                 last_error = Some(err);
             }

@@ -338,8 +338,10 @@ impl Hub<'_> {
             FetchError::failed(
                 ErrorKind::Fatal,
                 format!(
-                    "{endpoint} did not say which commit {:?} of {} is",
-                    self.revision, src.repo_id
+                    "{} did not say which commit {:?} of {} is",
+                    crate::job::redact_url(&endpoint),
+                    self.revision,
+                    src.repo_id
                 ),
             )
         })?;
@@ -608,9 +610,10 @@ fn hub_error(
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         })
         .unwrap_or_default();
+    let endpoint = crate::job::redact_url(&response.endpoint);
     let repo_url = format!(
         "{}/{}{}",
-        response.endpoint.trim_end_matches('/'),
+        endpoint.trim_end_matches('/'),
         src.repo_type.url_prefix(),
         src.repo_id
     );
@@ -643,7 +646,7 @@ fn hub_error(
             },
             format!(
                 "repository {} not found on {}: check the name; if it is private, set HF_TOKEN (or pass --token) to a token with access{suffix}",
-                src.repo_id, response.endpoint
+                src.repo_id, endpoint
             ),
         ),
         "RevisionNotFound" => (

@@ -393,7 +393,7 @@ fn ms_error(
         ),
         404 => (
             ErrorKind::NotFound,
-            format!("{id} (revision {revision:?}) not found on {}: check the name and --revision{said}", response.endpoint),
+            format!("{id} (revision {revision:?}) not found on {}: check the name and --revision{said}", crate::job::redact_url(&response.endpoint)),
         ),
         200..=299 => (
             ErrorKind::Fatal,

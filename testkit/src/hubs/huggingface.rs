@@ -314,6 +314,9 @@ enum Caller {
 #[derive(Debug, Default)]
 struct Settings {
     tree_page_size: Option<usize>,
+    /// Where tree pages' `Link: rel="next"` point instead of the Hub itself (a hostile or
+    /// broken Hub), e.g. `http://127.0.0.1:PORT`.
+    tree_next_base: Option<String>,
     /// Regular files answer the resolve-cache `307` (on unless switched off).
     direct_files: bool,
     gzip_text: bool,
@@ -412,6 +415,12 @@ impl HfMock {
     /// Entries per tree page (default: 1000, or 50 with `expand=true`).
     pub fn set_tree_page_size(&self, n: usize) {
         lock(&self.state.settings).tree_page_size = Some(n.max(1));
+    }
+
+    /// Point tree pages' `Link: rel="next"` at `base` (scheme, host and port) instead of the
+    /// Hub, as a hostile Hub or a broken proxy would; `None` restores the Hub's own links.
+    pub fn set_tree_next_link_base(&self, base: Option<&str>) {
+        lock(&self.state.settings).tree_next_base = base.map(str::to_string);
     }
 
     /// `true` (default): regular files answer a relative `307` to `/api/resolve-cache/...`
@@ -1192,7 +1201,11 @@ fn tree(
             query.push('&');
         }
         query.push_str(&format!("cursor={cursor}"));
-        let next = format!("{}{}?{}", st.endpoint, req.uri().path(), query);
+        let base = lock(&st.settings)
+            .tree_next_base
+            .clone()
+            .unwrap_or_else(|| st.endpoint.clone());
+        let next = format!("{base}{}?{}", req.uri().path(), query);
         resp.headers_mut()
             .insert(header::LINK, hv(&format!("<{next}>; rel=\"next\"")));
     }
