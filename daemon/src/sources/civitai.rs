@@ -76,7 +76,7 @@ pub fn parse(source: &str) -> Result<Target, String> {
         let rest = rest.split('.').next().unwrap_or(rest);
         return model_at_version(rest).ok_or_else(bad);
     }
-    if let Some(rest) = strip_prefix_ci(s, "civitai://") {
+    if let Some(rest) = super::strip_prefix_ignore_case(s, "civitai://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let path = path.trim_end_matches('/');
         if path.eq_ignore_ascii_case("search") || path.eq_ignore_ascii_case("models") {
@@ -85,13 +85,13 @@ pub fn parse(source: &str) -> Result<Target, String> {
                 .collect();
             return Ok(Target::Search(pairs));
         }
-        if let Some(v) = strip_prefix_ci(path, "version/")
-            .or_else(|| strip_prefix_ci(path, "versions/"))
-            .or_else(|| strip_prefix_ci(path, "@"))
+        if let Some(v) = super::strip_prefix_ignore_case(path, "version/")
+            .or_else(|| super::strip_prefix_ignore_case(path, "versions/"))
+            .or_else(|| super::strip_prefix_ignore_case(path, "@"))
         {
             return v.parse().map(Target::Version).map_err(|_| bad());
         }
-        let path = strip_prefix_ci(path, "models/").unwrap_or(path);
+        let path = super::strip_prefix_ignore_case(path, "models/").unwrap_or(path);
         let target = model_at_version(path).ok_or_else(bad)?;
         // civitai://ID?modelVersionId=V
         let version = url::form_urlencoded::parse(query.as_bytes())
@@ -128,11 +128,6 @@ pub fn parse(source: &str) -> Result<Target, String> {
         .find(|(k, _)| k == "modelVersionId")
         .and_then(|(_, v)| v.parse().ok());
     Ok(Target::Model { model, version })
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
 }
 
 fn model_at_version(s: &str) -> Option<Target> {

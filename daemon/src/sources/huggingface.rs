@@ -88,8 +88,8 @@ pub fn matches(source: &str, endpoints: &[String]) -> bool {
 pub fn parse(source: &str) -> Result<HfSource, String> {
     let trimmed = source.trim();
     let bad = |why: &str| format!("invalid Hugging Face source {trimmed:?}: {why}");
-    if trimmed.len() >= 5 && trimmed[..5].eq_ignore_ascii_case("hf://") {
-        let rest = trimmed[5..].trim_matches('/');
+    if let Some(rest) = super::strip_prefix_ignore_case(trimmed, "hf://") {
+        let rest = rest.trim_matches('/');
         let mut segments: Vec<String> = rest
             .split('/')
             .filter(|s| !s.is_empty())

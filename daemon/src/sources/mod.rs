@@ -118,6 +118,14 @@ pub fn upgrade_job_record(schema: u32, record: &mut serde_json::Value) -> Result
     Ok(())
 }
 
+/// `s` without `prefix`, compared ignoring ASCII case; `None` when `s` does not start with it.
+/// Never slices inside a multi-byte character.
+pub fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
 /// The layout of an add: a hub's cache when no `--dest` is given, else plain.
 pub fn layout(source: &Source, dest_given: bool) -> Layout {
     match source {
@@ -293,4 +301,66 @@ pub async fn plan(
         revision: resolved.revision,
         files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Strings shaped like sources: a known prefix (or none) and arbitrary text, multi-byte
+    /// characters, separators and percent signs included.
+    fn source_like() -> impl Strategy<Value = String> {
+        let prefix = prop_oneof![
+            Just(""),
+            Just("hf://"),
+            Just("HF://"),
+            Just("ms://"),
+            Just("modelscope://"),
+            Just("civitai://"),
+            Just("urn:air:sdxl:lora:civitai:"),
+            Just("https://huggingface.co/"),
+            Just("https://civitai.com/models/"),
+            Just("https://www.modelscope.cn/models/"),
+            Just("http://"),
+        ];
+        (prefix, "\\PC{0,40}", "[a-zé/@?=&%.:0-9 ]{0,30}")
+            .prop_map(|(p, a, b)| format!("{p}{a}{b}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// No source string makes a parser panic: each is a typed source or an error.
+        #[test]
+        fn every_source_string_parses_or_is_refused(source in source_like()) {
+            let settings = SourceSettings::default();
+            let _ = parse(&source, &settings, &[]);
+            let _ = huggingface::parse(&source);
+            let _ = modelscope::parse(&source);
+            let _ = civitai::parse(&source);
+            let _ = civitai::search_pairs(&source);
+            let _ = strip_prefix_ignore_case(&source, "civitai://");
+        }
+
+        #[test]
+        fn arbitrary_unicode_never_panics(source in "\\PC{0,64}") {
+            let _ = parse(&source, &SourceSettings::default(), &[]);
+        }
+    }
+
+    #[test]
+    fn multi_byte_input_is_refused_not_a_panic() {
+        for source in [
+            "civitai://aéééé",
+            "hféé://x",
+            "éé",
+            "ms:/é",
+            "h🦀://x",
+            "civitai://🦀",
+        ] {
+            let result = parse(source, &SourceSettings::default(), &[]);
+            assert!(result.is_err(), "{source:?} parsed as {result:?}");
+        }
+    }
 }

@@ -60,14 +60,8 @@ pub fn parse(source: &str) -> Result<MsSource, String> {
             .decode_utf8_lossy()
             .to_string()
     };
-    let lower = trimmed.to_ascii_lowercase();
-    let scheme_rest = if lower.starts_with("ms://") {
-        Some(&trimmed[5..])
-    } else if lower.starts_with("modelscope://") {
-        Some(&trimmed[13..])
-    } else {
-        None
-    };
+    let scheme_rest = super::strip_prefix_ignore_case(trimmed, "ms://")
+        .or_else(|| super::strip_prefix_ignore_case(trimmed, "modelscope://"));
     if let Some(rest) = scheme_rest {
         let segments: Vec<String> = rest
             .split('/')
