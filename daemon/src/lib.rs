@@ -73,7 +73,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings: settings.clone(),
         shutdown: shutdown.clone(),
     };
-    let server = server::serve(listener, services, settings.heartbeat_interval);
+    let server = server::serve(listener, services);
     tokio::pin!(server);
     // The scheduler owns every job: if its task dies, the daemon must not live on as a zombie
     // that answers "shutting down" forever. Stop serving and fail, so the next `mdlctl` starts

@@ -1,5 +1,12 @@
 //! The accept loop and one task per connection: handshake, then requests in order, or an event
 //! stream after `Subscribe`.
+//!
+//! Nothing a peer sends can take the daemon down or hold it: a first frame that is not a hello
+//! (garbage, a frame over the cap, a late hello, a foreign magic) gets a typed
+//! [`HandshakeReply::Refused`] and the connection closes; after the handshake an undecodable or
+//! oversized frame gets a typed error reply; connections past `max_connections` (settings) are refused
+//! with a reason; and a peer that stops reading is dropped once a write has waited
+//! [`WRITE_TIMEOUT`], so a stuck subscriber costs one bounded buffer, never more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,42 +16,59 @@ use mdl_protocol::endpoint::{LocalListener, LocalStream};
 use mdl_protocol::handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
 use mdl_protocol::{
     Codec, Connection, ErrorKind, ErrorReply, Event, ProtocolError, Request, Response,
+    MAX_FRAME_LEN,
 };
+use serde::Serialize;
 use tokio::sync::{broadcast::error::RecvError, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::{self, Reply, Services, Subscription};
 
-/// The most connections served at once; more wait in the accept backlog.
-pub const MAX_CONNECTIONS: usize = 512;
-
 /// How long a new connection has to send its hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one frame may wait to be written before the peer counts as gone.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a refusal may take to write (its peer may not read at all).
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Serve connections until `shutdown` fires.
-pub async fn serve(listener: LocalListener, services: Services, heartbeat: Duration) {
+pub async fn serve(listener: LocalListener, services: Services) {
     let shutdown = services.shutdown.clone();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let heartbeat = services.settings.heartbeat_interval;
+    let max = services.settings.max_connections;
+    let limit = Arc::new(Semaphore::new(max));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = limit.clone().acquire_owned() => permit.expect("semaphore never closes"),
-        };
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             stream = listener.accept() => stream,
         };
-        match stream {
-            Ok(stream) => {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
                 let services = services.clone();
                 tokio::spawn(async move {
                     handle_connection(stream, services, heartbeat).await;
                     drop(permit);
                 });
             }
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(_) => {
+                tracing::warn!("refusing a connection: {max} are open");
+                tokio::spawn(async move {
+                    let mut conn = Connection::new(stream);
+                    let message = format!(
+                        "the daemon serves at most {max} connections at once; close some and retry"
+                    );
+                    refuse(&mut conn, ErrorKind::Unreachable, message).await;
+                });
             }
         }
     }
@@ -55,51 +79,7 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
     let shutdown = services.shutdown.clone();
     // The first frame picks the codec (JSON when it starts with `{`, else bincode).
     let mut conn = Connection::detecting(stream);
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.recv::<Hello>()).await {
-        Ok(Ok(Some(hello))) => hello,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::debug!("bad handshake frame: {e}");
-            if let (Codec::Json, ProtocolError::Codec(e)) = (conn.codec(), &e) {
-                // A hand-written JSON client learns what is wrong; bincode gets no reply, as
-                // its peer may not be an mdl client at all.
-                let reply = ErrorReply::new(
-                    ErrorKind::InvalidRequest,
-                    format!("the first frame must be a Hello ({e})"),
-                );
-                let _ = conn.send(&Response::Error(reply)).await;
-            }
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("no handshake within {HANDSHAKE_TIMEOUT:?}");
-            return;
-        }
-    };
-    let daemon_version = env!("CARGO_PKG_VERSION").to_string();
-    if hello.magic != MAGIC {
-        tracing::debug!("not an mdl client (bad magic)");
-        return;
-    }
-    if hello.protocol != PROTOCOL_VERSION {
-        tracing::info!(client = %hello.client_version, got = hello.protocol, "incompatible client");
-        let _ = conn
-            .send(&HandshakeReply::Incompatible {
-                expected: PROTOCOL_VERSION,
-                got: hello.protocol,
-                daemon_version,
-            })
-            .await;
-        return;
-    }
-    if conn
-        .send(&HandshakeReply::Welcome {
-            protocol: PROTOCOL_VERSION,
-            daemon_version,
-        })
-        .await
-        .is_err()
-    {
+    if !handshake(&mut conn).await {
         return;
     }
     loop {
@@ -110,32 +90,22 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
         let request = match request {
             Ok(Some(request)) => request,
             Ok(None) => return,
-            Err(ProtocolError::Codec(e)) => {
-                tracing::debug!("undecodable request: {e}");
-                let reply = ErrorReply::new(
-                    ErrorKind::InvalidRequest,
-                    format!(
-                        "cannot decode the request ({e}); is the client from the same mdl version?"
-                    ),
-                );
-                if conn.send(&Response::Error(reply)).await.is_err() {
+            Err(e) => {
+                let keep_open = matches!(e, ProtocolError::Codec(_)) && conn.codec() == Codec::Json;
+                tracing::debug!("bad request frame: {e}");
+                let reply = ErrorReply::new(ErrorKind::InvalidRequest, bad_frame_message(&e));
+                // A JSON frame is self-contained, so the next one can still be read; after a
+                // bincode frame that does not decode, or a frame over the cap, the stream
+                // cannot be trusted: reply, then close.
+                if !send(&mut conn, &Response::Error(reply)).await || !keep_open {
                     return;
                 }
-                // A JSON frame is self-contained, so the next one can still be read; a
-                // bincode peer that sends an undecodable frame is not trusted further.
-                if conn.codec() == Codec::Json {
-                    continue;
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::debug!("connection error: {e}");
-                return;
+                continue;
             }
         };
         match handlers::dispatch(&services, request).await {
             Reply::Response(response) => {
-                if conn.send(&response).await.is_err() {
+                if !send(&mut conn, &response).await {
                     return;
                 }
             }
@@ -145,7 +115,7 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
             }
             Reply::Shutdown => {
                 tracing::info!("shutdown requested by a client");
-                let _ = conn.send(&Response::Ok).await;
+                send(&mut conn, &Response::Ok).await;
                 shutdown.cancel();
                 return;
             }
@@ -153,8 +123,88 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
     }
 }
 
+/// Read the hello and answer it; false when the connection is to be closed (it was refused
+/// with a reason where the peer can still read one).
+async fn handshake(conn: &mut Connection<LocalStream>) -> bool {
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.recv::<Hello>()).await {
+        Ok(Ok(Some(hello))) => hello,
+        Ok(Ok(None)) => return false,
+        Ok(Err(e)) => {
+            tracing::debug!("bad handshake frame: {e}");
+            let message = format!(
+                "the first frame must be an mdl Hello: {}",
+                bad_frame_message(&e)
+            );
+            refuse(conn, ErrorKind::InvalidRequest, message).await;
+            return false;
+        }
+        Err(_) => {
+            tracing::debug!("no handshake within {HANDSHAKE_TIMEOUT:?}");
+            let message = format!("no Hello within {} s", HANDSHAKE_TIMEOUT.as_secs());
+            refuse(conn, ErrorKind::InvalidRequest, message).await;
+            return false;
+        }
+    };
+    let daemon_version = env!("CARGO_PKG_VERSION").to_string();
+    if hello.magic != MAGIC {
+        tracing::debug!("not an mdl client (bad magic)");
+        let message = "not an mdl client: the Hello's magic must be \"mdl\\0\"".to_string();
+        refuse(conn, ErrorKind::InvalidRequest, message).await;
+        return false;
+    }
+    if hello.protocol != PROTOCOL_VERSION {
+        tracing::info!(client = %hello.client_version, got = hello.protocol, "incompatible client");
+        let reply = HandshakeReply::Incompatible {
+            expected: PROTOCOL_VERSION,
+            got: hello.protocol,
+            daemon_version,
+        };
+        send(conn, &reply).await;
+        return false;
+    }
+    let welcome = HandshakeReply::Welcome {
+        protocol: PROTOCOL_VERSION,
+        daemon_version,
+    };
+    send(conn, &welcome).await
+}
+
+/// What is wrong with a frame, for the peer.
+fn bad_frame_message(error: &ProtocolError) -> String {
+    match error {
+        ProtocolError::Codec(e) => {
+            format!("cannot decode the frame ({e}); is the client from the same mdl version?")
+        }
+        ProtocolError::Io(e) => format!(
+            "unreadable frame ({e}); a frame is an 8-byte big-endian length (at most {MAX_FRAME_LEN}) and its payload"
+        ),
+    }
+}
+
+/// Refuse a connection before the handshake: one typed frame, written within a short time
+/// (the peer may not be an mdl client and may never read), then the connection closes.
+async fn refuse(conn: &mut Connection<LocalStream>, kind: ErrorKind, message: String) {
+    let reply = HandshakeReply::Refused(ErrorReply::new(kind, message));
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, conn.send(&reply)).await;
+}
+
+/// Send one frame within [`WRITE_TIMEOUT`]; false when the peer is gone or stopped reading.
+async fn send<T: Serialize>(conn: &mut Connection<LocalStream>, value: &T) -> bool {
+    match tokio::time::timeout(WRITE_TIMEOUT, conn.send(value)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!("cannot write to a client: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::info!("dropping a client that stopped reading");
+            false
+        }
+    }
+}
+
 /// Send a snapshot, then every event, with heartbeats when idle. A subscriber that cannot keep
-/// up gets `Lagged`; it never slows anything else down.
+/// up gets `Lagged`; one that stops reading is dropped; it never slows anything else down.
 async fn stream_events(
     mut conn: Connection<LocalStream>,
     subscription: Subscription,
@@ -165,11 +215,7 @@ async fn stream_events(
         snapshot,
         mut events,
     } = subscription;
-    if conn
-        .send(&Response::Event(Event::Snapshot(snapshot)))
-        .await
-        .is_err()
-    {
+    if !send(&mut conn, &Response::Event(Event::Snapshot(snapshot))).await {
         return;
     }
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -184,7 +230,7 @@ async fn stream_events(
             _ = shutdown.cancelled() => Event::End,
         };
         let end = matches!(event, Event::End);
-        if conn.send(&Response::Event(event)).await.is_err() || end {
+        if !send(&mut conn, &Response::Event(event)).await || end {
             return;
         }
         ticker.reset();

@@ -55,6 +55,8 @@ pub struct Settings {
     pub progress_interval: Duration,
     /// How long the daemon waits for downloads to checkpoint on shutdown.
     pub shutdown_grace: Duration,
+    /// The most client connections served at once; more are refused with a reason.
+    pub max_connections: usize,
     /// Download engine settings.
     pub engine: EngineSettings,
 }
@@ -175,6 +177,7 @@ impl Settings {
             heartbeat_interval: Duration::from_secs(10),
             progress_interval: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(5),
+            max_connections: 512,
             engine: EngineSettings::default(),
         }
     }

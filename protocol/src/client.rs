@@ -113,6 +113,7 @@ impl Client {
                 got,
                 &daemon_version,
             ))),
+            Some(HandshakeReply::Refused(reply)) => Err(ClientError::Daemon(reply)),
             None => Err(ClientError::Closed),
         }
     }

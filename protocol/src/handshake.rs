@@ -53,6 +53,10 @@ pub enum HandshakeReply {
         /// The daemon's package version.
         daemon_version: String,
     },
+    /// The daemon refuses the connection before any request (a first frame that is not a
+    /// hello, a frame over the size cap, too many connections, a hello that came too late)
+    /// and closes it after this frame. Appended in this protocol version.
+    Refused(crate::response::ErrorReply),
 }
 
 /// The message a person sees when versions differ, naming both versions and the fix.

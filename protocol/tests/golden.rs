@@ -134,6 +134,13 @@ fn handshake_frames_never_change() {
             daemon_version: "0.1.0".into(),
         },
     );
+    check(
+        "refused",
+        HandshakeReply::Refused(ErrorReply::new(
+            ErrorKind::InvalidRequest,
+            "the first frame must be an mdl Hello",
+        )),
+    );
 }
 
 #[test]

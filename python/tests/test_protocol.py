@@ -88,7 +88,8 @@ def test_an_incompatible_or_broken_json_hello_gets_a_clear_answer(daemon: Daemon
     sock.close()
     sock = connect(daemon)
     send(sock, b'{"hello": true}')
-    assert "Hello" in recv(sock)["Error"]["message"]
+    refused = recv(sock)["Refused"]
+    assert refused["kind"] == "invalid_request" and "Hello" in refused["message"]
     sock.close()
 
 

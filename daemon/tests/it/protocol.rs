@@ -26,6 +26,21 @@ async fn assert_closed(stream: &mut endpoint::LocalStream) {
     );
 }
 
+/// The daemon refused the connection before the handshake with a reason, then closed it.
+async fn assert_refused(stream: endpoint::LocalStream, codec: Codec, says: &str) {
+    let mut conn = Connection::with_codec(stream, codec);
+    let reply = tokio::time::timeout(Duration::from_secs(15), conn.recv::<HandshakeReply>())
+        .await
+        .expect("a reply in time");
+    match reply {
+        Ok(Some(HandshakeReply::Refused(e))) => {
+            assert!(e.message.contains(says), "{e:?} does not say {says:?}")
+        }
+        other => panic!("expected a refusal saying {says:?}, got {other:?}"),
+    }
+    assert_closed(&mut conn.into_inner()).await;
+}
+
 async fn assert_still_serving(daemon: &TestDaemon) {
     let mut client = daemon.client().await;
     client
@@ -39,14 +54,19 @@ async fn huge_length_header_is_refused_without_allocating() {
     let daemon = TestDaemon::start().await;
     let mut stream = raw(&daemon).await;
     stream.write_all(&(1u64 << 63).to_be_bytes()).await.unwrap();
-    assert_closed(&mut stream).await;
-    // Also after a valid handshake.
+    assert_refused(stream, Codec::Bincode, "8-byte big-endian length").await;
+    // Also after a valid handshake: a typed error, then closed.
     let mut conn = Connection::new(raw(&daemon).await);
     conn.send(&Hello::new("test")).await.unwrap();
     let _: Option<HandshakeReply> = conn.recv().await.unwrap();
     let mut stream = conn.into_inner();
     stream.write_all(&(1u64 << 63).to_be_bytes()).await.unwrap();
-    assert_closed(&mut stream).await;
+    let mut conn = Connection::new(stream);
+    match conn.recv::<Response>().await.unwrap() {
+        Some(Response::Error(e)) => assert!(e.message.contains("unreadable frame"), "{e:?}"),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+    assert_closed(&mut conn.into_inner()).await;
     assert_still_serving(&daemon).await;
 }
 
@@ -79,7 +99,7 @@ async fn truncated_and_garbage_frames_close_only_that_connection() {
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    assert_closed(&mut garbage).await;
+    assert_refused(garbage, Codec::Bincode, "must be an mdl Hello").await;
 
     // A valid hello, then a frame whose payload is not a request: typed error, then closed.
     let mut conn = Connection::new(raw(&daemon).await);
@@ -125,7 +145,7 @@ async fn incompatible_version_gets_a_clear_error() {
             && message.contains("protocol 999")
             && message.contains("restart")
     );
-    // Bad magic: closed without a reply.
+    // Bad magic: refused with the reason, then closed.
     let mut conn = Connection::new(raw(&daemon).await);
     conn.send(&Hello {
         magic: *b"nope",
@@ -134,11 +154,7 @@ async fn incompatible_version_gets_a_clear_error() {
     })
     .await
     .unwrap();
-    assert!(conn
-        .recv::<HandshakeReply>()
-        .await
-        .map(|r| r.is_none())
-        .unwrap_or(true));
+    assert_refused(conn.into_inner(), Codec::Bincode, "not an mdl client").await;
 }
 
 #[tokio::test]
@@ -309,14 +325,129 @@ async fn json_handshakes_get_the_same_answers_in_json() {
     let err = Client::connect_with_codec(&daemon.socket, "ok", Codec::Json).await;
     assert!(err.is_ok(), "a compatible JSON client is welcome");
 
-    // A first frame that is JSON but not a hello: an error saying so, then closed.
+    // A first frame that is JSON but not a hello: a refusal saying so, then closed.
     let mut stream = raw(&daemon).await;
     write_raw_frame(&mut stream, br#"{"protocol":1}"#).await;
-    let mut conn = Connection::with_codec(stream, Codec::Json);
-    match conn.recv::<Response>().await.unwrap() {
-        Some(Response::Error(e)) => assert!(e.message.contains("Hello"), "{e:?}"),
-        other => panic!("expected an error reply, got {other:?}"),
+    assert_refused(stream, Codec::Json, "Hello").await;
+    assert_still_serving(&daemon).await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_with_a_reason() {
+    let daemon = TestDaemon::start_with(|s| s.max_connections = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(daemon.client().await);
     }
-    assert_closed(&mut conn.into_inner()).await;
+    let extra = raw(&daemon).await;
+    assert_refused(extra, Codec::Bincode, "at most 3 connections").await;
+    held.pop();
+    // A slot is free again once a client leaves.
+    poll_until_serving(&daemon).await;
+    held[0].list().await.expect("held connections keep working");
+}
+
+async fn poll_until_serving(daemon: &TestDaemon) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Client::connect(&daemon.socket, "test").await {
+            Ok(mut client) => {
+                client.list().await.unwrap();
+                return;
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("no slot freed: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_late_hello_is_refused() {
+    let daemon = TestDaemon::start().await;
+    let mut stream = raw(&daemon).await;
+    // Half a header, then silence: refused once the hello time is up.
+    stream.write_all(&[0, 0, 0]).await.unwrap();
+    assert_refused(stream, Codec::Bincode, "no Hello within").await;
+    assert_still_serving(&daemon).await;
+}
+
+/// A stream of random and mutated frames (bincode and JSON, before and after a valid
+/// handshake) at a running daemon: it keeps answering `ls` throughout and afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_hostile_frames_do_not_take_the_daemon_down() {
+    use rand::{Rng, SeedableRng};
+    let daemon = TestDaemon::start().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6d646c);
+    let valid: Vec<Vec<u8>> = [
+        mdl_protocol::codec::encode(&Request::List).unwrap(),
+        mdl_protocol::codec::encode(&Request::Status(1)).unwrap(),
+        mdl_protocol::codec::encode(&Request::Add(mdl_protocol::AddRequest {
+            source: "http://127.0.0.1:9/x".into(),
+            dry_run: true,
+            ..Default::default()
+        }))
+        .unwrap(),
+        br#"{"Status":1}"#.to_vec(),
+        br#""List""#.to_vec(),
+        br#"{"Add":{"source":"hf://a/b","dry_run":true}}"#.to_vec(),
+    ]
+    .into();
+    let total = 100_000usize;
+    let per_connection = 500usize;
+    let mut sent = 0usize;
+    let mut connection = 0usize;
+    while sent < total {
+        connection += 1;
+        let mut stream = raw(&daemon).await;
+        let json = connection % 2 == 0;
+        // Every third connection first completes a valid handshake, so the mutated frames
+        // reach the request decoder too.
+        if connection % 3 == 0 {
+            let hello = if json {
+                br#"{"magic":[109,100,108,0],"protocol":1,"client_version":"fuzz"}"#.to_vec()
+            } else {
+                mdl_protocol::codec::encode(&Hello::new("fuzz")).unwrap()
+            };
+            write_raw_frame(&mut stream, &hello).await;
+        }
+        let mut batch = Vec::new();
+        for _ in 0..per_connection {
+            let mut payload = valid[rng.gen_range(0..valid.len())].clone();
+            match rng.gen_range(0..4) {
+                0 => payload = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect(),
+                1 => {
+                    for _ in 0..rng.gen_range(1..4) {
+                        if !payload.is_empty() {
+                            let at = rng.gen_range(0..payload.len());
+                            payload[at] = rng.gen();
+                        }
+                    }
+                }
+                2 => payload.truncate(rng.gen_range(0..=payload.len())),
+                _ => payload.extend((0..rng.gen_range(1..8)).map(|_| rng.gen::<u8>())),
+            }
+            // Now and then a lying length header.
+            let len = if rng.gen_ratio(1, 50) {
+                rng.gen::<u64>()
+            } else {
+                payload.len() as u64
+            };
+            batch.extend_from_slice(&len.to_be_bytes());
+            batch.extend_from_slice(&payload);
+        }
+        sent += per_connection;
+        // The daemon may close the connection early (it distrusts a bad bincode frame):
+        // write what it takes, read what it answers, move on.
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&batch)).await;
+        let mut sink = vec![0u8; 1 << 16];
+        let _ = tokio::time::timeout(Duration::from_millis(20), stream.read(&mut sink)).await;
+        drop(stream);
+        if connection % 20 == 0 {
+            assert_still_serving(&daemon).await;
+        }
+    }
+    assert!(sent >= total);
     assert_still_serving(&daemon).await;
 }

@@ -63,8 +63,9 @@ class Connection:
                 f"this client speaks protocol {i['got']}; restart the daemon from the same "
                 "installation as the client (`mdlctl daemon stop` and run the command again)"
             )
-        if isinstance(reply, dict) and "Error" in reply:
-            raise InvalidRequestError(reply["Error"]["message"])
+        if isinstance(reply, dict) and "Refused" in reply:
+            refused = reply["Refused"]
+            raise error_for(refused.get("kind", "other"), refused.get("message", ""))
         raise DaemonUnreachable(f"unexpected handshake reply from {path}: {reply!r:.200}")
 
     def settimeout(self, timeout: Optional[float]) -> None:
