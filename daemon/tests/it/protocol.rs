@@ -401,10 +401,10 @@ async fn a_hundred_thousand_hostile_frames_do_not_take_the_daemon_down() {
     while sent < total {
         connection += 1;
         let mut stream = raw(&daemon).await;
-        let json = connection % 2 == 0;
+        let json = connection.is_multiple_of(2);
         // Every third connection first completes a valid handshake, so the mutated frames
         // reach the request decoder too.
-        if connection % 3 == 0 {
+        if connection.is_multiple_of(3) {
             let hello = if json {
                 br#"{"magic":[109,100,108,0],"protocol":1,"client_version":"fuzz"}"#.to_vec()
             } else {
@@ -444,7 +444,7 @@ async fn a_hundred_thousand_hostile_frames_do_not_take_the_daemon_down() {
         let mut sink = vec![0u8; 1 << 16];
         let _ = tokio::time::timeout(Duration::from_millis(20), stream.read(&mut sink)).await;
         drop(stream);
-        if connection % 20 == 0 {
+        if connection.is_multiple_of(20) {
             assert_still_serving(&daemon).await;
         }
     }
