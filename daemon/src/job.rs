@@ -32,6 +32,10 @@ pub enum Layout {
     HfCache,
     /// The ModelScope cache (`models/owner/name/...`).
     ModelScopeCache,
+    /// Civitai files below a path template (`{type}/{creator}/{name}/{version}` by default)
+    /// or a layout preset: the default destination's layout. With an explicit `--dest` a
+    /// Civitai file lands in it directly, unless an option asks for a template or layout.
+    CivitaiTemplate,
 }
 
 /// The kind of a Hub repository.

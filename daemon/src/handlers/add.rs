@@ -95,7 +95,7 @@ impl CheckedAdd {
 
 /// Validate an add: a known source, well-formed digests, an absolute destination, a usable
 /// file name.
-pub fn check(settings: &Settings, request: AddRequest) -> Result<CheckedAdd, ErrorReply> {
+pub fn check(settings: &Settings, mut request: AddRequest) -> Result<CheckedAdd, ErrorReply> {
     let source = request.source.trim().to_string();
     if source.is_empty() {
         return Err(invalid("the source is empty"));
@@ -105,6 +105,8 @@ pub fn check(settings: &Settings, request: AddRequest) -> Result<CheckedAdd, Err
     if matches!(parsed_source, Source::Civitai(_)) {
         sources::civitai::validate_options(&request.options).map_err(invalid)?;
     }
+    // Another hub's token is never stored with this job.
+    sources::keep_relevant_env(&parsed_source, &mut request.env);
     let sha256 = check_hex("sha256", &request.sha256, 64)?;
     let md5 = check_hex("md5", &request.md5, 32)?;
     let dest_dir =

@@ -18,7 +18,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
 use serde_json::Value;
 
 use crate::engine::{names, Engine, FetchError};
-use crate::job::{CivitaiTarget as Target, FileRecord, JobRecord};
+use crate::job::{CivitaiTarget as Target, FileRecord, JobRecord, Layout};
 use crate::settings::SourceSettings;
 
 use super::{job_env, Credentials, Resolved};
@@ -573,7 +573,13 @@ pub async fn resolve(
         .clone()
         .or_else(|| names::sanitize_file_name(api_name))
         .unwrap_or_else(|| format!("civitai-{vid}.bin"));
+    // The template or layout applies to the default destination, or when asked for; an
+    // explicit `--dest` alone means "put the file here".
+    let templated = job.layout == Layout::CivitaiTemplate
+        || option(job, "layout").is_some()
+        || option(job, "template").is_some();
     let dir = match option(job, "layout").filter(|l| !l.eq_ignore_ascii_case("default")) {
+        _ if !templated => String::new(),
         Some(layout) => layout_dir(&chosen.model_type, layout).ok_or_else(|| {
             FetchError::failed(
                 ErrorKind::InvalidRequest,
@@ -738,6 +744,33 @@ pub async fn expand_search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_from_the_api_never_make_directories_or_escape() {
+        let hostile = ["../../..", "a/b", "..\\x", "evil\u{0}name", "/etc", ".", "c\nd"];
+        for creator in hostile {
+            for name in hostile {
+                let path = expand_template(
+                    DEFAULT_TEMPLATE,
+                    "LORA",
+                    creator,
+                    name,
+                    "v1/../../x",
+                    1,
+                    2,
+                    "",
+                )
+                .unwrap();
+                let parts: Vec<&str> = path.split('/').collect();
+                assert_eq!(parts.len(), 4, "{creator:?} {name:?} made {path:?}");
+                assert!(
+                    parts.iter().all(|p| !p.is_empty() && *p != ".." && *p != "."
+                        && !p.chars().any(char::is_control)),
+                    "{path:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn parses_every_source_form() {

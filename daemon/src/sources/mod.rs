@@ -91,16 +91,19 @@ pub fn upgrade_job_record(schema: u32, record: &mut serde_json::Value) -> Result
         value
     };
     let kind = take(&mut options, "mdl.source");
-    let layout = match take(&mut options, "mdl.layout").as_deref() {
-        Some("hf-cache") => Layout::HfCache,
-        Some("modelscope-cache") => Layout::ModelScopeCache,
-        _ => Layout::Plain,
-    };
+    let layout = take(&mut options, "mdl.layout");
     let parsed = match kind.as_deref() {
         Some("huggingface") => huggingface::parse(&text).map(Source::HuggingFace),
         Some("modelscope") => modelscope::parse(&text).map(Source::ModelScope),
         _ => parse(&text, &SourceSettings::default(), &[]),
     }?;
+    let layout = match (layout.as_deref(), &parsed) {
+        (Some("hf-cache"), _) => Layout::HfCache,
+        (Some("modelscope-cache"), _) => Layout::ModelScopeCache,
+        // Schema 1 put every Civitai file below its path template.
+        (_, Source::Civitai(_)) => Layout::CivitaiTemplate,
+        _ => Layout::Plain,
+    };
     if object.get("resolved").and_then(|v| v.as_bool()) == Some(true) {
         let revision = object.get("revision").cloned().unwrap_or_default();
         object.insert("resolved_revision".into(), revision);
@@ -126,11 +129,39 @@ pub fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str>
         .then(|| &s[prefix.len()..])
 }
 
+/// The hub a forwarded variable belongs to, by its name (`HF_TOKEN` → Hugging Face), if any.
+fn hub_of_variable(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_uppercase();
+    if name.starts_with("HF_") || name.starts_with("HUGGING_FACE_") || name.starts_with("HUGGINGFACE_") {
+        Some("huggingface")
+    } else if name.starts_with("MODELSCOPE_") {
+        Some("modelscope")
+    } else if name.starts_with("CIVITAI_") {
+        Some("civitai")
+    } else {
+        None
+    }
+}
+
+/// Keep only the forwarded variables a job of `source` may use: another hub's variables
+/// (its token above all) are dropped before the job is stored. Variables of no hub (`HOME`,
+/// `XDG_CACHE_HOME`, proxies) are kept.
+pub fn keep_relevant_env(source: &Source, env: &mut Vec<(String, Secret)>) {
+    let hub = match source {
+        Source::HuggingFace(_) => Some("huggingface"),
+        Source::ModelScope(_) => Some("modelscope"),
+        Source::Civitai(_) => Some("civitai"),
+        Source::Url(_) => None,
+    };
+    env.retain(|(name, _)| hub_of_variable(name).is_none_or(|owner| Some(owner) == hub));
+}
+
 /// The layout of an add: a hub's cache when no `--dest` is given, else plain.
 pub fn layout(source: &Source, dest_given: bool) -> Layout {
     match source {
         Source::HuggingFace(_) if !dest_given => Layout::HfCache,
         Source::ModelScope(_) if !dest_given => Layout::ModelScopeCache,
+        Source::Civitai(_) if !dest_given => Layout::CivitaiTemplate,
         _ => Layout::Plain,
     }
 }
@@ -347,6 +378,25 @@ mod tests {
         fn arbitrary_unicode_never_panics(source in "\\PC{0,64}") {
             let _ = parse(&source, &SourceSettings::default(), &[]);
         }
+    }
+
+    #[test]
+    fn a_job_keeps_only_its_own_hubs_variables() {
+        let env = |names: &[&str]| -> Vec<(String, Secret)> {
+            names.iter().map(|n| (n.to_string(), Secret("v".into()))).collect()
+        };
+        let all = env(&["HF_TOKEN", "CIVITAI_TOKEN", "MODELSCOPE_API_TOKEN", "HOME", "HTTPS_PROXY"]);
+        let names = |source: &Source| {
+            let mut kept = all.clone();
+            keep_relevant_env(source, &mut kept);
+            kept.into_iter().map(|(n, _)| n).collect::<Vec<_>>()
+        };
+        let hf = parse("hf://a/b", &SourceSettings::default(), &[]).unwrap();
+        assert_eq!(names(&hf), ["HF_TOKEN", "HOME", "HTTPS_PROXY"]);
+        let url = Source::Url("https://example.com/x".into());
+        assert_eq!(names(&url), ["HOME", "HTTPS_PROXY"]);
+        let civitai = parse("civitai://1", &SourceSettings::default(), &[]).unwrap();
+        assert_eq!(names(&civitai), ["CIVITAI_TOKEN", "HOME", "HTTPS_PROXY"]);
     }
 
     #[test]

@@ -72,15 +72,18 @@ async fn newest_version_safetensor_preferred_under_the_template() {
     let mock = CivitaiMock::start().await;
     mock.add_model(lora(7));
     let daemon = TestDaemon::start().await;
-    let dest = daemon.downloads.join("civ");
-    let job = run(&daemon, add_request(&mock, "civitai://7", &dest)).await;
+    // No --dest: the default destination, below the path template.
+    let mut request = add_request(&mock, "civitai://7", &daemon.downloads);
+    request.dest = None;
+    let job = run(&daemon, request).await;
     assert_eq!(job.state, JobState::Completed, "{job:#?}");
     assert_eq!(job.revision.as_deref(), Some("72"));
     let path = only_file(&job);
     // The newest version, SafeTensor over the PickleTensor primary; the first such file.
+    let default_dest = daemon.settings().download_dir.join("civitai");
     assert_eq!(
         path,
-        dest.join("LORA/mock-creator/Cute Style/v2.0/cute_v2.safetensors")
+        default_dest.join("LORA/mock-creator/Cute Style/v2.0/cute_v2.safetensors")
     );
     assert_eq!(std::fs::read(&path).unwrap(), bytes(2000, 2));
     // The API's upper-case SHA256, verified in lower case.
@@ -189,16 +192,23 @@ async fn content_disposition_variants_name_plain_url_downloads() {
         let job = run(&daemon, add_request(&mock, &url, &dest)).await;
         assert_eq!(job.state, JobState::Completed, "{job:#?}");
         assert_eq!(only_file(&job), dest.join(name));
-        // The Civitai source names it from the API and lands it in the template.
-        let job = run(
-            &daemon,
-            add_request(&mock, &format!("civitai://{}", 100 + i), &dest),
-        )
-        .await;
+        // The Civitai source names it from the API and lands it in the template when an
+        // option asks for one...
+        let mut request = add_request(&mock, &format!("civitai://{}", 100 + i), &dest);
+        request.options = vec![("template".into(), "{type}/{creator}/{name}/{version}".into())];
+        let job = run(&daemon, request).await;
         assert_eq!(
             only_file(&job),
             dest.join(format!("Checkpoint/mock-creator/M{i}/v1/{name}"))
         );
+        // ...and straight in an explicit --dest otherwise, as every Civitai downloader does.
+        let plain = dest.join("plain");
+        let job = run(
+            &daemon,
+            add_request(&mock, &format!("civitai://{}", 100 + i), &plain),
+        )
+        .await;
+        assert_eq!(only_file(&job), plain.join(name), "{job:#?}");
     }
 }
 
