@@ -33,6 +33,8 @@ pub const TOKEN_ENVS: [&str; 2] = ["CIVITAI_TOKEN", "CIVITAI_API_KEY"];
 pub const DEFAULT_TEMPLATE: &str = "{type}/{creator}/{name}/{version}";
 /// Most results a search batch may queue.
 pub const MAX_SEARCH_RESULTS: usize = 500;
+/// The most pages a search may take (pages without usable results count too).
+pub const MAX_SEARCH_PAGES: usize = 200;
 
 /// Whether `source` is a Civitai source (without validating it).
 pub fn is_civitai(source: &str) -> bool {
@@ -690,7 +692,14 @@ pub async fn expand_search(
     query.push(("limit".into(), per_page.to_string()));
     let mut adds = Vec::new();
     let mut cursor: Option<String> = None;
-    loop {
+    let mut seen_cursors = std::collections::HashSet::new();
+    for page_number in 1.. {
+        if page_number > MAX_SEARCH_PAGES {
+            return Err(FetchError::failed(
+                ErrorKind::Fatal,
+                format!("the Civitai search gave {} results in {MAX_SEARCH_PAGES} pages; stopping (narrow the query)", adds.len()),
+            ));
+        }
         let encoded = {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
             for (k, v) in &query {
@@ -734,8 +743,18 @@ pub async fn expand_search(
                     .as_u64()
                     .map(|n| n.to_string())
             });
-        if adds.len() >= want || cursor.is_none() || items.is_empty() {
+        if adds.len() >= want || items.is_empty() {
             break;
+        }
+        match &cursor {
+            None => break,
+            Some(c) if !seen_cursors.insert(c.clone()) => {
+                return Err(FetchError::failed(
+                    ErrorKind::Fatal,
+                    format!("the Civitai search repeated its cursor {c:?}; stopping"),
+                ))
+            }
+            Some(_) => {}
         }
     }
     Ok(adds)
@@ -747,7 +766,15 @@ mod tests {
 
     #[test]
     fn names_from_the_api_never_make_directories_or_escape() {
-        let hostile = ["../../..", "a/b", "..\\x", "evil\u{0}name", "/etc", ".", "c\nd"];
+        let hostile = [
+            "../../..",
+            "a/b",
+            "..\\x",
+            "evil\u{0}name",
+            "/etc",
+            ".",
+            "c\nd",
+        ];
         for creator in hostile {
             for name in hostile {
                 let path = expand_template(
@@ -764,7 +791,9 @@ mod tests {
                 let parts: Vec<&str> = path.split('/').collect();
                 assert_eq!(parts.len(), 4, "{creator:?} {name:?} made {path:?}");
                 assert!(
-                    parts.iter().all(|p| !p.is_empty() && *p != ".." && *p != "."
+                    parts.iter().all(|p| !p.is_empty()
+                        && *p != ".."
+                        && *p != "."
                         && !p.chars().any(char::is_control)),
                     "{path:?}"
                 );

@@ -228,7 +228,7 @@ pub async fn get(
             "no endpoint configured for this source",
         ));
     }
-    let mut last_error = None;
+    let mut failures: Vec<String> = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         let is_last = i + 1 == endpoints.len();
         let url = join(endpoint, path_and_query);
@@ -240,15 +240,25 @@ pub async fn get(
         let headers = with_credentials(&headers, credentials, &url);
         match get_url_attempts(http, &url, endpoint, &headers, policy, attempts, !is_last).await {
             Ok(response) => return Ok(response),
-            Err(err) => {
-                if !is_last {
-                    tracing::warn!(endpoint = %crate::job::redact_url(endpoint), error = %err, "endpoint failed; trying the next one");
+            Err(err) if is_last => {
+                // Every endpoint failed: say what each one did, the last one's kind decides.
+                if failures.is_empty() {
+                    return Err(err);
                 }
-                last_error = Some(err);
+                failures.push(err.to_string());
+                return Err(FetchError::failed(err.kind(), failures.join("; then ")));
+            }
+            Err(err) => {
+                tracing::warn!(endpoint = %crate::job::redact_url(endpoint), error = %err, "endpoint failed; trying the next one");
+                failures.push(err.to_string());
             }
         }
     }
-    Err(last_error.expect("at least one endpoint"))
+    // Not reached: the last endpoint returns above, and the list is not empty.
+    Err(FetchError::failed(
+        ErrorKind::Network,
+        failures.join("; then "),
+    ))
 }
 
 /// `GET` one absolute URL (e.g. a `Link: rel="next"` page) with the retry policy; `endpoint`
@@ -271,6 +281,53 @@ pub async fn get_url(
         false,
     )
     .await
+}
+
+/// The most bytes a metadata answer (a file list page, a model's JSON) may have; a server
+/// that sends more is cut off with an error instead of filling the daemon's memory.
+pub const MAX_META_BODY: usize = 32 * 1024 * 1024;
+
+/// Why a metadata body could not be read.
+enum BodyError {
+    /// Larger than [`MAX_META_BODY`] (announced or sent).
+    TooLarge(String),
+    /// The connection failed mid-body (worth retrying).
+    Read(String),
+}
+
+/// Read a metadata body, at most [`MAX_META_BODY`] bytes.
+async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, BodyError> {
+    let shown = crate::job::redact_url(response.url().as_str());
+    let too_large = || {
+        BodyError::TooLarge(format!(
+            "the answer from {shown} is larger than {} MiB; refusing it",
+            MAX_META_BODY >> 20
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_META_BODY as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_META_BODY {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => {
+                return Err(BodyError::Read(format!(
+                    "{} (reading {shown})",
+                    describe(&e)
+                )))
+            }
+        }
+    }
 }
 
 /// `headers` plus the credentials that belong to `url`'s origin.
@@ -329,16 +386,21 @@ async fn get_url_attempts(
                             status: Some(429),
                         });
                     }
-                    StatusClass::Permanent(_) => {
-                        let body = response.bytes().await.unwrap_or_default();
-                        return Ok(MetaResponse {
-                            status,
-                            headers: response_headers,
-                            body,
-                            endpoint: endpoint.to_string(),
-                            url: final_url,
-                        });
-                    }
+                    StatusClass::Permanent(_) => match read_capped(response).await {
+                        Ok(body) => {
+                            return Ok(MetaResponse {
+                                status,
+                                headers: response_headers,
+                                body,
+                                endpoint: endpoint.to_string(),
+                                url: final_url,
+                            })
+                        }
+                        Err(BodyError::TooLarge(message)) => {
+                            return Err(FetchError::failed(ErrorKind::Fatal, message))
+                        }
+                        Err(BodyError::Read(message)) => (message, None, ErrorKind::Network),
+                    },
                 }
             }
             Err(e) if e.is_connect() && fail_fast_on_connect => {

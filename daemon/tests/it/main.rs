@@ -5,6 +5,7 @@
 mod civitai;
 mod engine;
 mod hf;
+mod hostile;
 mod layers;
 mod modelscope;
 mod protocol;
