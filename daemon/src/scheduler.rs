@@ -19,9 +19,9 @@ use mdl_protocol::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::finalize;
 use crate::engine::limit::RateLimiter;
 use crate::engine::Engine;
+use crate::engine::{finalize, names};
 use crate::job::{self, FileCheckpoint, FileRecord, JobRecord};
 use crate::runner::{self, LiveBytes, RunOutcome, RunnerContext, RunnerMessage};
 use crate::settings::Settings;
@@ -404,8 +404,12 @@ impl Scheduler {
     pub fn remove(&mut self, job: &JobRecord, delete_files: bool) -> Result<(), StoreError> {
         if delete_files && job.state == JobState::Completed {
             for file in self.store.files(job.id)? {
-                if let Some(rel) = &file.rel_path {
-                    let _ = std::fs::remove_file(job.dest_dir.join(rel));
+                // Never through a link that leads out of the destination.
+                if let Some(path) = file
+                    .rel_path
+                    .and_then(|rel| names::safe_join(&job.dest_dir, &rel).ok())
+                {
+                    let _ = std::fs::remove_file(path);
                 }
             }
         }

@@ -259,7 +259,44 @@ pub fn safe_join(dest_dir: &Path, rel: &str) -> Result<PathBuf, FetchError> {
             format!("refusing unsafe file path {rel:?}"),
         ));
     }
+    if let Some(outside) = leaves_through_a_link(dest_dir, &joined) {
+        return Err(FetchError::failed(
+            ErrorKind::Fatal,
+            format!(
+                "refusing {rel:?}: {} is a link that leads out of the destination {}",
+                outside.display(),
+                dest_dir.display()
+            ),
+        ));
+    }
     Ok(joined)
+}
+
+/// The first directory between `dest_dir` and `path` that is a symlink leading outside
+/// `dest_dir`, if any: creating parents, renaming into or deleting below it would act outside
+/// the destination. Missing directories are fine (they will be created as real ones); a link
+/// that stays inside the destination is fine too. The final component itself is not checked:
+/// replacing or deleting a link never touches its target.
+pub fn leaves_through_a_link(dest_dir: &Path, path: &Path) -> Option<PathBuf> {
+    let root = std::fs::canonicalize(dest_dir).ok()?;
+    let rel = path.strip_prefix(dest_dir).ok()?;
+    let mut current = dest_dir.to_path_buf();
+    let mut components: Vec<_> = rel.components().collect();
+    components.pop();
+    for component in components {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let inside = std::fs::canonicalize(&current).is_ok_and(|t| t.starts_with(&root));
+                if !inside {
+                    return Some(current);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// The path of `target` relative to the directory `from` (both absolute).
@@ -283,6 +320,26 @@ pub fn relative_path(from: &Path, target: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_directory_out_of_the_destination_is_refused() {
+        let dest = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dest.path().join("out")).unwrap();
+        std::fs::create_dir(dest.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dest.path().join("real"), dest.path().join("in")).unwrap();
+        let err = safe_join(dest.path(), "out/x.bin").unwrap_err();
+        assert!(
+            err.to_string().contains("leads out of the destination"),
+            "{err}"
+        );
+        assert!(safe_join(dest.path(), "out/deeper/x.bin").is_err());
+        assert!(safe_join(dest.path(), "in/x.bin").is_ok());
+        assert!(safe_join(dest.path(), "new/dir/x.bin").is_ok());
+        // The last component may be a link (a snapshot entry): replacing it is safe.
+        assert!(safe_join(dest.path(), "out").is_ok());
+    }
 
     #[test]
     fn repo_paths_that_could_escape_or_not_exist_everywhere_are_refused() {
