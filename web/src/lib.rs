@@ -196,6 +196,11 @@ impl Dashboard {
         self.state.launch_url()
     }
 
+    /// The shared state, which mints launch links after [`Dashboard::serve`] took `self`.
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
     /// Serve until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), WebError> {
         let app = router(self.state);
