@@ -68,6 +68,22 @@ pub enum Command {
     Daemon(DaemonCommand),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
+    /// Open the web dashboard: prints its link (with a one-time sign-in token) on the first
+    /// line of stdout, opens the browser, and serves until Ctrl-C
+    Ui(UiArgs),
+}
+
+/// `mdlctl ui`.
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Print the link but do not open a browser
+    #[arg(long)]
+    pub no_open: bool,
+
+    /// Listen on this address instead of 127.0.0.1 and [::1] (port 7386); port 0 picks one.
+    /// Other than loopback addresses expose the dashboard to the network: think twice
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `mdlctl add`.

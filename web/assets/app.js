@@ -326,7 +326,8 @@ async function download(event) {
   $("download-btn").disabled = true;
   try {
     const reply = await api("POST", "/jobs", body);
-    for (const job of reply.jobs) jobs.set(job.id, job);
+    // Events are the truth: an event about the job may already have overtaken this reply.
+    for (const job of reply.jobs) if (!jobs.has(job.id)) jobs.set(job.id, job);
     $("source").value = ""; $("token").value = ""; $("sha256").value = "";
     $("plan").hidden = true; lastPlan = null;
     detect();
@@ -344,9 +345,10 @@ const live = new Map();          // id -> {speed, eta, at}, from progress events
 const samples = [];              // [time ms, total bytes/s], the speed graph
 const GRAPH_MS = 5 * 60 * 1000;
 
+// The change itself comes back as an event (the reply may be older than an event already
+// received, e.g. "running" just before "paused"), so only errors are shown from the reply.
 function jobAction(job, path, body) {
-  return api("POST", "/jobs/" + job.id + path, body).then((j) => { if (j) { jobs.set(j.id, j); render(); } })
-    .catch((err) => alertError(job.id, err));
+  return api("POST", "/jobs/" + job.id + path, body).catch((err) => alertError(job.id, err));
 }
 
 const actionErrors = new Map();
@@ -390,8 +392,10 @@ function jobNode(job) {
   }
   const actionErr = actionErrors.get(job.id);
   if (actionErr) node.append(errorNode(actionErr.kind, actionErr.message, actionErr.hint, "job-error"));
-  if (job.state === "completed") node.append(el("div", { class: "paths" }, t("saved_to") + " ", el("code", { text: job.dest })));
-  if (job.files.length > 0) {
+  if (job.state === "completed" && job.files.length !== 1) node.append(el("div", { class: "paths" }, t("saved_to") + " ", el("code", { text: job.dest })));
+  if (job.files.length === 1 && job.state === "completed") {
+    node.append(el("div", { class: "paths" }, t("saved_to") + " ", el("code", { text: job.files[0].path })));
+  } else if (job.files.length > 1) {
     const list = el("div", { class: "file-list" });
     for (const f of job.files) {
       const bar = el("div", { class: "bar small " + (f.state === "completed" ? "completed" : job.state) }, el("div"));
@@ -571,7 +575,10 @@ function drawGraph() {
   ctx.clearRect(0, 0, w, h);
   const max = Math.max(1, ...samples.map((s) => s[1]));
   const now = Date.now();
-  const x = (time) => w - ((now - time) / GRAPH_MS) * w;
+  // The last 5 minutes; while the page is younger than that, the time it has been open
+  // (at least 10 s), so a fresh page shows a graph and not a sliver at the right edge.
+  const span = Math.min(GRAPH_MS, Math.max(10000, samples.length ? now - samples[0][0] : 0));
+  const x = (time) => w - ((now - time) / span) * w;
   const y = (v) => h - 18 - (v / max) * (h - 30);
   ctx.strokeStyle = "#e5e7eb"; ctx.lineWidth = 1;
   ctx.beginPath(); ctx.moveTo(0, y(0)); ctx.lineTo(w, y(0)); ctx.stroke();
@@ -631,5 +638,5 @@ document.addEventListener("DOMContentLoaded", () => {
   applyLanguage();
   connect();
   loadSettings();
-  setInterval(sampleSpeed, 1000);
+  setInterval(sampleSpeed, 500);
 });

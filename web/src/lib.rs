@@ -10,7 +10,8 @@
 //! * [`api`]: the JSON routes under `/api/v1`;
 //! * [`events`]: `GET /api/v1/events` as `text/event-stream`;
 //! * [`assets`]: the page (HTML, CSS, JavaScript, English and Simplified Chinese), compiled in;
-//! * [`error`]: errors as `{kind, message, hint}` with fitting status codes.
+//! * [`error`]: errors as `{kind, message, hint}` with fitting status codes;
+//! * [`launch`]: asking a dashboard that already runs for a new launch link.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mdl_web::WebError> {
@@ -26,6 +27,7 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod launch;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;

@@ -46,14 +46,19 @@ async fn a_job_from_add_to_verified_file() {
     assert_eq!(listed, direct);
 
     let changed: JobInfo = web
-        .post(&format!("/api/v1/jobs/{}/priority", job.id), json!({"priority": 7}))
+        .post(
+            &format!("/api/v1/jobs/{}/priority", job.id),
+            json!({"priority": 7}),
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(changed.priority, 7);
 
-    let resumed = web.post(&format!("/api/v1/jobs/{}/resume", job.id), json!({})).await;
+    let resumed = web
+        .post(&format!("/api/v1/jobs/{}/resume", job.id), json!({}))
+        .await;
     assert_eq!(resumed.status(), StatusCode::OK);
     let done = eventually(Duration::from_secs(30), "the job to complete", || async {
         let job = job_of(&web, job.id).await;
@@ -61,7 +66,10 @@ async fn a_job_from_add_to_verified_file() {
     })
     .await;
     assert_eq!(done.state.as_str(), "completed", "{done:#?}");
-    assert_eq!(done.files[0].sha256.as_deref(), Some(served.sha256.as_str()));
+    assert_eq!(
+        done.files[0].sha256.as_deref(),
+        Some(served.sha256.as_str())
+    );
     assert_eq!(
         testkit::sha256_hex(&std::fs::read(&done.files[0].path).unwrap()),
         served.sha256
@@ -108,25 +116,33 @@ async fn pause_resume_and_cancel_a_running_job() {
     })
     .await;
     // The reply is the job right after the request; a running job stops a moment later.
-    let pausing = web.post(&format!("/api/v1/jobs/{id}/pause"), json!({})).await;
+    let pausing = web
+        .post(&format!("/api/v1/jobs/{id}/pause"), json!({}))
+        .await;
     assert_eq!(pausing.status(), StatusCode::OK);
     let paused = eventually(Duration::from_secs(10), "the job to pause", || async {
         let job = job_of(&web, id).await;
         (job.state.as_str() == "paused").then_some(job)
     })
     .await;
-    let resumed = web.post(&format!("/api/v1/jobs/{id}/resume"), json!({})).await;
+    let resumed = web
+        .post(&format!("/api/v1/jobs/{id}/resume"), json!({}))
+        .await;
     assert_eq!(resumed.status(), StatusCode::OK);
     eventually(Duration::from_secs(10), "the job to run again", || async {
         let job = job_of(&web, id).await;
         (job.state.as_str() == "running" && job.bytes_done > paused.bytes_done).then_some(())
     })
     .await;
-    let cancelling = web.post(&format!("/api/v1/jobs/{id}/cancel"), json!({})).await;
+    let cancelling = web
+        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(cancelling.status(), StatusCode::OK);
-    eventually(Duration::from_secs(10), "the job to be cancelled", || async {
-        (job_of(&web, id).await.state.as_str() == "cancelled").then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the job to be cancelled",
+        || async { (job_of(&web, id).await.state.as_str() == "cancelled").then_some(()) },
+    )
     .await;
 }
 
@@ -136,12 +152,18 @@ async fn plan_lists_files_and_what_is_present() {
     let served = files.add("/weights.safetensors", pseudo_random_bytes(1000, 3));
     let web = Web::start().await;
     let response = web
-        .post("/api/v1/plan", json!({"source": served.url, "sha256": served.sha256}))
+        .post(
+            "/api/v1/plan",
+            json!({"source": served.url, "sha256": served.sha256}),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let plan: mdl_protocol::PlanInfo = response.json().await.unwrap();
     assert_eq!(plan.files.len(), 1);
-    assert!(plan.files[0].dest.ends_with("weights.safetensors"), "{plan:?}");
+    assert!(
+        plan.files[0].dest.ends_with("weights.safetensors"),
+        "{plan:?}"
+    );
     // Nothing was queued.
     let jobs: Vec<JobInfo> = web.get("/api/v1/jobs").await.json().await.unwrap();
     assert!(jobs.is_empty());
@@ -160,7 +182,10 @@ async fn errors_are_json_with_kind_message_and_hint() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let body: Value = bad.json().await.unwrap();
     assert_eq!(body["kind"], "invalid_request");
-    assert!(body["message"].as_str().unwrap().contains("sha256"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("sha256"),
+        "{body}"
+    );
     // An unknown field is a typo, not silently ignored.
     let typo = web.post("/api/v1/jobs", json!({"sorce": "x"})).await;
     assert_eq!(typo.status(), StatusCode::BAD_REQUEST);
@@ -204,7 +229,10 @@ async fn an_unreachable_daemon_is_503_with_a_hint() {
 async fn status_and_settings() {
     let web = Web::start().await;
     let status: Value = web.get("/api/v1/status").await.json().await.unwrap();
-    assert_eq!(status["data_dir"], web.daemon.data_dir.display().to_string());
+    assert_eq!(
+        status["data_dir"],
+        web.daemon.data_dir.display().to_string()
+    );
     let changed = web
         .http()
         .patch(web.url("/api/v1/settings"))
@@ -215,7 +243,10 @@ async fn status_and_settings() {
         .unwrap();
     assert_eq!(changed.status(), StatusCode::OK);
     let settings: Value = web.get("/api/v1/settings").await.json().await.unwrap();
-    assert_eq!(settings, json!({"max_concurrent": 5, "bandwidth_limit": 2_000_000}));
+    assert_eq!(
+        settings,
+        json!({"max_concurrent": 5, "bandwidth_limit": 2_000_000})
+    );
     let cleared: Value = web
         .http()
         .patch(web.url("/api/v1/settings"))

@@ -57,7 +57,10 @@ impl SseReader {
                         data.push_str(v.trim_start());
                     }
                 }
-                if block.lines().all(|l| l.starts_with(':') || l.starts_with("retry:")) {
+                if block
+                    .lines()
+                    .all(|l| l.starts_with(':') || l.starts_with("retry:"))
+                {
                     continue;
                 }
                 sse.data = serde_json::from_str(&data).unwrap_or(Value::Null);
@@ -90,7 +93,10 @@ async fn open(web: &Web, last_event_id: Option<&str>) -> SseReader {
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
     SseReader::new(response)
 }
 
@@ -151,7 +157,10 @@ async fn last_event_id_resumes_with_a_fresh_snapshot() {
     let first = events.next().await;
     assert_eq!(first.event, "snapshot");
     assert_eq!(first.id, Some(42), "ids continue after Last-Event-ID");
-    assert_eq!(first.data[0]["id"], id, "the snapshot carries what was missed");
+    assert_eq!(
+        first.data[0]["id"], id,
+        "the snapshot carries what was missed"
+    );
     let next = events.next().await;
     assert_eq!(next.id, Some(43));
 }

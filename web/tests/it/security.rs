@@ -10,27 +10,43 @@ use crate::Web;
 async fn session_cookie(web: &Web) -> String {
     let response = web.http().get(web.launch()).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let set = response.headers()[header::SET_COOKIE].to_str().unwrap().to_string();
+    let set = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
     set.split(';').next().unwrap().to_string()
 }
 
 async fn error_kind(response: reqwest::Response) -> String {
     let body: Value = response.json().await.unwrap();
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     body["kind"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
 async fn refuses_requests_without_credentials() {
     let web = Web::start().await;
-    let response = web.http().get(web.url("/api/v1/jobs")).send().await.unwrap();
+    let response = web
+        .http()
+        .get(web.url("/api/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(error_kind(response).await, "unauthenticated");
     // The page and its assets too; a person gets an explanation, not JSON.
     let page = web.http().get(web.url("/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
     assert!(page.text().await.unwrap().contains("mdlctl ui"));
-    let asset = web.http().get(web.url("/assets/app.js")).send().await.unwrap();
+    let asset = web
+        .http()
+        .get(web.url("/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(asset.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -63,11 +79,17 @@ async fn launch_link_is_one_time_and_sets_a_strict_http_only_cookie() {
     let link = web.launch();
     let first = web.http().get(&link).send().await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
-    let set = first.headers()[header::SET_COOKIE].to_str().unwrap().to_string();
+    let set = first.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(set.starts_with("mdl_session="), "{set}");
     assert!(set.contains("HttpOnly"), "{set}");
     assert!(set.contains("SameSite=Strict"), "{set}");
-    assert!(!set.contains(&web.token), "the cookie is not the long-lived token");
+    assert!(
+        !set.contains(&web.token),
+        "the cookie is not the long-lived token"
+    );
     let cookie = set.split(';').next().unwrap().to_string();
     // The cookie authenticates.
     let jobs = web
@@ -95,7 +117,12 @@ async fn launch_link_is_one_time_and_sets_a_strict_http_only_cookie() {
 #[tokio::test]
 async fn refuses_a_host_that_is_not_loopback() {
     let web = Web::start().await;
-    for host in ["evil.example", "evil.example:80", "localhost.evil.example", "10.0.0.1"] {
+    for host in [
+        "evil.example",
+        "evil.example:80",
+        "localhost.evil.example",
+        "10.0.0.1",
+    ] {
         let response = web
             .http()
             .get(web.url("/api/v1/jobs"))
@@ -108,7 +135,11 @@ async fn refuses_a_host_that_is_not_loopback() {
         assert_eq!(error_kind(response).await, "forbidden");
     }
     // Loopback names are fine.
-    for host in ["localhost", &format!("localhost:{}", web.addr.port()), "[::1]"] {
+    for host in [
+        "localhost",
+        &format!("localhost:{}", web.addr.port()),
+        "[::1]",
+    ] {
         let response = web
             .http()
             .get(web.url("/api/v1/jobs"))
@@ -240,7 +271,11 @@ async fn security_headers_on_every_response_and_no_cors() {
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    assert!(preflight.status().is_client_error(), "{}", preflight.status());
+    assert!(
+        preflight.status().is_client_error(),
+        "{}",
+        preflight.status()
+    );
     for response in [&ok, &refused, &preflight] {
         let headers = response.headers();
         let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
