@@ -146,6 +146,7 @@ function applyLanguage() {
   for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
   for (const b of document.querySelectorAll(".lang button")) b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
   setConn(connState);
+  showDaemonInfo();
   detect();
   render();
   if (lastPlan) showPlan(lastPlan);
@@ -597,13 +598,19 @@ function drawGraph() {
 }
 
 // ---------------------------------------------------------------- settings
+let daemonInfo = null;
+function showDaemonInfo() {
+  const d = daemonInfo;
+  $("daemon-info").textContent = d ? t("daemon_info", { version: d.version, pid: d.pid, dir: d.data_dir }) : "";
+}
+
 async function loadSettings() {
   try {
     const s = await api("GET", "/settings");
     $("max-concurrent").value = s.max_concurrent;
     $("bandwidth").value = s.bandwidth_limit ? (s.bandwidth_limit / 1e6).toString() : "";
-    const d = await api("GET", "/status");
-    $("daemon-info").textContent = t("daemon_info", { version: d.version, pid: d.pid, dir: d.data_dir });
+    daemonInfo = await api("GET", "/status");
+    showDaemonInfo();
   } catch (err) {
     showError($("settings-error"), err);
   }
