@@ -4,6 +4,7 @@
 
 mod api;
 mod browser;
+mod daemon_ui;
 mod events;
 mod security;
 
