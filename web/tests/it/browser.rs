@@ -84,6 +84,11 @@ async fn start_driver(chromedriver: &Path) -> Driver {
 }
 
 async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
+    browser_in(driver, chromium, profile, "en-US").await
+}
+
+/// A browser session whose language is `lang` (an `Accept-Language` tag).
+async fn browser_in(driver: &Driver, chromium: &Path, profile: &Path, lang: &str) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert(
@@ -92,12 +97,12 @@ async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
             "binary": chromium.display().to_string(),
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,1400", "--lang=en-US", "--hide-scrollbars",
+                "--window-size=1200,1400", format!("--lang={lang}"), "--hide-scrollbars",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                 "--force-device-scale-factor=1",
                 format!("--user-data-dir={}", profile.display()),
             ],
-            "prefs": {"intl.accept_languages": "en-US,en"},
+            "prefs": {"intl.accept_languages": lang},
         }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -380,6 +385,24 @@ async fn a_person_downloads_a_model_in_the_browser() {
     }
     .await;
     let _ = client.close().await;
+
+    // A browser set to Chinese gets the page in Chinese without touching the switch.
+    let zh = browser_in(
+        &driver,
+        &chromium,
+        &scratch.path().join("profile-zh"),
+        "zh-CN",
+    )
+    .await;
+    zh.goto(&web.launch()).await.unwrap();
+    let title = wait_js(
+        &zh,
+        "the page in Chinese",
+        "return document.documentElement.lang === 'zh-CN' && document.querySelector('.add h2').textContent",
+    )
+    .await;
+    assert_eq!(title, "下载模型");
+    let _ = zh.close().await;
     drop(driver);
     result
 }
