@@ -554,7 +554,13 @@ function connect() {
     });
   }
   source.onopen = () => setConn("live");
-  source.onerror = () => { if (source.readyState !== EventSource.OPEN) setConn("down"); };
+  source.onerror = () => {
+    if (source.readyState === EventSource.OPEN) return;
+    setConn("down");
+    // The browser retries a dropped stream by itself, but gives up on an error reply (the
+    // service is not running): then try again every few seconds, until it is back.
+    if (source.readyState === EventSource.CLOSED) setTimeout(() => { connect(); loadSettings(); }, 3000);
+  };
 }
 
 // ---------------------------------------------------------------- speed graph
@@ -607,6 +613,7 @@ function showDaemonInfo() {
 async function loadSettings() {
   try {
     const s = await api("GET", "/settings");
+    $("settings-error").hidden = true;
     $("max-concurrent").value = s.max_concurrent;
     $("bandwidth").value = s.bandwidth_limit ? (s.bandwidth_limit / 1e6).toString() : "";
     daemonInfo = await api("GET", "/status");
