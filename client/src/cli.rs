@@ -71,6 +71,27 @@ pub enum Command {
     /// Open the web dashboard: prints its link (with a one-time sign-in token) on the first
     /// line of stdout, opens the browser, and serves until Ctrl-C
     Ui(UiArgs),
+    /// Store, remove or list the access tokens mdld keeps per hub (hf, ms, civitai)
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `mdlctl token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Store HUB's token, read from stdin (so it stays out of the shell history); used for
+    /// that hub's jobs that give no --token of their own
+    Set {
+        /// hf, ms or civitai
+        hub: String,
+    },
+    /// Remove HUB's stored token
+    Clear {
+        /// hf, ms or civitai
+        hub: String,
+    },
+    /// Which hubs have a stored token (never the tokens)
+    Ls,
 }
 
 /// `mdlctl ui`.

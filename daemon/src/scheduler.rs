@@ -323,6 +323,9 @@ impl Scheduler {
             .send(Event::Started(job::job_info(&job, &files, &[])));
         tracing::info!(job = id, source = %job::redact_url(&job.source), "starting");
         let ctx = self.runner_ctx.clone();
+        // The runner's copy gets the hub's stored token; the job record keeps none.
+        let kind = handlers::tokens::job_kind(&job);
+        handlers::tokens::fill(&self.store, kind, &mut job.token);
         tokio::spawn(runner::run_job(ctx, job, files, cancel, live, limit));
         Ok(())
     }

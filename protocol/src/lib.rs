@@ -31,8 +31,10 @@ pub use connection::{Connection, ProtocolError, MAX_FRAME_LEN};
 pub use event::{Event, Progress};
 pub use handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
 pub use request::{
-    AddRequest, BandwidthLimitRequest, RemoveRequest, Request, Secret, SetPriorityRequest, Target,
-    VerifyRequest,
+    AddRequest, BandwidthLimitRequest, HubTokenRequest, RemoveRequest, Request, Secret,
+    SetPriorityRequest, Target, VerifyRequest,
 };
-pub use response::{AddOutcome, AddReply, DaemonInfo, ErrorReply, PlanInfo, PlannedFile, Response};
+pub use response::{
+    AddOutcome, AddReply, DaemonInfo, ErrorReply, HubTokenInfo, PlanInfo, PlannedFile, Response,
+};
 pub use types::{ErrorInfo, ErrorKind, FileInfo, FileState, JobId, JobInfo, JobState};

@@ -40,7 +40,11 @@ const STRINGS = {
     saved_to: "Saved to", files_in: "Files:",
     settings_title: "Settings", concurrency: "Downloads at once", bandwidth: "Speed limit (MB/s, empty for none)",
     save: "Save", saved: "Saved",
-    tokens_note: "Hub tokens: give a token in the download options above (it is kept by the download service, readable only by you), or set HF_TOKEN for the service.",
+    tokens_title: "Hub tokens",
+    tokens_note: "For gated and private models. Kept by the download service, readable only by you, and sent only to that hub.",
+    endpoints_note: "Hub endpoints (for example the mirror https://hf-mirror.com for Hugging Face) are set in the service's config file, section [sources].",
+    hub_hf: "Hugging Face", hub_ms: "ModelScope", hub_civitai: "Civitai",
+    token_set: "✓ set", token_unset: "not set", token_new: "Paste a token", token_save: "Save", token_remove: "Remove",
     daemon_info: "mdld {version} · pid {pid} · data in {dir}",
     footer: "This page talks only to the download service on this computer.",
     confirm_cancel: "Cancel this download and delete its partial files?",
@@ -50,8 +54,8 @@ const STRINGS = {
     err_fatal: "The server refused the download", err_rate_limited: "The server is busy",
     err_unreachable: "The download service is not running", err_invalid_request: "That did not work",
     err_unauthenticated: "This page needs a new link", err_forbidden: "Refused", err_other: "Something went wrong",
-    hint_auth: "If the model is gated, open its page (link above), sign in and accept the license. Then paste an access token of that account in Options → Access token and try again.",
-    hint_not_found: "Check the model name or link. A private model also needs an access token (Options → Access token).",
+    hint_auth: "If the model is gated, open its page (link above), sign in and accept the license. Then add an access token of that account under Settings → Hub tokens, and press Resume (or download again).",
+    hint_not_found: "Check the model name or link. A private model also needs an access token (Settings → Hub tokens).",
     hint_no_space: "Free up space on the destination disk (the message says how much is needed), or choose another destination folder, then press Resume.",
     hint_integrity: "Check the SHA-256 you entered, or press Resume to download the file again.",
     hint_network: "Check the internet connection, then press Resume.",
@@ -96,7 +100,11 @@ const STRINGS = {
     saved_to: "保存于", files_in: "文件：",
     settings_title: "设置", concurrency: "同时下载数", bandwidth: "限速（MB/秒，留空表示不限）",
     save: "保存", saved: "已保存",
-    tokens_note: "模型仓库令牌：可在上方下载选项中填写（由下载服务保存，仅您本人可读），或为下载服务设置 HF_TOKEN。",
+    tokens_title: "模型仓库令牌",
+    tokens_note: "用于受限和私有模型。由下载服务保存，仅您本人可读，且只发送给对应的模型仓库。",
+    endpoints_note: "模型仓库地址（例如 Hugging Face 镜像 https://hf-mirror.com）在下载服务的配置文件 [sources] 部分设置。",
+    hub_hf: "Hugging Face", hub_ms: "ModelScope 魔搭", hub_civitai: "Civitai",
+    token_set: "✓ 已设置", token_unset: "未设置", token_new: "粘贴令牌", token_save: "保存", token_remove: "移除",
     daemon_info: "mdld {version} · 进程 {pid} · 数据目录 {dir}",
     footer: "此页面只与本机上的下载服务通信。",
     confirm_cancel: "取消此下载并删除已下载的部分文件？",
@@ -106,8 +114,8 @@ const STRINGS = {
     err_fatal: "服务器拒绝了下载", err_rate_limited: "服务器繁忙",
     err_unreachable: "下载服务未运行", err_invalid_request: "无法处理此请求",
     err_unauthenticated: "需要新的页面链接", err_forbidden: "请求被拒绝", err_other: "出现错误",
-    hint_auth: "如果是受限模型，请打开其页面（见上方链接），登录并同意许可协议；然后在“选项 → 访问令牌”中填入该账号的令牌，再试一次。",
-    hint_not_found: "请检查模型名称或链接。私有模型还需要访问令牌（选项 → 访问令牌）。",
+    hint_auth: "如果是受限模型，请打开其页面（见上方链接），登录并同意许可协议；然后在“设置 → 模型仓库令牌”中添加该账号的令牌，再点击“继续”（或重新下载）。",
+    hint_not_found: "请检查模型名称或链接。私有模型还需要访问令牌（设置 → 模型仓库令牌）。",
     hint_no_space: "请清理目标磁盘空间（上方信息说明了所需空间），或选择其他保存位置，然后点击“继续”。",
     hint_integrity: "请检查填写的 SHA-256，或点击“继续”重新下载该文件。",
     hint_network: "请检查网络连接，然后点击“继续”。",
@@ -147,6 +155,7 @@ function applyLanguage() {
   for (const b of document.querySelectorAll(".lang button")) b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
   setConn(connState);
   showDaemonInfo();
+  renderTokens();
   detect();
   render();
   if (lastPlan) showPlan(lastPlan);
@@ -639,6 +648,36 @@ async function saveSettings(event) {
   }
 }
 
+// ---------------------------------------------------------------- hub tokens
+let hubTokens = [];
+
+function renderTokens() {
+  const rows = hubTokens.map((h) => {
+    const input = el("input", { type: "password", autocomplete: "off", placeholder: t("token_new"), "data-hub": h.hub });
+    const save = el("button", { type: "button", class: "token-save", text: t("token_save"), onclick: () => {
+      if (input.value.trim()) tokenChange("PUT", h.hub, { token: input.value.trim() });
+    } });
+    const remove = el("button", { type: "button", class: "token-remove", text: t("token_remove"), onclick: () => tokenChange("DELETE", h.hub) });
+    remove.hidden = !h.set;
+    return el("div", { class: "token-row", "data-hub": h.hub },
+      el("span", { text: t("hub_" + h.hub) }),
+      el("span", { class: "state" + (h.set ? " set" : ""), text: t(h.set ? "token_set" : "token_unset") }),
+      input, save, remove);
+  });
+  $("tokens").replaceChildren(...rows);
+}
+
+async function loadTokens() {
+  try { hubTokens = await api("GET", "/tokens"); $("tokens-error").hidden = true; renderTokens(); }
+  catch (err) { showError($("tokens-error"), err); }
+}
+
+async function tokenChange(method, hub, body) {
+  $("tokens-error").hidden = true;
+  try { hubTokens = await api(method, "/tokens/" + hub, body); renderTokens(); }
+  catch (err) { showError($("tokens-error"), err); }
+}
+
 // ---------------------------------------------------------------- start
 document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll(".lang button")) {
@@ -652,5 +691,6 @@ document.addEventListener("DOMContentLoaded", () => {
   applyLanguage();
   connect();
   loadSettings();
+  loadTokens();
   setInterval(sampleSpeed, 500);
 });

@@ -31,6 +31,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/jobs/{id}/resume", post(resume))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/jobs/{id}/priority", post(priority))
+        .route("/tokens", get(tokens))
+        .route(
+            "/tokens/{hub}",
+            axum::routing::put(set_token).delete(clear_token),
+        )
         .route("/events", get(crate::events::stream))
         .route("/launch", post(launch))
 }
@@ -386,6 +391,48 @@ async fn clear_history(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /tokens`: which hubs have a stored token (`[{hub, set}]`; never the tokens).
+async fn tokens(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+    match call(&state, Request::HubTokens).await? {
+        Reply::HubTokens(list) => Ok(Json(list).into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The body of `PUT /tokens/{hub}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+async fn hub_token(state: &AppState, hub: String, token: Option<Secret>) -> ApiResult<Response> {
+    let request = Request::SetHubToken(mdl_protocol::HubTokenRequest { hub, token });
+    match call(state, request).await? {
+        Reply::HubTokens(list) => Ok(Json(list).into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `PUT /tokens/{hub}` with `{"token": "..."}`: store the hub's token (kept by the daemon).
+async fn set_token(
+    State(state): State<Arc<AppState>>,
+    Path(hub): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: TokenBody = json_body(&headers, &body)?;
+    hub_token(&state, hub, Some(Secret(body.token))).await
+}
+
+/// `DELETE /tokens/{hub}`: remove the hub's stored token.
+async fn clear_token(
+    State(state): State<Arc<AppState>>,
+    Path(hub): Path<String>,
+) -> ApiResult<Response> {
+    hub_token(&state, hub, None).await
 }
 
 /// The reply to `POST /launch`.

@@ -16,6 +16,7 @@ mod prio;
 mod resume;
 mod rm;
 mod status;
+mod token;
 mod ui;
 mod verify;
 mod wait;
@@ -119,6 +120,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Daemon(command) => daemon::run(&ctx, command).await,
         Command::Completions(args) => completions::run(args),
         Command::Ui(args) => ui::run(&ctx, args).await,
+        Command::Token(command) => token::run(&ctx, command).await,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod add;
 pub mod control;
 pub mod query;
 pub mod search;
+pub mod tokens;
 pub mod verify;
 
 use mdl_protocol::{ErrorKind, ErrorReply, Request, Response};
@@ -28,6 +29,8 @@ pub async fn dispatch(scheduler: &mut Scheduler, request: Request) -> Response {
         Request::Remove(req) => control::remove(scheduler, req).await,
         Request::SetConcurrency(max) => control::set_concurrency(scheduler, max).await,
         Request::SetBandwidthLimit(req) => control::set_bandwidth_limit(scheduler, req).await,
+        Request::SetHubToken(req) => tokens::set(scheduler, req).await,
+        Request::HubTokens => tokens::list(scheduler),
         Request::Verify(_) => Err(ErrorReply::new(
             ErrorKind::InvalidRequest,
             "verify runs outside the scheduler task (SchedulerHandle::request)",
@@ -53,12 +56,30 @@ pub async fn outside(handle: &SchedulerHandle, request: Request) -> Result<Respo
             Some(pairs) => Ok(search::run(handle, add, pairs).await),
             // A hub dry run resolves the source (network): plan it here.
             None if add.dry_run => {
-                let Some((engine, settings)) = handle
-                    .with(|s| (s.runner_ctx.engine.clone(), s.settings.clone()))
+                let mut add = add;
+                let source = add.source.clone();
+                let token = add.token.clone();
+                let env = add.env.clone();
+                let Some((engine, settings, stored)) = handle
+                    .with(move |s| {
+                        let kind = crate::sources::classify_with(
+                            &source,
+                            &s.settings.engine.sources,
+                            &env,
+                        );
+                        let stored = kind
+                            .ok()
+                            .and_then(|kind| tokens::token_for(&s.store, kind, &token));
+                        (s.runner_ctx.engine.clone(), s.settings.clone(), stored)
+                    })
                     .await
                 else {
                     return Err(Request::Add(add));
                 };
+                // The stored hub token, as the job would get it (see `tokens`).
+                if stored.is_some() {
+                    add.token = stored;
+                }
                 match crate::sources::plan(&engine, &settings, &add).await {
                     Some(plan) => Ok(plan),
                     None => Err(Request::Add(add)),

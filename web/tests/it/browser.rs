@@ -382,6 +382,19 @@ async fn a_person_downloads_a_model_in_the_browser() {
         .await;
         assert!(add_error.as_str().unwrap().contains("That did not work"), "{add_error}");
         assert!(add_error.as_str().unwrap().contains("unsupported source"), "{add_error}");
+
+        // Settings: a hub token goes to the daemon's store and shows as set, never echoed.
+        type_into(&client, ".token-row[data-hub='hf'] input", "hf_from_the_page").await;
+        click(&client, ".token-row[data-hub='hf'] .token-save").await;
+        wait_js(
+            &client,
+            "the token to show as set",
+            "const r = document.querySelector(\".token-row[data-hub='hf']\"); \
+             return r && r.querySelector('.state').textContent === '✓ set' && r.querySelector('input').value === ''",
+        )
+        .await;
+        let stored = web.daemon.client().await.hub_tokens().await.unwrap();
+        assert!(stored.iter().any(|t| t.hub == "hf" && t.set), "{stored:?}");
     }
     .await;
     let _ = client.close().await;

@@ -7,6 +7,7 @@ mod browser;
 mod daemon_ui;
 mod events;
 mod security;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
