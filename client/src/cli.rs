@@ -68,6 +68,43 @@ pub enum Command {
     Daemon(DaemonCommand),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
+    /// Open the web dashboard: prints its link (with a one-time sign-in token) on the first
+    /// line of stdout, opens the browser, and serves until Ctrl-C
+    Ui(UiArgs),
+    /// Store, remove or list the access tokens mdld keeps per hub (hf, ms, civitai)
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `mdlctl token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Store HUB's token, read from stdin (so it stays out of the shell history); used for
+    /// that hub's jobs that give no --token of their own
+    Set {
+        /// hf, ms or civitai
+        hub: String,
+    },
+    /// Remove HUB's stored token
+    Clear {
+        /// hf, ms or civitai
+        hub: String,
+    },
+    /// Which hubs have a stored token (never the tokens)
+    Ls,
+}
+
+/// `mdlctl ui`.
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Print the link but do not open a browser
+    #[arg(long)]
+    pub no_open: bool,
+
+    /// Listen on this address instead of 127.0.0.1 and [::1] (port 7386); port 0 picks one.
+    /// Other than loopback addresses expose the dashboard to the network: think twice
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `mdlctl add`.

@@ -67,6 +67,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(socket = %settings.socket.display(), data_dir = %settings.data_dir.display(), "mdld ready");
 
     let (handle, mut scheduler_task) = scheduler.spawn(runner_rx);
+    let dashboard = start_dashboard(&settings, &shutdown).await;
     let services = handlers::Services {
         scheduler: handle,
         engine,
@@ -92,6 +93,41 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     scheduler_task.await.context("the scheduler task failed")?;
+    if let Some(task) = dashboard {
+        let _ = task.await;
+    }
     tracing::info!("mdld stopped");
     Ok(())
+}
+
+/// With `[ui] enabled`, serve the dashboard ([`mdl_web`], a client of our own socket) until
+/// `shutdown`. A dashboard that cannot start is logged and the daemon runs without it.
+async fn start_dashboard(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !settings.ui.enabled {
+        return None;
+    }
+    let config = mdl_web::WebConfig {
+        listen: settings.ui.listen.clone(),
+        socket: settings.socket.clone(),
+        data_dir: settings.data_dir.clone(),
+    };
+    match mdl_web::Dashboard::bind(config).await {
+        Ok(dashboard) => {
+            // The sign-in link is a credential: `mdlctl ui` asks the dashboard for one.
+            tracing::info!(url = %dashboard.base_url(), "dashboard ready; `mdlctl ui` opens it");
+            let shutdown = shutdown.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = dashboard.serve(shutdown).await {
+                    tracing::warn!("the dashboard stopped: {e}");
+                }
+            }))
+        }
+        Err(e) => {
+            tracing::warn!("not serving the dashboard: {e}");
+            None
+        }
+    }
 }

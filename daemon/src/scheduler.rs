@@ -10,11 +10,11 @@
 //! Events go out on a broadcast channel that is for observation only: it may lag and drop,
 //! and nothing waits for it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use mdl_protocol::{
-    DaemonInfo, ErrorInfo, ErrorKind, Event, JobId, JobInfo, JobState, PROTOCOL_VERSION,
+    DaemonInfo, ErrorInfo, ErrorKind, Event, JobId, JobInfo, JobState, Secret, PROTOCOL_VERSION,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -125,6 +125,8 @@ pub struct Scheduler {
 const META_MAX_CONCURRENT: &str = "max_concurrent";
 /// Key of the persisted global bandwidth limit.
 const META_BANDWIDTH: &str = "bandwidth_limit";
+/// Key of the stored hub tokens.
+const META_HUB_TOKENS: &str = "hub_tokens";
 
 impl Scheduler {
     /// Open the store and prepare; call [`Scheduler::spawn`] to run it.
@@ -455,7 +457,39 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Store (or, with `None`, remove) the token of `hub` (one of [`crate::sources::HUBS`]).
+    pub fn set_hub_token(&mut self, hub: &str, token: Option<Secret>) -> Result<(), StoreError> {
+        let mut tokens = self.hub_tokens()?;
+        match token {
+            Some(token) => tokens.insert(hub.to_string(), token),
+            None => tokens.remove(hub),
+        };
+        self.store.put_meta(META_HUB_TOKENS, &tokens)?;
+        self.flush_pending = true;
+        Ok(())
+    }
+
     // ---- Reads. ----
+
+    /// The stored hub tokens, by hub name.
+    pub fn hub_tokens(&self) -> Result<BTreeMap<String, Secret>, StoreError> {
+        Ok(self.store.get_meta(META_HUB_TOKENS)?.unwrap_or_default())
+    }
+
+    /// The stored token a job of a hub gets when it carries none of its own.
+    pub fn stored_token_for(&self, job: &JobRecord) -> Option<Secret> {
+        if job.token.is_some() {
+            return None;
+        }
+        let hub = crate::sources::hub_name(&job.parsed_source)?;
+        match self.hub_tokens() {
+            Ok(mut tokens) => tokens.remove(hub),
+            Err(e) => {
+                tracing::warn!("cannot read the stored hub tokens: {e}");
+                None
+            }
+        }
+    }
 
     /// One job's record.
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
@@ -528,6 +562,10 @@ impl Scheduler {
         self.pending_events
             .push(Event::Started(job::job_info(&job, &files, &[])));
         tracing::info!(job = id, source = %job::redact_url(&job.source), "starting");
+        // The runner's copy gets the hub's stored token; the job record keeps none.
+        if let Some(token) = self.stored_token_for(&job) {
+            job.token = Some(token);
+        }
         let ctx = self.runner_ctx.clone();
         let report = ctx.scheduler.clone();
         let runner = tokio::spawn(runner::run_job(ctx, job, files, cancel, live, limit));

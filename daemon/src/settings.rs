@@ -59,6 +59,27 @@ pub struct Settings {
     pub max_connections: usize,
     /// Download engine settings.
     pub engine: EngineSettings,
+    /// The web dashboard served from start-up (`[ui]`).
+    pub ui: UiSettings,
+}
+
+/// The web dashboard served by the daemon itself (`[ui]` in the config file), so a service
+/// started at login brings the dashboard with it. `mdlctl ui` then only prints a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiSettings {
+    /// Serve the dashboard (default: no; `mdlctl ui` serves it on demand).
+    pub enabled: bool,
+    /// Where (default: 127.0.0.1 and [::1], port 7386).
+    pub listen: Vec<std::net::SocketAddr>,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        UiSettings {
+            enabled: false,
+            listen: mdl_web::default_listen(mdl_web::DEFAULT_PORT),
+        }
+    }
 }
 
 /// Settings of the download engine.
@@ -179,6 +200,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(5),
             max_connections: 512,
             engine: EngineSettings::default(),
+            ui: UiSettings::default(),
         }
     }
 
@@ -267,6 +289,15 @@ struct ConfigFile {
     engine: EngineFile,
     #[serde(default)]
     sources: SourcesFile,
+    #[serde(default)]
+    ui: UiFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UiFile {
+    enabled: Option<bool>,
+    listen: Option<Vec<std::net::SocketAddr>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -357,6 +388,12 @@ impl ConfigFile {
         }
         if let Some(v) = self.heartbeat_secs {
             s.heartbeat_interval = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.ui.enabled {
+            s.ui.enabled = v;
+        }
+        if let Some(v) = self.ui.listen.filter(|l| !l.is_empty()) {
+            s.ui.listen = v;
         }
         if let Some(v) = self.sources.hf_endpoints {
             s.engine.sources.hf_endpoints = v;
@@ -467,6 +504,22 @@ mod tests {
             "https://hf-mirror.example"
         );
         assert_eq!(s.engine.files_in_flight, 8);
+        assert!(!s.ui.enabled);
+    }
+
+    #[test]
+    fn ui_section_turns_the_dashboard_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        assert!(!Settings::new("s".into(), "d".into()).ui.enabled);
+        std::fs::write(
+            &path,
+            "[ui]\nenabled = true\nlisten = [\"127.0.0.1:9999\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(None, Some(dir.path().into()), Some(path)).unwrap();
+        assert!(s.ui.enabled);
+        assert_eq!(s.ui.listen, vec!["127.0.0.1:9999".parse().unwrap()]);
     }
 
     #[test]

@@ -19,10 +19,10 @@ use crate::endpoint::{self, LocalStream};
 use crate::event::Event;
 use crate::handshake::{incompatible_message, HandshakeReply, Hello};
 use crate::request::{
-    AddRequest, BandwidthLimitRequest, RemoveRequest, Request, SetPriorityRequest, Target,
-    VerifyRequest,
+    AddRequest, BandwidthLimitRequest, HubTokenRequest, RemoveRequest, Request, Secret,
+    SetPriorityRequest, Target, VerifyRequest,
 };
-use crate::response::{AddReply, DaemonInfo, ErrorReply, PlanInfo, Response};
+use crate::response::{AddReply, DaemonInfo, ErrorReply, HubTokenInfo, PlanInfo, Response};
 use crate::types::{ErrorKind, JobId, JobInfo};
 
 /// What can go wrong talking to the daemon.
@@ -253,6 +253,30 @@ impl Client {
     ) -> Result<Vec<JobInfo>, ClientError> {
         self.call_jobs(&Request::Verify(VerifyRequest { ids, paths }))
             .await
+    }
+
+    /// Which hubs have a stored token.
+    pub async fn hub_tokens(&mut self) -> Result<Vec<HubTokenInfo>, ClientError> {
+        match self.call(&Request::HubTokens).await? {
+            Response::HubTokens(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Store (`Some`) or remove (`None`) the token of `hub`.
+    pub async fn set_hub_token(
+        &mut self,
+        hub: &str,
+        token: Option<Secret>,
+    ) -> Result<Vec<HubTokenInfo>, ClientError> {
+        let request = Request::SetHubToken(HubTokenRequest {
+            hub: hub.to_string(),
+            token,
+        });
+        match self.call(&request).await? {
+            Response::HubTokens(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Ask the daemon to shut down.

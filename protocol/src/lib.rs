@@ -32,8 +32,10 @@ pub use connection::{Connection, ProtocolError, MAX_FRAME_LEN};
 pub use event::{Event, Progress};
 pub use handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
 pub use request::{
-    forwarded_env, forwarded_env_from, AddRequest, BandwidthLimitRequest, RemoveRequest, Request,
-    Secret, SetPriorityRequest, Target, VerifyRequest, FORWARDED_ENV,
+    forwarded_env, forwarded_env_from, AddRequest, BandwidthLimitRequest, HubTokenRequest,
+    RemoveRequest, Request, Secret, SetPriorityRequest, Target, VerifyRequest, FORWARDED_ENV,
 };
-pub use response::{AddOutcome, AddReply, DaemonInfo, ErrorReply, PlanInfo, PlannedFile, Response};
+pub use response::{
+    AddOutcome, AddReply, DaemonInfo, ErrorReply, HubTokenInfo, PlanInfo, PlannedFile, Response,
+};
 pub use types::{ErrorInfo, ErrorKind, FileInfo, FileState, JobId, JobInfo, JobState};

@@ -61,6 +61,10 @@ pub enum Request {
     SetBandwidthLimit(BandwidthLimitRequest),
     /// Re-hash finished files and queue the damaged ones again (replies `Jobs`).
     Verify(VerifyRequest),
+    /// Set or clear the access token the daemon keeps for one hub (replies `HubTokens`).
+    SetHubToken(HubTokenRequest),
+    /// Which hubs have a stored token, never the tokens themselves (replies `HubTokens`).
+    HubTokens,
 }
 
 impl Request {
@@ -81,6 +85,8 @@ impl Request {
             Request::SetConcurrency(_) => "set_concurrency",
             Request::SetBandwidthLimit(_) => "set_bandwidth_limit",
             Request::Verify(_) => "verify",
+            Request::SetHubToken(_) => "set_hub_token",
+            Request::HubTokens => "hub_tokens",
         }
     }
 }
@@ -202,4 +208,14 @@ pub struct VerifyRequest {
     pub ids: Vec<JobId>,
     /// Or the files under these paths.
     pub paths: Vec<String>,
+}
+
+/// Set or clear a hub's stored access token. The daemon keeps it owner-only in its data
+/// directory and sends it only to that hub, for jobs that carry no token of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubTokenRequest {
+    /// The hub: `hf` (Hugging Face), `ms` (ModelScope) or `civitai`.
+    pub hub: String,
+    /// The token; `None` removes the stored one.
+    pub token: Option<Secret>,
 }

@@ -25,6 +25,17 @@ pub enum Response {
     Daemon(DaemonInfo),
     /// The plan of a dry run.
     Plan(PlanInfo),
+    /// Which hubs have a stored token.
+    HubTokens(Vec<HubTokenInfo>),
+}
+
+/// Whether the daemon keeps a token for a hub (the token itself never leaves the daemon).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubTokenInfo {
+    /// The hub: `hf`, `ms` or `civitai`.
+    pub hub: String,
+    /// A token is stored.
+    pub set: bool,
 }
 
 /// A typed error on the wire.

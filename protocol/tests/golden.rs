@@ -201,6 +201,14 @@ fn request_frames_still_decode() {
             paths: vec!["/a".into()],
         }),
     );
+    check(
+        "request_set_hub_token",
+        Request::SetHubToken(HubTokenRequest {
+            hub: "hf".into(),
+            token: Some(Secret("hf_secret".into())),
+        }),
+    );
+    check("request_hub_tokens", Request::HubTokens);
 }
 
 #[test]
@@ -232,6 +240,19 @@ fn response_and_event_frames_still_decode() {
             queued: 2,
             uptime_ms: 5000,
         }),
+    );
+    check(
+        "response_hub_tokens",
+        Response::HubTokens(vec![
+            HubTokenInfo {
+                hub: "hf".into(),
+                set: true,
+            },
+            HubTokenInfo {
+                hub: "civitai".into(),
+                set: false,
+            },
+        ]),
     );
     check(
         "response_plan",

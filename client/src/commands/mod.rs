@@ -16,6 +16,8 @@ mod prio;
 mod resume;
 mod rm;
 mod status;
+mod token;
+mod ui;
 mod verify;
 mod wait;
 mod watch;
@@ -117,6 +119,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ensure(args) => ensure::run(&ctx, args).await,
         Command::Daemon(command) => daemon::run(&ctx, command).await,
         Command::Completions(args) => completions::run(args),
+        Command::Ui(args) => ui::run(&ctx, args).await,
+        Command::Token(command) => token::run(&ctx, command).await,
     }
 }
 

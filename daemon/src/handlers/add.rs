@@ -132,7 +132,15 @@ pub fn check(settings: &Settings, mut request: AddRequest) -> Result<CheckedAdd,
 /// Describe what an add would fetch, queuing and writing nothing.
 async fn dry_run(services: &Services, checked: CheckedAdd) -> HandlerResult {
     if !matches!(checked.parsed_source, Source::Url(_)) {
-        let job = checked.record();
+        let mut job = checked.record();
+        // The stored hub token, as the job would get it when it starts.
+        let probe = job.clone();
+        if let Some(token) = services
+            .call(move |s| Ok(s.stored_token_for(&probe)))
+            .await?
+        {
+            job.token = Some(token);
+        }
         return Ok(Response::Plan(sources::plan(&services.engine, &job).await?));
     }
     let name = checked

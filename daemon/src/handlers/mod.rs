@@ -10,6 +10,7 @@ pub mod add;
 pub mod control;
 pub mod query;
 pub mod search;
+pub mod tokens;
 pub mod verify;
 
 use std::sync::Arc;
@@ -95,6 +96,8 @@ pub async fn dispatch(services: &Services, request: Request) -> Reply {
                 .await
         }
         Request::Verify(req) => verify::run(services, req).await,
+        Request::SetHubToken(req) => tokens::set(services, req).await,
+        Request::HubTokens => tokens::list(services).await,
         Request::Subscribe => {
             return match query::subscribe(services).await {
                 Ok(subscription) => Reply::Events(subscription),

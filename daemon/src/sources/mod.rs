@@ -129,6 +129,19 @@ pub fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str>
         .then(|| &s[prefix.len()..])
 }
 
+/// The hubs that take a stored token, by the names the protocol uses.
+pub const HUBS: [&str; 3] = ["hf", "ms", "civitai"];
+
+/// The protocol's hub name of a source (`None` for a plain URL).
+pub fn hub_name(source: &Source) -> Option<&'static str> {
+    match source {
+        Source::HuggingFace(_) => Some("hf"),
+        Source::ModelScope(_) => Some("ms"),
+        Source::Civitai(_) => Some("civitai"),
+        Source::Url(_) => None,
+    }
+}
+
 /// The hub a forwarded variable belongs to, by its name (`HF_TOKEN` → Hugging Face), if any.
 fn hub_of_variable(name: &str) -> Option<&'static str> {
     let name = name.to_ascii_uppercase();
