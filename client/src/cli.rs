@@ -157,9 +157,15 @@ pub struct AddArgs {
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
 
-    /// Access token for the source (default: the hub's usual environment variable)
-    #[arg(long, value_name = "TOKEN")]
+    /// Access token for the source (default: a token stored with `mdlctl token set`, then the
+    /// hub's usual environment variable). A token on the command line is visible to other
+    /// users in `ps`: prefer --token-file
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+
+    /// Read the access token from this file (`-` reads it from standard input)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 
     /// Resolve the source and show what would be fetched; queue nothing
     #[arg(long, conflicts_with = "wait")]

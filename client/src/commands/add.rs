@@ -1,7 +1,7 @@
 //! `mdlctl add SOURCE ...`: queue a download (or, with --dry-run, show its plan), and with
 //! --wait follow it to the end like `mdlctl wait`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mdl_protocol::{
     AddOutcome, AddReply, AddRequest, ClientError, ErrorKind, Request, Response, Secret,
 };
@@ -117,6 +117,27 @@ fn build_requests(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result
         .collect())
 }
 
+/// The token of `--token`, or read from `--token-file` (`-` for standard input), trimmed.
+fn token_of(token: Option<String>, file: Option<&std::path::Path>) -> Result<Option<Secret>> {
+    let token = match (token, file) {
+        (Some(token), _) => token,
+        (None, None) => return Ok(None),
+        (None, Some(path)) if path == std::path::Path::new("-") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading the token from standard input")?;
+            text
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(Failure::new(ErrorKind::InvalidRequest, "the token is empty").into());
+    }
+    Ok(Some(Secret(token)))
+}
+
 /// The protocol request for the command line, with `env` looking up forwarded variables.
 fn build_request(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<AddRequest> {
     let dest = args.dest.as_deref().map(absolute_path).transpose()?;
@@ -130,7 +151,7 @@ fn build_request(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<
         revision: args.revision,
         include: args.include,
         exclude: args.exclude,
-        token: args.token.map(Secret),
+        token: token_of(args.token, args.token_file.as_deref())?,
         env: mdl_protocol::forwarded_env_from(env),
         dry_run: args.dry_run,
         options: args.options,
@@ -150,6 +171,28 @@ mod tests {
             panic!()
         };
         add
+    }
+
+    #[test]
+    fn a_token_file_is_read_trimmed_and_an_empty_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "hf_fromfile\n").unwrap();
+        let path = file.to_str().unwrap();
+        let args = add_args(&["hf://org/repo", "--token-file", path]);
+        let request = build_request(args, |_| None).unwrap();
+        assert_eq!(request.token, Some(Secret("hf_fromfile".into())));
+        std::fs::write(&file, " \n").unwrap();
+        let args = add_args(&["hf://org/repo", "--token-file", path]);
+        let err = build_request(args, |_| None).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        let missing = dir.path().join("missing");
+        let args = add_args(&["hf://org/repo", "--token-file", missing.to_str().unwrap()]);
+        let err = build_request(args, |_| None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("reading the token file"),
+            "{err:#}"
+        );
     }
 
     #[test]
