@@ -281,6 +281,18 @@ fn error_message(body: &[u8]) -> Option<String> {
     }
 }
 
+/// `GET /api/v1/model-versions/{vid}`.
+async fn get_version(
+    engine: &Engine,
+    job: &JobRecord,
+    credentials: &Credentials,
+    base: &str,
+    vid: u64,
+) -> Result<Value, FetchError> {
+    let path = format!("/api/v1/model-versions/{vid}");
+    get_json(engine, job, credentials, base, &path).await
+}
+
 /// A model and the chosen version, from the API.
 struct Chosen {
     model_id: u64,
@@ -319,14 +331,7 @@ async fn choose_version(
         Some(id) => id,
         None => {
             let vid = version_id.unwrap_or_default();
-            let v = get_json(
-                engine,
-                job,
-                credentials,
-                base,
-                &format!("/api/v1/model-versions/{vid}"),
-            )
-            .await?;
+            let v = get_version(engine, job, credentials, base, vid).await?;
             v["modelId"].as_u64().ok_or_else(|| {
                 FetchError::failed(
                     ErrorKind::Fatal,
@@ -366,14 +371,7 @@ async fn choose_version(
         Some(vid) => match versions.iter().find(|v| v["id"].as_u64() == Some(vid)) {
             Some(v) => v.clone(),
             None => {
-                let v = get_json(
-                    engine,
-                    job,
-                    credentials,
-                    base,
-                    &format!("/api/v1/model-versions/{vid}"),
-                )
-                .await?;
+                let v = get_version(engine, job, credentials, base, vid).await?;
                 if v["modelId"].as_u64() != Some(model_id) {
                     return Err(FetchError::failed(
                         ErrorKind::NotFound,

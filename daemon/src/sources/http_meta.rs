@@ -184,33 +184,6 @@ impl Pages {
     }
 }
 
-/// `GET endpoint + path_and_query` as JSON, with endpoint fallback and retries. Returns the
-/// decoded body, the endpoint that answered and the response headers. A non-2xx answer becomes
-/// [`MetaResponse::failure`]; use [`get`] to map a hub's own error codes.
-pub async fn get_json<T: DeserializeOwned>(
-    http: &reqwest::Client,
-    endpoints: &[String],
-    path_and_query: &str,
-    headers: HeaderMap,
-    credentials: &Credentials,
-    policy: &EngineSettings,
-) -> Result<(T, String, HeaderMap), FetchError> {
-    let response = get(
-        http,
-        endpoints,
-        path_and_query,
-        headers,
-        credentials,
-        policy,
-    )
-    .await?;
-    if !response.is_success() {
-        return Err(response.failure());
-    }
-    let value = response.json()?;
-    Ok((value, response.endpoint, response.headers))
-}
-
 /// `GET endpoint + path_and_query` on each endpoint in order until one gives a final answer
 /// (any status that is not transient); see the module docs. `headers` go to every endpoint,
 /// `credentials` only to the origins they belong to.
