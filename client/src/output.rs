@@ -388,7 +388,9 @@ pub fn progress_line(p: &Progress) -> String {
 /// (snapshots, heartbeats, the end marker).
 pub fn event_line(event: &Event) -> Option<String> {
     Some(match event {
-        Event::Snapshot(_) | Event::Heartbeat { .. } | Event::End => return None,
+        Event::Snapshot(_) | Event::SnapshotPart(_) | Event::Heartbeat { .. } | Event::End => {
+            return None
+        }
         Event::Queued(job) => format!("job {} queued: {}", job.id, source_dest(job)),
         Event::Started(job) => format!("job {} started: {}", job.id, job.source),
         Event::Progress(p) => progress_line(p),
@@ -436,7 +438,8 @@ enum EventBody<'a> {
 /// level; `verifying` and `removed` carry the job's id under `"job"`.
 pub fn event_json(event: &Event) -> Result<String> {
     let (event, body) = match event {
-        Event::Snapshot(jobs) => ("snapshot", EventBody::Jobs { jobs }),
+        // The client joins snapshot parts into one snapshot before they reach here.
+        Event::Snapshot(jobs) | Event::SnapshotPart(jobs) => ("snapshot", EventBody::Jobs { jobs }),
         Event::Queued(job) => ("queued", EventBody::Job { job }),
         Event::Started(job) => ("started", EventBody::Job { job }),
         Event::Progress(progress) => ("progress", EventBody::Progress(progress)),
@@ -468,7 +471,11 @@ pub fn event_job_id(event: &Event) -> Option<JobId> {
         | Event::Updated(job) => Some(job.id),
         Event::Progress(p) => Some(p.job),
         Event::Verifying { job, .. } | Event::Removed(job) => Some(*job),
-        Event::Snapshot(_) | Event::Heartbeat { .. } | Event::Lagged { .. } | Event::End => None,
+        Event::Snapshot(_)
+        | Event::SnapshotPart(_)
+        | Event::Heartbeat { .. }
+        | Event::Lagged { .. }
+        | Event::End => None,
     }
 }
 

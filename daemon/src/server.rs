@@ -15,10 +15,11 @@ use interprocess::local_socket::traits::tokio::Listener as _;
 use mdl_protocol::endpoint::{LocalListener, LocalStream};
 use mdl_protocol::handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
 use mdl_protocol::{
-    Codec, Connection, ErrorKind, ErrorReply, Event, ProtocolError, Request, Response,
+    Codec, Connection, ErrorKind, ErrorReply, Event, JobInfo, ProtocolError, Request, Response,
     MAX_FRAME_LEN,
 };
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast::error::RecvError, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +105,11 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
             }
         };
         match handlers::dispatch(&services, request).await {
+            Reply::Response(Response::Jobs(jobs)) => {
+                if !send_in_parts(&mut conn, jobs, Listing::Reply).await {
+                    return;
+                }
+            }
             Reply::Response(response) => {
                 if !send(&mut conn, &response).await {
                     return;
@@ -175,6 +181,9 @@ fn bad_frame_message(error: &ProtocolError) -> String {
         ProtocolError::Codec(e) => {
             format!("cannot decode the frame ({e}); is the client from the same mdl version?")
         }
+        ProtocolError::TooLarge(len) => {
+            format!("a message of {len} bytes is over the frame cap of {MAX_FRAME_LEN}")
+        }
         ProtocolError::Io(e) => format!(
             "unreadable frame ({e}); a frame is an 8-byte big-endian length (at most {MAX_FRAME_LEN}) and its payload"
         ),
@@ -186,6 +195,80 @@ fn bad_frame_message(error: &ProtocolError) -> String {
 async fn refuse(conn: &mut Connection<LocalStream>, kind: ErrorKind, message: String) {
     let reply = HandshakeReply::Refused(ErrorReply::new(kind, message));
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, conn.send(&reply)).await;
+}
+
+/// A list of jobs the daemon sends: a reply (`Jobs`) or a subscriber's first event
+/// (`Snapshot`), each of which can be split into parts when it is too large for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// `JobsPart`... then `Jobs`.
+    Reply,
+    /// `SnapshotPart`... then `Snapshot`.
+    Snapshot,
+}
+
+impl Listing {
+    fn wrap(self, jobs: Vec<JobInfo>, last: bool) -> Response {
+        match (self, last) {
+            (Listing::Reply, true) => Response::Jobs(jobs),
+            (Listing::Reply, false) => Response::JobsPart(jobs),
+            (Listing::Snapshot, true) => Response::Event(Event::Snapshot(jobs)),
+            (Listing::Snapshot, false) => Response::Event(Event::SnapshotPart(jobs)),
+        }
+    }
+
+    fn unwrap(message: Response) -> Vec<JobInfo> {
+        match message {
+            Response::Jobs(jobs)
+            | Response::JobsPart(jobs)
+            | Response::Event(Event::Snapshot(jobs))
+            | Response::Event(Event::SnapshotPart(jobs)) => jobs,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Send a list of jobs as one frame or, when it is too large for one, as parts of at most the
+/// frame cap each (halving until each fits), the last one as the closing message; the peer
+/// joins them. False when the peer is gone or stopped reading.
+pub async fn send_in_parts<S>(
+    conn: &mut Connection<S>,
+    jobs: Vec<JobInfo>,
+    listing: Listing,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Chunks still to send, in order; the last one goes out as the closing message.
+    let mut pending = std::collections::VecDeque::from([jobs]);
+    while let Some(chunk) = pending.pop_front() {
+        let message = listing.wrap(chunk, pending.is_empty());
+        match tokio::time::timeout(WRITE_TIMEOUT, conn.send(&message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(ProtocolError::TooLarge(_))) => {
+                let mut chunk = Listing::unwrap(message);
+                if chunk.len() < 2 {
+                    tracing::warn!(
+                        "one job's listing is over the frame cap; sending it without its files"
+                    );
+                    chunk.iter_mut().for_each(|job| job.files.clear());
+                } else {
+                    let second = chunk.split_off(chunk.len() / 2);
+                    pending.push_front(second);
+                }
+                pending.push_front(chunk);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("cannot write to a client: {e}");
+                return false;
+            }
+            Err(_) => {
+                tracing::info!("dropping a client that stopped reading");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Send one frame within [`WRITE_TIMEOUT`]; false when the peer is gone or stopped reading.
@@ -215,7 +298,7 @@ async fn stream_events(
         snapshot,
         mut events,
     } = subscription;
-    if !send(&mut conn, &Response::Event(Event::Snapshot(snapshot))).await {
+    if !send_in_parts(&mut conn, snapshot, Listing::Snapshot).await {
         return;
     }
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -234,5 +317,80 @@ async fn stream_events(
             return;
         }
         ticker.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdl_protocol::{FileInfo, FileState, JobState};
+
+    fn job(id: u64, files: usize) -> JobInfo {
+        JobInfo {
+            id,
+            source: format!("hf://org/repo-{id}"),
+            state: JobState::Completed,
+            priority: 0,
+            dest: "/data".into(),
+            bytes_done: 0,
+            bytes_total: None,
+            error: None,
+            files: (0..files)
+                .map(|i| FileInfo {
+                    path: format!(
+                        "/data/models--org--repo-{id}/snapshots/{}/file-{i:06}.safetensors",
+                        "a".repeat(40)
+                    ),
+                    size: Some(1),
+                    bytes_done: 1,
+                    state: FileState::Completed,
+                    sha256: Some("ab".repeat(32)),
+                    endpoint: None,
+                    note: None,
+                })
+                .collect(),
+            created_ms: 0,
+            finished_ms: None,
+            revision: None,
+        }
+    }
+
+    /// 100k jobs and 200k files (far over the 16 MiB frame cap) arrive complete and in order,
+    /// in both codecs, as a reply and as a snapshot.
+    #[tokio::test]
+    async fn a_listing_over_the_frame_cap_arrives_in_parts() {
+        let jobs: Vec<JobInfo> = (0..100_000).map(|id| job(id, 2)).collect();
+        for codec in [Codec::Bincode, Codec::Json] {
+            for listing in [Listing::Reply, Listing::Snapshot] {
+                let (a, b) = tokio::io::duplex(1 << 20);
+                let sent = jobs.clone();
+                let writer = tokio::spawn(async move {
+                    let mut conn = Connection::with_codec(a, codec);
+                    send_in_parts(&mut conn, sent, listing).await
+                });
+                let mut conn = Connection::with_codec(b, codec);
+                let (mut got, mut parts) = (Vec::new(), 0);
+                loop {
+                    match conn.recv::<Response>().await.unwrap().unwrap() {
+                        Response::JobsPart(part) | Response::Event(Event::SnapshotPart(part)) => {
+                            parts += 1;
+                            got.extend(part);
+                        }
+                        Response::Jobs(last) | Response::Event(Event::Snapshot(last)) => {
+                            got.extend(last);
+                            break;
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                assert!(writer.await.unwrap());
+                assert!(parts >= 2, "{codec:?} {listing:?}: {parts} parts");
+                assert_eq!(got.len(), jobs.len());
+                assert!(got
+                    .iter()
+                    .zip(&jobs)
+                    .all(|(a, b)| a.id == b.id && a.files.len() == 2));
+            }
+        }
     }
 }

@@ -125,12 +125,21 @@ impl Client {
 
     /// Send a request and wait for its reply. An `Error` reply is returned as a reply, not as
     /// `Err`; the typed helpers below turn it into [`ClientError::Daemon`].
+    /// A list too large for one frame arrives in parts (`JobsPart`...`Jobs`) and is joined.
     pub async fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
         self.conn.send(request).await?;
-        self.conn
-            .recv::<Response>()
-            .await?
-            .ok_or(ClientError::Closed)
+        let mut parts: Vec<JobInfo> = Vec::new();
+        loop {
+            match self.conn.recv::<Response>().await? {
+                None => return Err(ClientError::Closed),
+                Some(Response::JobsPart(part)) => parts.extend(part),
+                Some(Response::Jobs(last)) if !parts.is_empty() => {
+                    parts.extend(last);
+                    return Ok(Response::Jobs(parts));
+                }
+                Some(other) => return Ok(other),
+            }
+        }
     }
 
     async fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
@@ -303,12 +312,21 @@ pub struct EventStream {
 
 impl EventStream {
     /// The next event; `Ok(None)` when the daemon ends the stream.
+    /// A snapshot too large for one frame arrives in parts and is joined into one `Snapshot`.
     pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
-        match self.conn.recv::<Response>().await? {
-            None | Some(Response::Event(Event::End)) => Ok(None),
-            Some(Response::Event(event)) => Ok(Some(event)),
-            Some(Response::Error(reply)) => Err(ClientError::Daemon(reply)),
-            Some(other) => Err(unexpected(&other)),
+        let mut parts: Vec<JobInfo> = Vec::new();
+        loop {
+            match self.conn.recv::<Response>().await? {
+                None | Some(Response::Event(Event::End)) => return Ok(None),
+                Some(Response::Event(Event::SnapshotPart(part))) => parts.extend(part),
+                Some(Response::Event(Event::Snapshot(last))) => {
+                    parts.extend(last);
+                    return Ok(Some(Event::Snapshot(parts)));
+                }
+                Some(Response::Event(event)) => return Ok(Some(event)),
+                Some(Response::Error(reply)) => return Err(ClientError::Daemon(reply)),
+                Some(other) => return Err(unexpected(&other)),
+            }
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum ProtocolError {
     /// A frame's payload was not the expected message.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A message to send encodes to more than [`MAX_FRAME_LEN`] bytes; nothing was written.
+    #[error("message of {0} bytes exceeds the frame cap of {MAX_FRAME_LEN}")]
+    TooLarge(usize),
 }
 
 /// The frame codec: 8-byte big-endian length, capped at [`MAX_FRAME_LEN`].
@@ -95,13 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn send<T: Serialize>(&mut self, value: &T) -> Result<(), ProtocolError> {
         let payload = self.codec.encode(value)?;
         if payload.len() > MAX_FRAME_LEN {
-            return Err(ProtocolError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "message of {} bytes exceeds the frame cap of {MAX_FRAME_LEN}",
-                    payload.len()
-                ),
-            )));
+            return Err(ProtocolError::TooLarge(payload.len()));
         }
         self.framed.send(bytes::Bytes::from(payload)).await?;
         Ok(())

@@ -51,6 +51,9 @@ pub enum Event {
     },
     /// The daemon is shutting down; no more events on this connection.
     End,
+    /// Part of a snapshot too large for one frame: more jobs follow, and the snapshot ends
+    /// with `Snapshot` holding the last part. A subscriber joins the parts in order. Appended.
+    SnapshotPart(Vec<JobInfo>),
 }
 
 /// A progress update for one job.

@@ -27,6 +27,9 @@ pub enum Response {
     Plan(PlanInfo),
     /// Which hubs have a stored token.
     HubTokens(Vec<HubTokenInfo>),
+    /// Part of a list too large for one frame: more jobs follow, and the reply ends with
+    /// `Jobs` holding the last part. A client joins the parts in order. Appended.
+    JobsPart(Vec<JobInfo>),
 }
 
 /// Whether the daemon keeps a token for a hub (the token itself never leaves the daemon).

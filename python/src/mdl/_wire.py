@@ -106,9 +106,21 @@ class Connection:
             raise DaemonUnreachable(f"undecodable frame from mdld: {e}") from e
 
     def request(self, message: Any) -> Any:
-        """Send a request and return its reply; an ``Error`` reply raises its typed error."""
+        """Send a request and return its reply; an ``Error`` reply raises its typed error.
+
+        A list too large for one frame arrives as ``JobsPart`` frames ended by ``Jobs``; they
+        are joined into one ``Jobs`` reply.
+        """
         self.send(message)
-        reply = self.recv()
+        parts: list = []
+        while True:
+            reply = self.recv()
+            if isinstance(reply, dict) and "JobsPart" in reply:
+                parts.extend(reply["JobsPart"])
+                continue
+            break
+        if parts and isinstance(reply, dict) and "Jobs" in reply:
+            reply = {"Jobs": parts + reply["Jobs"]}
         if reply is None:
             raise DaemonUnreachable(f"the daemon at {self.path} closed the connection")
         if isinstance(reply, dict) and "Error" in reply:

@@ -454,6 +454,13 @@ class EventStream(Iterator[Event]):
         if self._done:
             raise StopIteration
         reply = self._conn.recv()
+        # A snapshot too large for one frame arrives in parts, ended by the Snapshot itself.
+        parts: list = []
+        while isinstance(reply, dict) and isinstance(reply.get("Event"), dict) and "SnapshotPart" in reply["Event"]:
+            parts.extend(reply["Event"]["SnapshotPart"])
+            reply = self._conn.recv()
+        if parts and isinstance(reply, dict) and isinstance(reply.get("Event"), dict) and "Snapshot" in reply["Event"]:
+            reply = {"Event": {"Snapshot": parts + reply["Event"]["Snapshot"]}}
         if reply is None or reply == {"Event": "End"}:
             self.close()
             raise StopIteration
