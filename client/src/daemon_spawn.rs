@@ -3,18 +3,26 @@
 //! Which binary: [`DAEMON_BIN_ENV`] (`MDL_DAEMON_BIN`) when set (an explicit override, used by
 //! tests and unusual installs), else the `mdld` beside mdlctl's own executable, else `mdld` on
 //! `PATH`. The daemon runs detached in its own process group with stdin closed and its output
-//! appended to `mdld.log` in the data directory ([`data_dir`]); mdlctl then polls the socket for
-//! up to [`START_TIMEOUT`]. Every failure here is [`ErrorKind::Unreachable`] (exit 9) and names
-//! the paths involved.
+//! appended to `mdld.log` in the data directory; mdlctl then polls the socket for up to
+//! [`START_TIMEOUT`]. Every failure here is [`ErrorKind::Unreachable`] (exit 9) and names the
+//! paths involved.
+//!
+//! Which data directory ([`choose_data_dir`]): a daemon started with the wrong one would show
+//! an empty queue and keep the right one from starting later, so mdlctl only starts one where
+//! it knows: `MDL_DATA_DIR` when set (the daemon reads it too), else the one recorded beside
+//! the socket by the daemon that last served it (passed as `--data-dir`), else, for the
+//! default socket only, the default data directory. For any other socket it says how to
+//! start the daemon instead.
 
 use std::ffi::OsString;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use mdl_protocol::endpoint::{self, LockFile};
 use mdl_protocol::{Client, ClientError, ErrorKind};
 
 use crate::exit::Failure;
@@ -53,13 +61,88 @@ pub fn is_absent(err: &ClientError) -> bool {
     )
 }
 
-/// mdl's data directory: `$MDL_DATA_DIR`, else `$XDG_DATA_HOME/mdl`, else
-/// `~/.local/share/mdl`. `None` when not even `HOME` is set.
-pub fn data_dir() -> Option<PathBuf> {
-    data_dir_from(|name| std::env::var_os(name))
+/// The data directory an autostarted daemon uses, and how it learns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDirChoice {
+    /// `MDL_DATA_DIR` is set; the daemon reads the same variable.
+    Env(PathBuf),
+    /// Recorded beside the socket by the daemon that last served it; passed as `--data-dir`.
+    Recorded(PathBuf),
+    /// The default socket, so the default data directory (the daemon may still take another
+    /// one from its config file).
+    Default(PathBuf),
 }
 
-/// [`data_dir`] with the environment passed in (for tests).
+impl DataDirChoice {
+    /// The directory (where the log goes).
+    pub fn path(&self) -> &Path {
+        match self {
+            DataDirChoice::Env(dir)
+            | DataDirChoice::Recorded(dir)
+            | DataDirChoice::Default(dir) => dir,
+        }
+    }
+}
+
+/// Which data directory a daemon started for `socket` gets (see the module docs), or why
+/// none can be started. `socket_explicit`: it came from `--socket` / `MDL_SOCKET`.
+pub fn choose_data_dir(socket: &Path, socket_explicit: bool) -> Result<DataDirChoice, Failure> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    choose_data_dir_from(
+        socket,
+        var(DATA_DIR_ENV).map(PathBuf::from),
+        LockFile::read_owner(&endpoint::socket_lock_path(socket)).map(|owner| owner.data_dir),
+        !socket_explicit || socket == endpoint::default_socket_path(),
+        data_dir_from(|name| {
+            if name == DATA_DIR_ENV {
+                None
+            } else {
+                var(name)
+            }
+        }),
+    )
+}
+
+/// [`choose_data_dir`] with its inputs passed in (for tests).
+fn choose_data_dir_from(
+    socket: &Path,
+    env: Option<PathBuf>,
+    recorded: Option<PathBuf>,
+    default_socket: bool,
+    default_dir: Option<PathBuf>,
+) -> Result<DataDirChoice, Failure> {
+    if let Some(dir) = env {
+        return Ok(DataDirChoice::Env(dir));
+    }
+    if let Some(dir) = recorded {
+        return Ok(DataDirChoice::Recorded(dir));
+    }
+    if default_socket {
+        return default_dir.map(DataDirChoice::Default).ok_or_else(|| {
+            Failure::new(
+                ErrorKind::Unreachable,
+                format!("cannot start mdld: no data directory for it (set {DATA_DIR_ENV} or HOME)"),
+            )
+        });
+    }
+    Err(Failure::new(
+        ErrorKind::Unreachable,
+        format!(
+            "no daemon answers on {} and mdlctl does not know which data directory belongs to \
+             that socket, so it starts none (one with the wrong data directory would show an \
+             empty queue)",
+            socket.display()
+        ),
+    )
+    .with_hint(format!(
+        "start it yourself (mdld --socket {} --data-dir DIR), or set {DATA_DIR_ENV}=DIR and \
+         mdlctl starts it",
+        socket.display()
+    )))
+}
+
+/// mdl's data directory in the environment `var`: `$MDL_DATA_DIR`, else
+/// `$XDG_DATA_HOME/mdl`, else `~/.local/share/mdl`. `None` when not even `HOME` is set.
 fn data_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     let var = |name: &str| {
         var(name)
@@ -167,104 +250,161 @@ pub struct Started {
 /// If another mdlctl starts one at the same moment, ours exits (its socket is taken) and we
 /// connect to theirs.
 pub async fn start(socket: &Path, pass_socket: bool) -> Result<Started> {
-    let unreachable = |message: String| Failure::new(ErrorKind::Unreachable, message);
+    let data_dir = choose_data_dir(socket, pass_socket)?;
     let bin = locate_daemon()?;
-    let dir = data_dir().ok_or_else(|| {
-        unreachable(format!(
-            "cannot start mdld: no data directory for its log (set {DATA_DIR_ENV} or HOME)"
-        ))
-    })?;
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        unreachable(format!(
-            "cannot start mdld: cannot create {}: {e}",
-            dir.display()
-        ))
-    })?;
-    let log_path = dir.join(LOG_FILE_NAME);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| {
+    let log = Log::open(data_dir.path())?;
+    let child = spawn_daemon(&bin, socket, pass_socket, &data_dir, &log)?;
+    wait_until_answering(socket, child, bin, log).await
+}
+
+/// The started daemon's log file, and where this run's output starts in it.
+struct Log {
+    file: File,
+    path: PathBuf,
+    start: u64,
+}
+
+impl Log {
+    /// Create the data directory (owner-only) if needed and open `mdld.log` for appending.
+    fn open(dir: &Path) -> Result<Log, Failure> {
+        let unreachable = |message: String| Failure::new(ErrorKind::Unreachable, message);
+        create_private_dir(dir).map_err(|e| {
             unreachable(format!(
-                "cannot start mdld: cannot open {}: {e}",
-                log_path.display()
+                "cannot start mdld: cannot create {}: {e}",
+                dir.display()
             ))
         })?;
-    // Remember where this run's output starts, to quote it if the daemon dies.
-    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let path = dir.join(LOG_FILE_NAME);
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path).map_err(|e| {
+            unreachable(format!(
+                "cannot start mdld: cannot open {}: {e}",
+                path.display()
+            ))
+        })?;
+        // Remember where this run's output starts, to quote it if the daemon dies.
+        let start = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Log { file, path, start })
+    }
+}
 
-    let mut command = Command::new(&bin);
+/// `create_dir_all` with mode 0700 for what it creates (the daemon checks the directory).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Run `bin` detached: its own process group, stdin closed, output into the log.
+fn spawn_daemon(
+    bin: &Path,
+    socket: &Path,
+    pass_socket: bool,
+    data_dir: &DataDirChoice,
+    log: &Log,
+) -> Result<Child> {
+    let mut command = Command::new(bin);
     if pass_socket {
         command
             .arg("--socket")
             .arg(std::path::absolute(socket).unwrap_or(socket.to_path_buf()));
     }
+    if let DataDirChoice::Recorded(dir) = data_dir {
+        command.arg("--data-dir").arg(dir);
+    }
     command
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        .stdout(log.file.try_clone()?)
+        .stderr(log.file.try_clone()?);
     #[cfg(unix)]
     {
         // Its own process group: a Ctrl-C in this terminal must not reach the daemon.
         use std::os::unix::process::CommandExt;
         command.process_group(0);
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| unreachable(format!("cannot start {}: {e}", bin.display())))?;
-    let pid = child.id();
+    command.spawn().map_err(|e| {
+        Failure::new(
+            ErrorKind::Unreachable,
+            format!("cannot start {}: {e}", bin.display()),
+        )
+        .into()
+    })
+}
 
+/// Poll the socket until the started daemon (or one that won a start race) answers; fail
+/// when ours exits first (quoting its output) or after [`START_TIMEOUT`].
+async fn wait_until_answering(
+    socket: &Path,
+    mut child: Child,
+    bin: PathBuf,
+    log: Log,
+) -> Result<Started> {
+    let pid = child.id();
+    let started = |client| Started {
+        client,
+        pid,
+        bin: bin.clone(),
+        log: log.path.clone(),
+    };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match Client::connect(socket, CLIENT_VERSION).await {
-            Ok(client) => {
-                return Ok(Started {
-                    client,
-                    pid,
-                    bin,
-                    log: log_path,
-                })
-            }
+            Ok(client) => return Ok(started(client)),
             Err(e) if is_absent(&e) => {}
             Err(e) => return Err(e.into()),
         }
         if let Some(status) = child.try_wait()? {
             // Another daemon may have won a start race; then ours exited and theirs answers.
             if let Ok(client) = Client::connect(socket, CLIENT_VERSION).await {
-                return Ok(Started {
-                    client,
-                    pid,
-                    bin,
-                    log: log_path,
-                });
+                return Ok(started(client));
             }
-            let tail = log_tail(&log_path, log_start, 8);
-            return Err(unreachable(format!(
-                "mdld ({}) exited ({status}) before answering on {}; its output is in {}{}",
-                bin.display(),
-                socket.display(),
-                log_path.display(),
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(":\n{tail}")
-                }
-            ))
-            .into());
+            return Err(exited_early(&bin, socket, &log, status).into());
         }
         if Instant::now() >= deadline {
-            return Err(unreachable(format!(
-                "mdld ({}, pid {pid}) did not answer on {} within {} s; its output is in {}",
-                bin.display(),
-                socket.display(),
-                START_TIMEOUT.as_secs(),
-                log_path.display()
-            ))
+            return Err(Failure::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "mdld ({}, pid {pid}) did not answer on {} within {} s; its output is in {}",
+                    bin.display(),
+                    socket.display(),
+                    START_TIMEOUT.as_secs(),
+                    log.path.display()
+                ),
+            )
             .into());
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// The error for a daemon that exited before answering, with the end of its output.
+fn exited_early(bin: &Path, socket: &Path, log: &Log, status: std::process::ExitStatus) -> Failure {
+    let tail = log_tail(&log.path, log.start, 8);
+    Failure::new(
+        ErrorKind::Unreachable,
+        format!(
+            "mdld ({}) exited ({status}) before answering on {}; its output is in {}{}",
+            bin.display(),
+            socket.display(),
+            log.path.display(),
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(":\n{tail}")
+            }
+        ),
+    )
 }
 
 /// The last `lines` lines written to the log since byte `from`, indented, for an error message.
@@ -323,6 +463,37 @@ mod tests {
             Some("/h/.local/share/mdl".into())
         );
         assert_eq!(data_dir_from(env(&[])), None);
+    }
+
+    #[test]
+    fn a_daemon_is_started_only_where_its_data_directory_is_known() {
+        let s = Path::new("/run/x.sock");
+        let dir = |d: &str| Some(PathBuf::from(d));
+        let choose = |env, recorded, default_socket| {
+            choose_data_dir_from(
+                s,
+                env,
+                recorded,
+                default_socket,
+                dir("/home/u/.local/share/mdl"),
+            )
+        };
+        assert_eq!(
+            choose(dir("/env"), dir("/rec"), false).unwrap(),
+            DataDirChoice::Env("/env".into())
+        );
+        assert_eq!(
+            choose(None, dir("/rec"), true).unwrap(),
+            DataDirChoice::Recorded("/rec".into())
+        );
+        assert_eq!(
+            choose(None, None, true).unwrap(),
+            DataDirChoice::Default("/home/u/.local/share/mdl".into())
+        );
+        let err = choose(None, None, false).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unreachable);
+        assert!(err.message.contains("/run/x.sock"), "{}", err.message);
+        assert!(err.message.contains("does not know"), "{}", err.message);
     }
 
     #[test]

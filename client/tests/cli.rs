@@ -159,3 +159,42 @@ fn autostart_reports_a_daemon_that_exits_at_once() {
         ["--socket", socket.to_str().unwrap()]
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn autostart_on_a_socket_of_unknown_data_directory_starts_nothing_and_says_how() {
+    // Before the fix, mdlctl started mdld with the default data directory here: the user's
+    // queue seemed gone, and the daemon that owned the socket could not start again.
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let ran = tmp.path().join("ran");
+    let fake = tmp.path().join("fake-mdld");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ntouch '{}'\nexit 3\n", ran.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = tmp.path().join("elsewhere/mdld.sock");
+    let mut command = mdlctl(&["--socket", socket.to_str().unwrap(), "ls"]);
+    command
+        .env("HOME", tmp.path().join("home"))
+        .env_remove("XDG_DATA_HOME")
+        .env("MDL_DAEMON_BIN", &fake);
+    let (code, stdout, stderr) = run(&mut command);
+    assert_eq!(code, 9, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("does not know which data directory"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "hint: start it yourself (mdld --socket {}",
+            socket.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!ran.exists(), "no daemon was started");
+    assert!(!tmp.path().join("home").exists(), "nothing written to HOME");
+}

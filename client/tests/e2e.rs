@@ -487,3 +487,109 @@ fn sigterm_checkpoints_and_exits_zero() {
     );
     stop(daemon);
 }
+
+#[test]
+fn an_explicit_socket_autostarts_with_the_data_directory_recorded_beside_it() {
+    // Before the fix, `mdlctl --socket S` without MDL_DATA_DIR started a daemon on the default
+    // data directory: the queue seemed gone.
+    let env = Env::new("");
+    let daemon = env.spawn_daemon();
+    let id = env.add("http://127.0.0.1:9/never.bin", &["--paused"]);
+    stop(daemon);
+    let home = env.dir.path().join("home");
+    let ctl = |args: &[&str]| {
+        let out = Command::new(mdlctl_bin())
+            .arg("--socket")
+            .arg(env.socket())
+            .arg("--json")
+            .args(args)
+            .env_remove("MDL_DATA_DIR")
+            .env_remove("MDL_SOCKET")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", &home)
+            .env("MDL_CONFIG", env.dir.path().join("config.toml"))
+            .env("MDL_DAEMON_BIN", mdld_bin())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mdlctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let jobs = ctl(&["ls"]);
+    assert_eq!(jobs[0]["id"].as_u64(), Some(id), "{jobs:#}");
+    let info = ctl(&["daemon", "status"]);
+    assert_eq!(
+        info["data_dir"].as_str(),
+        Some(env.data().to_str().unwrap())
+    );
+    assert!(
+        env.data().join("mdld.log").exists(),
+        "the log went beside the state"
+    );
+    assert!(!home.exists(), "nothing was written to HOME");
+}
+
+/// True while `pid` runs (a zombie counts as gone).
+#[cfg(target_os = "linux")]
+fn process_running(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn daemon_stop_returns_after_the_daemon_exited_so_the_next_command_can_start_one() {
+    // Before the fix, `daemon stop` returned once the socket was gone, while the old daemon
+    // still held the store: the daemon the next command started failed on the store lock.
+    let _serial = serial();
+    // No periodic checkpoint: the shutdown checkpoint has to fsync everything fetched so far,
+    // which keeps the old daemon busy (and holding the store) after its socket is gone.
+    let env = Env::new("[engine]\ncheckpoint_interval_ms = 60000\ncheckpoint_bytes = 1073741824\n");
+    let server = FileServer::start_blocking();
+    let file = server.add("/big.bin", pseudo_random_bytes(256 * MIB as usize, 13));
+    server.set_behavior(
+        "/big.bin",
+        Behavior {
+            rate_limit_bytes_per_sec: Some(64 * MIB),
+            ..Default::default()
+        },
+    );
+    let id = env.add(&file.url, &["--sha256", &file.sha256]);
+    env.wait_until(id, Duration::from_secs(30), |j| {
+        j["bytes_done"].as_u64().unwrap() > 64 * MIB
+    });
+    let pid = env.json(&["daemon", "status"])["pid"].as_u64().unwrap();
+    let out = env.ctl(&["daemon", "stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !process_running(pid),
+        "mdld {pid} still runs after `daemon stop`"
+    );
+    // Any command right away starts a fresh daemon on the same queue.
+    let out = env.ctl(&["--json", "status", &id.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.ctl(&["daemon", "stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use mdl_protocol::endpoint::{self, LockFile};
 use mdl_protocol::{Client, ClientError, ErrorKind};
 use serde_json::json;
 
@@ -13,7 +14,7 @@ use crate::daemon_spawn;
 use crate::exit::Failure;
 use crate::output::{daemon_info_text, emit, emit_json};
 
-/// How long `stop` waits for the socket to stop answering.
+/// How long `stop` waits for the daemon to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run `daemon ...`.
@@ -30,7 +31,17 @@ async fn status(ctx: &Ctx) -> Result<()> {
     let mut client = match ctx.connect_running().await {
         Ok(client) => client,
         Err(e) if daemon_spawn::is_absent(&e) => {
-            return Err(anyhow::Error::new(e).context("mdld is not running"))
+            let lock = endpoint::socket_lock_path(&ctx.socket);
+            let why = match LockFile::read_owner(&lock).filter(|_| LockFile::is_held(&lock)) {
+                Some(owner) => format!(
+                    "mdld (pid {}) holds {} but does not answer: it is starting up or shutting \
+                     down",
+                    owner.pid,
+                    ctx.socket.display()
+                ),
+                None => "mdld is not running".to_string(),
+            };
+            return Err(anyhow::Error::new(e).context(why));
         }
         Err(e) => return Err(e.into()),
     };
@@ -71,9 +82,11 @@ async fn start(ctx: &Ctx) -> Result<()> {
     }
 }
 
-/// `daemon stop`: ask the daemon to shut down and wait until its socket stops answering. A
-/// daemon that speaks another protocol version cannot be asked; on Linux it gets SIGTERM
-/// instead (its pid comes from the socket's peer credentials).
+/// `daemon stop`: ask the daemon to shut down and wait until it is gone: the socket does not
+/// answer, the daemon let go of the socket's lock (it has closed its store and removed the
+/// socket), and on Linux its process has exited. So the next command can start a daemon at
+/// once. A daemon that speaks another protocol version cannot be asked; on Linux it gets
+/// SIGTERM instead (its pid comes from the socket's peer credentials).
 async fn stop(ctx: &Ctx) -> Result<()> {
     let pid = match ctx.connect_running().await {
         Ok(mut client) => {
@@ -102,20 +115,24 @@ async fn stop(ctx: &Ctx) -> Result<()> {
     }
 }
 
-/// Poll the socket until nothing answers on it.
+/// Poll until the daemon is gone (see [`stop`]).
 async fn wait_until_gone(ctx: &Ctx, pid: u32) -> Result<()> {
     let deadline = Instant::now() + STOP_TIMEOUT;
+    let lock = endpoint::socket_lock_path(&ctx.socket);
     loop {
-        match Client::connect(&ctx.socket, daemon_spawn::CLIENT_VERSION).await {
-            Err(e) if daemon_spawn::is_absent(&e) => return Ok(()),
+        let answering = match Client::connect(&ctx.socket, daemon_spawn::CLIENT_VERSION).await {
+            Err(e) => !daemon_spawn::is_absent(&e),
             // Still answering, or half-way through closing: keep polling.
-            Ok(_) | Err(_) => {}
+            Ok(_) => true,
+        };
+        if !answering && !LockFile::is_held(&lock) && process_exited(pid) {
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(Failure::new(
                 ErrorKind::Other,
                 format!(
-                    "mdld (pid {pid}) still answers on {} {} s after the shutdown request",
+                    "mdld (pid {pid}) on {} has not exited {} s after the shutdown request",
                     ctx.socket.display(),
                     STOP_TIMEOUT.as_secs()
                 ),
@@ -125,8 +142,38 @@ async fn wait_until_gone(ctx: &Ctx, pid: u32) -> Result<()> {
             ))
             .into());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// True when process `pid` has exited (or is a zombie nobody reaped yet). A daemon running
+/// inside this process (tests) counts as exited: its lock tells instead.
+#[cfg(target_os = "linux")]
+fn process_exited(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Some(raw) = rustix::process::Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    match rustix::process::test_kill_process(raw) {
+        // EPERM: the pid now belongs to another user's process, so ours is gone.
+        Err(_) => true,
+        Ok(()) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat.rsplit_once(") ")?.1.chars().next()?;
+                Some(state == 'Z' || state == 'X')
+            })
+            .unwrap_or(false),
+    }
+}
+
+/// Elsewhere the socket's lock is the signal: it is released when the daemon's `run` returns
+/// or its process ends.
+#[cfg(not(target_os = "linux"))]
+fn process_exited(_pid: u32) -> bool {
+    true
 }
 
 /// Send SIGTERM to the daemon listening on the socket (it speaks another protocol version, so
@@ -172,4 +219,25 @@ fn terminate_incompatible(_ctx: &Ctx, message: &str) -> Result<u32> {
             "end the old daemon's process (e.g. 'pkill -x mdld'), then run the command again",
         )
         .into())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::process_exited;
+
+    #[test]
+    fn a_process_counts_as_exited_once_it_is_dead_or_a_zombie() {
+        assert!(process_exited(std::process::id()), "an in-process daemon");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(!process_exited(child.id()));
+        child.kill().unwrap();
+        // Killed but not reaped yet: a zombie, gone for our purposes.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(process_exited(child.id()));
+        child.wait().unwrap();
+        assert!(process_exited(child.id()));
+    }
 }

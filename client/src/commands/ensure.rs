@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use md5::Md5;
-use mdl_protocol::{AddOutcome, AddRequest, ErrorKind, JobId, JobState};
+use mdl_protocol::{AddOutcome, AddRequest, Client, ErrorKind, JobId, JobInfo, JobState};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -310,10 +310,31 @@ pub struct ModelReport {
     pub files: Vec<FileReport>,
 }
 
-/// Run `ensure`.
+/// Run `ensure`: read and plan the manifest, hash what is on disk, queue what is missing or
+/// damaged, optionally wait, then report per model.
 pub async fn run(ctx: &Ctx, args: EnsureArgs) -> Result<()> {
-    let manifest_path = std::path::absolute(&args.manifest)
-        .with_context(|| format!("cannot resolve {}", args.manifest.display()))?;
+    let (manifest, files) = load(&args.manifest)?;
+    let intact = hash_local_files(&files).await?;
+    let (mut reports, client) = queue_missing(ctx, &files, &intact, args.priority).await?;
+    let ids: Vec<JobId> = reports.iter().filter_map(|r| r.job).collect();
+    let mut finished = Vec::new();
+    if args.wait && !ids.is_empty() {
+        drop(client);
+        finished = wait::wait_for(ctx, &ids, None).await?;
+        record_outcomes(&mut reports, &finished);
+    }
+    let models = by_model(&manifest, &files, reports);
+    print_report(ctx, &models)?;
+    if args.wait && !finished.is_empty() {
+        wait::outcome(&finished)?;
+    }
+    Ok(())
+}
+
+/// Read, parse and plan the manifest (relative paths are taken from its directory).
+fn load(path: &Path) -> Result<(Manifest, Vec<Planned>)> {
+    let manifest_path =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
         bad(format!(
             "cannot read the manifest {}: {e}",
@@ -329,18 +350,30 @@ pub async fn run(ctx: &Ctx, args: EnsureArgs) -> Result<()> {
         .unwrap_or(Path::new("/"))
         .to_path_buf();
     let files = plan(&manifest, &base)?;
+    Ok((manifest, files))
+}
 
-    // Hash what is on disk (in a blocking thread: files may be large).
-    let checked = files.clone();
-    let intact: Vec<bool> =
-        tokio::task::spawn_blocking(move || checked.iter().map(is_intact).collect())
-            .await
-            .context("hashing local files")?;
+/// Which planned files are on disk and intact (hashed in a blocking thread: files may be
+/// large).
+async fn hash_local_files(files: &[Planned]) -> Result<Vec<bool>> {
+    let checked = files.to_vec();
+    tokio::task::spawn_blocking(move || checked.iter().map(is_intact).collect())
+        .await
+        .context("hashing local files")
+}
 
+/// Queue every file that is not intact (connecting to the daemon only if one is needed); one
+/// report per file, in plan order, and the connection if one was made.
+async fn queue_missing(
+    ctx: &Ctx,
+    files: &[Planned],
+    intact: &[bool],
+    priority: i32,
+) -> Result<(Vec<FileReport>, Option<Client>)> {
     let env = mdl_protocol::forwarded_env();
     let mut reports: Vec<FileReport> = Vec::with_capacity(files.len());
     let mut client = None;
-    for (file, ok) in files.iter().zip(&intact) {
+    for (file, ok) in files.iter().zip(intact) {
         let mut report = FileReport {
             path: file.path().display().to_string(),
             url: file.url.clone(),
@@ -363,7 +396,7 @@ pub async fn run(ctx: &Ctx, args: EnsureArgs) -> Result<()> {
                     dest: Some(dir.to_string()),
                     sha256: file.sha256.clone(),
                     md5: file.md5.clone(),
-                    priority: args.priority,
+                    priority,
                     env: env.clone(),
                     file_name: Some(file.name.clone()),
                     ..Default::default()
@@ -379,38 +412,40 @@ pub async fn run(ctx: &Ctx, args: EnsureArgs) -> Result<()> {
         }
         reports.push(report);
     }
+    Ok((reports, client))
+}
 
-    let ids: Vec<JobId> = reports.iter().filter_map(|r| r.job).collect();
-    let mut finished = Vec::new();
-    if args.wait && !ids.is_empty() {
-        drop(client);
-        finished = wait::wait_for(ctx, &ids, None).await?;
-        for report in &mut reports {
-            let Some(job) = report
-                .job
-                .and_then(|id| finished.iter().find(|j| j.id == id))
-            else {
-                continue;
-            };
-            if job.state == JobState::Completed {
-                report.status = "completed".into();
-            } else {
-                report.status = "failed".into();
-                report.error = Some(
-                    job.error
-                        .as_ref()
-                        .map(|e| e.message.clone())
-                        .unwrap_or_else(|| job.state.as_str().to_string()),
-                );
-            }
+/// Mark each queued file `completed` or `failed` (with the reason) from the finished jobs.
+fn record_outcomes(reports: &mut [FileReport], finished: &[JobInfo]) {
+    for report in reports {
+        let Some(job) = report
+            .job
+            .and_then(|id| finished.iter().find(|j| j.id == id))
+        else {
+            continue;
+        };
+        if job.state == JobState::Completed {
+            report.status = "completed".into();
+        } else {
+            report.status = "failed".into();
+            report.error = Some(
+                job.error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_else(|| job.state.as_str().to_string()),
+            );
         }
     }
+}
 
+/// Group the file reports by model, in manifest order; a model is ready when every file is
+/// present or completed.
+fn by_model(manifest: &Manifest, files: &[Planned], reports: Vec<FileReport>) -> Vec<ModelReport> {
     let mut by_model: BTreeMap<usize, Vec<FileReport>> = BTreeMap::new();
     for (file, report) in files.iter().zip(reports) {
         by_model.entry(file.model).or_default().push(report);
     }
-    let models: Vec<ModelReport> = by_model
+    by_model
         .into_iter()
         .map(|(m, files)| ModelReport {
             name: manifest.models[m].name.clone(),
@@ -419,42 +454,42 @@ pub async fn run(ctx: &Ctx, args: EnsureArgs) -> Result<()> {
                 .all(|f| f.status == "present" || f.status == "completed"),
             files,
         })
-        .collect();
+        .collect()
+}
+
+/// The report: JSON, or one line per model (`ready` / `not ready` with its jobs or failures).
+fn print_report(ctx: &Ctx, models: &[ModelReport]) -> Result<()> {
     if ctx.json {
-        emit_json(&models)?;
-    } else {
-        for model in &models {
-            if model.ready {
-                emit(format_args!("ready      {}", model.name))?;
-                continue;
-            }
-            let jobs: Vec<String> = model
-                .files
-                .iter()
-                .filter_map(|f| f.job.map(|j| j.to_string()))
-                .collect();
-            let failed: Vec<String> = model
-                .files
-                .iter()
-                .filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.path)))
-                .collect();
-            if failed.is_empty() {
-                emit(format_args!(
-                    "not ready  {} (queued: job {})",
-                    model.name,
-                    jobs.join(", job ")
-                ))?;
-            } else {
-                emit(format_args!(
-                    "not ready  {} (failed: {})",
-                    model.name,
-                    failed.join("; ")
-                ))?;
-            }
-        }
+        return emit_json(&models);
     }
-    if args.wait && !finished.is_empty() {
-        wait::outcome(&finished)?;
+    for model in models {
+        if model.ready {
+            emit(format_args!("ready      {}", model.name))?;
+            continue;
+        }
+        let jobs: Vec<String> = model
+            .files
+            .iter()
+            .filter_map(|f| f.job.map(|j| j.to_string()))
+            .collect();
+        let failed: Vec<String> = model
+            .files
+            .iter()
+            .filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.path)))
+            .collect();
+        if failed.is_empty() {
+            emit(format_args!(
+                "not ready  {} (queued: job {})",
+                model.name,
+                jobs.join(", job ")
+            ))?;
+        } else {
+            emit(format_args!(
+                "not ready  {} (failed: {})",
+                model.name,
+                failed.join("; ")
+            ))?;
+        }
     }
     Ok(())
 }

@@ -27,111 +27,159 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
 
 /// Wait until every job in `ids` has finished, showing events on `live`; returns the final
 /// jobs in the order of `ids` (without repeats).
-pub async fn wait_for(
-    ctx: &Ctx,
-    ids: &[JobId],
-    mut live: Option<&mut Live>,
-) -> Result<Vec<JobInfo>> {
-    let mut order: Vec<JobId> = Vec::with_capacity(ids.len());
-    for id in ids {
-        if !order.contains(id) {
-            order.push(*id);
-        }
-    }
+pub async fn wait_for(ctx: &Ctx, ids: &[JobId], live: Option<&mut Live>) -> Result<Vec<JobInfo>> {
+    let mut waiter = Waiter::new(ctx, ids, live);
     let mut stream = ctx
         .connect()
         .await?
         .subscribe()
         .await
         .context("subscribing to events")?;
-    // A second connection for `status`, opened when first needed.
-    let mut control: Option<Client> = None;
-    let mut jobs: HashMap<JobId, JobInfo> = HashMap::new();
-
     loop {
         let Some(event) = stream.next().await.context("reading events")? else {
-            let pending: Vec<String> = order
-                .iter()
-                .filter(|id| !jobs.get(id).is_some_and(settled))
-                .map(|id| id.to_string())
-                .collect();
-            return Err(Failure::new(
-                ErrorKind::Unreachable,
-                format!(
-                    "the daemon ended the event stream before job(s) {} finished (did it shut down?)",
-                    pending.join(", ")
-                ),
-            )
-            .into());
+            return Err(waiter.stream_ended());
         };
-        match &event {
+        if !waiter.apply(&event).await? {
+            continue;
+        }
+        waiter.ask_about_unlisted().await?;
+        if waiter.all_settled() {
+            return Ok(waiter.finish());
+        }
+    }
+}
+
+/// What `wait_for` knows about the jobs it waits for.
+struct Waiter<'a> {
+    ctx: &'a Ctx,
+    /// The ids, in the caller's order, without repeats.
+    order: Vec<JobId>,
+    /// The latest known state of each.
+    jobs: HashMap<JobId, JobInfo>,
+    /// A second connection for `status`, opened when first needed.
+    control: Option<Client>,
+    live: Option<&'a mut Live>,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(ctx: &'a Ctx, ids: &[JobId], live: Option<&'a mut Live>) -> Self {
+        let mut order: Vec<JobId> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if !order.contains(id) {
+                order.push(*id);
+            }
+        }
+        Waiter {
+            ctx,
+            order,
+            jobs: HashMap::new(),
+            control: None,
+            live,
+        }
+    }
+
+    /// Take in one event; false when it is about none of our jobs (nothing changed).
+    async fn apply(&mut self, event: &Event) -> Result<bool> {
+        match event {
             Event::Snapshot(all) => {
                 let seen: Vec<JobInfo> = all
                     .iter()
-                    .filter(|job| order.contains(&job.id))
+                    .filter(|job| self.order.contains(&job.id))
                     .cloned()
                     .collect();
-                if let Some(live) = live.as_deref_mut() {
-                    live.snapshot(&seen)?;
-                }
-                jobs.extend(seen.into_iter().map(|job| (job.id, job)));
+                self.show_snapshot(&seen)?;
+                self.jobs.extend(seen.into_iter().map(|job| (job.id, job)));
             }
             Event::Lagged { .. } => {
                 // Events were dropped: ask again about every job not known to be finished.
-                let stale: Vec<JobId> = order
-                    .iter()
-                    .copied()
-                    .filter(|id| !jobs.get(id).is_some_and(settled))
-                    .collect();
-                let fresh = status_of(ctx, &mut control, &stale).await?;
-                if let Some(live) = live.as_deref_mut() {
-                    live.snapshot(&fresh)?;
-                }
-                jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
+                let stale = self.unsettled();
+                let fresh = status_of(self.ctx, &mut self.control, &stale).await?;
+                self.show_snapshot(&fresh)?;
+                self.jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
             }
-            Event::Removed(id) if order.contains(id) => {
+            Event::Removed(id) if self.order.contains(id) => {
                 // Forgotten before it finished: `status` reports why (usually "no such job").
-                let fresh = status_of(ctx, &mut control, &[*id])
+                let fresh = status_of(self.ctx, &mut self.control, &[*id])
                     .await
                     .with_context(|| format!("job {id} was removed while waiting for it"))?;
-                jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
+                self.jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
             }
             event => {
-                let Some(id) = event_job_id(event).filter(|id| order.contains(id)) else {
-                    continue;
+                let Some(id) = event_job_id(event).filter(|id| self.order.contains(id)) else {
+                    return Ok(false);
                 };
-                if let Some(live) = live.as_deref_mut() {
+                if let Some(live) = self.live.as_deref_mut() {
                     live.event(event)?;
                 }
                 if let Some(job) = event_job(event) {
-                    jobs.insert(id, job.clone());
-                } else if let (Event::Progress(p), Some(job)) = (event, jobs.get_mut(&id)) {
+                    self.jobs.insert(id, job.clone());
+                } else if let (Event::Progress(p), Some(job)) = (event, self.jobs.get_mut(&id)) {
                     job.bytes_done = p.job_bytes_done;
                 }
             }
         }
-        // Jobs the snapshot did not list (added since, or unknown): ask, which also turns an
-        // unknown id into the daemon's error.
-        let missing: Vec<JobId> = order
+        Ok(true)
+    }
+
+    /// Jobs the snapshot did not list (added since, or unknown): ask, which also turns an
+    /// unknown id into the daemon's error.
+    async fn ask_about_unlisted(&mut self) -> Result<()> {
+        let missing: Vec<JobId> = self
+            .order
             .iter()
             .copied()
-            .filter(|id| !jobs.contains_key(id))
+            .filter(|id| !self.jobs.contains_key(id))
             .collect();
         if !missing.is_empty() {
-            let fresh = status_of(ctx, &mut control, &missing).await?;
-            if let Some(live) = live.as_deref_mut() {
-                live.snapshot(&fresh)?;
-            }
-            jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
+            let fresh = status_of(self.ctx, &mut self.control, &missing).await?;
+            self.show_snapshot(&fresh)?;
+            self.jobs.extend(fresh.into_iter().map(|job| (job.id, job)));
         }
-        if order.iter().all(|id| settled(&jobs[id])) {
-            break;
+        Ok(())
+    }
+
+    fn show_snapshot(&mut self, jobs: &[JobInfo]) -> Result<()> {
+        if let Some(live) = self.live.as_deref_mut() {
+            live.snapshot(jobs)?;
         }
+        Ok(())
     }
-    if let Some(live) = live {
-        live.finish();
+
+    /// Our jobs not known to be settled, in order.
+    fn unsettled(&self) -> Vec<JobId> {
+        self.order
+            .iter()
+            .copied()
+            .filter(|id| !self.jobs.get(id).is_some_and(settled))
+            .collect()
     }
-    Ok(order.iter().filter_map(|id| jobs.remove(id)).collect())
+
+    /// Every job is known and settled.
+    fn all_settled(&self) -> bool {
+        self.order.iter().all(|id| settled(&self.jobs[id]))
+    }
+
+    /// The error for an event stream that ended before every job settled.
+    fn stream_ended(&self) -> anyhow::Error {
+        let pending: Vec<String> = self.unsettled().iter().map(|id| id.to_string()).collect();
+        Failure::new(
+            ErrorKind::Unreachable,
+            format!(
+                "the daemon ended the event stream before job(s) {} finished (did it shut down?)",
+                pending.join(", ")
+            ),
+        )
+        .into()
+    }
+
+    /// Close the live display and hand back the final jobs in order.
+    fn finish(mut self) -> Vec<JobInfo> {
+        if let Some(live) = self.live.take() {
+            live.finish();
+        }
+        let mut jobs = std::mem::take(&mut self.jobs);
+        self.order.iter().filter_map(|id| jobs.remove(id)).collect()
+    }
 }
 
 /// The current state of `ids`, over the control connection (opened on first use).

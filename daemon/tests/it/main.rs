@@ -11,6 +11,7 @@ mod modelscope;
 mod protocol;
 mod queue;
 mod segmented;
+mod socket;
 mod space;
 mod store;
 
