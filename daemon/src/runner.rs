@@ -115,7 +115,18 @@ pub async fn run_job(
     limit: Arc<RateLimiter>,
 ) {
     let id = job.id;
-    let outcome = match run(&ctx, job, files, &cancel, &live, &limit).await {
+    // The job's own view of the engine: its proxies, or the offline client.
+    let job_ctx = ctx.engine.for_job(&job).map(|engine| RunnerContext {
+        engine,
+        ..ctx.clone()
+    });
+    let result = match &job_ctx {
+        Ok(ctx) => run(ctx, job, files, &cancel, &live, &limit)
+            .await
+            .map_err(|e| through_proxy(e, ctx.engine.proxy())),
+        Err(e) => Err(FetchError::failed(e.kind(), e.to_string())),
+    };
+    let outcome = match result {
         Ok(()) => RunOutcome::Completed,
         Err(FetchError::Interrupted) => RunOutcome::Interrupted,
         Err(FetchError::Failed { kind, message, .. }) => {
@@ -125,6 +136,23 @@ pub async fn run_job(
     let _ = ctx
         .scheduler
         .send(RunnerMessage::Finished { job: id, outcome });
+}
+
+/// A network or auth failure of a job that uses a proxy says so (credentials redacted): the
+/// proxy may be what failed.
+fn through_proxy(error: FetchError, proxy: &crate::engine::proxy::ProxyConfig) -> FetchError {
+    match error {
+        FetchError::Failed {
+            kind: kind @ (ErrorKind::Network | ErrorKind::Auth | ErrorKind::RateLimited),
+            message,
+            status,
+        } if !proxy.is_direct() => FetchError::Failed {
+            kind,
+            message: format!("{message} (proxy settings of this job: {})", proxy.describe()),
+            status,
+        },
+        other => other,
+    }
 }
 
 async fn run(

@@ -120,6 +120,11 @@ fn build_requests(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result
 /// The protocol request for the command line, with `env` looking up forwarded variables.
 fn build_request(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<AddRequest> {
     let dest = args.dest.as_deref().map(absolute_path).transpose()?;
+    let mut options = args.options;
+    if args.offline {
+        // The daemon's offline switch (`engine::proxy::OFFLINE_OPTION`).
+        options.push(("offline".to_string(), "1".to_string()));
+    }
     Ok(AddRequest {
         source: args.sources.first().cloned().unwrap_or_default(),
         dest,
@@ -133,7 +138,7 @@ fn build_request(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<
         token: args.token.map(Secret),
         env: mdl_protocol::forwarded_env_from(env),
         dry_run: args.dry_run,
-        options: args.options,
+        options,
         file_name: args.file_name,
     })
 }

@@ -366,6 +366,12 @@ pub async fn run(ctx: &Ctx, args: EnsureArgs) -> Result<()> {
                     priority: args.priority,
                     env: env.clone(),
                     file_name: Some(file.name.clone()),
+                    // The daemon's offline switch (`mdlctl add --offline` sends the same).
+                    options: if args.offline {
+                        vec![("offline".to_string(), "1".to_string())]
+                    } else {
+                        Vec::new()
+                    },
                     ..Default::default()
                 })
                 .await?;

@@ -261,6 +261,9 @@ pub async fn plan(
 ) -> Result<mdl_protocol::PlanInfo, mdl_protocol::ErrorReply> {
     use mdl_protocol::{ErrorReply, PlanInfo, PlannedFile};
     let dest_dir = &job.dest_dir;
+    let engine = &engine
+        .for_job(job)
+        .map_err(|e| ErrorReply::new(e.kind(), e.to_string()))?;
     let credentials = credentials(job, engine.settings());
     let resolved = resolve(engine, job, &credentials)
         .await

@@ -4,10 +4,12 @@
 
 mod civitai;
 mod engine;
+mod external;
 mod hf;
 mod layers;
 mod modelscope;
 mod protocol;
+mod proxy;
 mod queue;
 mod segmented;
 mod space;
