@@ -154,7 +154,9 @@ pub struct Engine {
     host_slots:
         Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
     /// One client per proxy configuration (and offline), built on first use.
-    clients: Arc<std::sync::Mutex<std::collections::HashMap<(proxy::ProxyConfig, bool), reqwest::Client>>>,
+    clients: Arc<
+        std::sync::Mutex<std::collections::HashMap<(proxy::ProxyConfig, bool), reqwest::Client>>,
+    >,
 }
 
 impl Engine {
@@ -192,7 +194,12 @@ impl Engine {
         if key == self.network {
             return Ok(self.clone());
         }
-        let cached = self.clients.lock().expect("clients lock").get(&key).cloned();
+        let cached = self
+            .clients
+            .lock()
+            .expect("clients lock")
+            .get(&key)
+            .cloned();
         let http = match cached {
             Some(http) => http,
             None => {
@@ -761,8 +768,8 @@ fn status_error(status: u16, headers: &HeaderMap, url: &str) -> AttemptError {
         },
         StatusClass::Permanent(kind) => {
             let hint = match kind {
-                ErrorKind::Auth => "; the server wants credentials (pass --token or set the source's token variable)",
                 ErrorKind::Auth if status == 407 => "; the proxy wants credentials (user:password@ in the proxy URL)",
+                ErrorKind::Auth => "; the server wants credentials (pass --token or set the source's token variable)",
                 ErrorKind::NotFound => "; check the URL",
                 _ => "",
             };

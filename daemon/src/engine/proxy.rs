@@ -69,7 +69,12 @@ impl ProxyConfig {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.expose().to_string())
         };
-        Self::resolve(&job_env, daemon_env, hub_policy(job, settings), &settings.global)
+        Self::resolve(
+            &job_env,
+            daemon_env,
+            hub_policy(job, settings),
+            &settings.global,
+        )
     }
 
     /// The configuration of requests that belong to no job (the daemon's default client).
@@ -186,7 +191,7 @@ pub fn redact_proxy(url: &str) -> String {
             let had_credentials = !parsed.username().is_empty() || parsed.password().is_some();
             let _ = parsed.set_username("");
             let _ = parsed.set_password(None);
-            let _ = parsed.set_query(None);
+            parsed.set_query(None);
             let text = parsed.to_string();
             let text = text.trim_end_matches('/').to_string();
             if had_credentials {
@@ -347,7 +352,10 @@ mod tests {
         let none = env(&[]);
         // The job's own variables first.
         let cfg = ProxyConfig::for_job(
-            &url_job(&[("https_proxy", "http://job:4"), ("ALL_PROXY", "socks5h://j:5")]),
+            &url_job(&[
+                ("https_proxy", "http://job:4"),
+                ("ALL_PROXY", "socks5h://j:5"),
+            ]),
             &settings,
             &daemon,
         );
@@ -388,14 +396,34 @@ mod tests {
         let mut settings = NetworkSettings::default();
         let none = env(&[]);
         assert!(!is_offline(&hf_job(&[]), &settings, &none));
-        assert!(is_offline(&hf_job(&[("HF_HUB_OFFLINE", "1")]), &settings, &none));
+        assert!(is_offline(
+            &hf_job(&[("HF_HUB_OFFLINE", "1")]),
+            &settings,
+            &none
+        ));
         // HF_HUB_OFFLINE is Hugging Face's; MDL_OFFLINE is everyone's.
-        assert!(!is_offline(&url_job(&[("HF_HUB_OFFLINE", "1")]), &settings, &none));
-        assert!(is_offline(&url_job(&[("MDL_OFFLINE", "yes")]), &settings, &none));
-        assert!(is_offline(&url_job(&[]), &settings, &env(&[("MDL_OFFLINE", "1")])));
+        assert!(!is_offline(
+            &url_job(&[("HF_HUB_OFFLINE", "1")]),
+            &settings,
+            &none
+        ));
+        assert!(is_offline(
+            &url_job(&[("MDL_OFFLINE", "yes")]),
+            &settings,
+            &none
+        ));
+        assert!(is_offline(
+            &url_job(&[]),
+            &settings,
+            &env(&[("MDL_OFFLINE", "1")])
+        ));
         settings.global.offline = Some(true);
         assert!(is_offline(&url_job(&[]), &settings, &none));
-        assert!(!is_offline(&url_job(&[("MDL_OFFLINE", "0")]), &settings, &none));
+        assert!(!is_offline(
+            &url_job(&[("MDL_OFFLINE", "0")]),
+            &settings,
+            &none
+        ));
         settings.global.offline = None;
         let mut j = url_job(&[]);
         j.options.push((OFFLINE_OPTION.into(), "1".into()));

@@ -8,6 +8,7 @@ mod external;
 mod hf;
 mod layers;
 mod modelscope;
+mod offline;
 mod protocol;
 mod proxy;
 mod queue;

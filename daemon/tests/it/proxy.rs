@@ -69,7 +69,11 @@ async fn a_download_goes_through_the_proxy_the_job_forwarded() {
             .all(|r| r.header("via").is_some_and(|v| v.contains("tinyproxy"))),
         "every request came through tinyproxy: {log:#?}"
     );
-    assert!(proxy.output().contains("GET http://127.0.0.1"), "{}", proxy.output());
+    assert!(
+        proxy.output().contains("GET http://127.0.0.1"),
+        "{}",
+        proxy.output()
+    );
 }
 
 #[tokio::test]
@@ -107,7 +111,10 @@ async fn a_hub_proxy_from_the_config_applies_to_that_hub_only() {
     let done = daemon.wait_finished(job.id).await;
     assert_eq!(done.state, JobState::Completed, "{done:#?}");
     let through = proxy.output();
-    assert!(through.contains("/api/models/acme/tiny/revision/main"), "{through}");
+    assert!(
+        through.contains("/api/models/acme/tiny/revision/main"),
+        "{through}"
+    );
     assert!(through.contains("/resolve/"), "{through}");
     // A plain URL is no Hugging Face job: it goes direct.
     let plain = add_via(
@@ -134,9 +141,14 @@ async fn proxy_credentials_are_sent_and_never_shown() {
     let sha = sha256_hex(b"through an authenticating proxy");
     let daemon = TestDaemon::start().await;
     let with_auth = format!("http://alice:s3cret-pw@127.0.0.1:{}", proxy.port);
-    let job = add_via(&daemon, &server.url("/a.bin"), &sha, &[("HTTP_PROXY", &with_auth)]).await;
-    let done =
-        crate::expect_verified(&daemon, job.id, &daemon.downloads.join("a.bin"), &sha).await;
+    let job = add_via(
+        &daemon,
+        &server.url("/a.bin"),
+        &sha,
+        &[("HTTP_PROXY", &with_auth)],
+    )
+    .await;
+    let done = crate::expect_verified(&daemon, job.id, &daemon.downloads.join("a.bin"), &sha).await;
     assert!(!shown(&done).contains("s3cret-pw"), "{done:#?}");
 
     // Wrong credentials: the proxy refuses them (tinyproxy answers 401, others 407); the job
@@ -160,7 +172,9 @@ async fn proxy_credentials_are_sent_and_never_shown() {
         error.message
     );
     assert!(
-        error.message.contains(&format!("http://***@127.0.0.1:{}", proxy.port)),
+        error
+            .message
+            .contains(&format!("http://***@127.0.0.1:{}", proxy.port)),
         "{}",
         error.message
     );
