@@ -7,6 +7,7 @@ mod engine;
 mod external;
 mod hf;
 mod layers;
+mod mirror;
 mod modelscope;
 mod offline;
 mod protocol;
