@@ -483,6 +483,13 @@ async fn finish_file(
         observer.replace(record, true);
         return Err(err);
     }
+    // The cache's own lock (huggingface_hub's per-blob lock), held until the links are made.
+    let (layout, dir, rel_path) = (job.layout, job.dest_dir.clone(), rel_of(&record));
+    let _lock =
+        tokio::task::spawn_blocking(move || crate::layout::install_lock(layout, &dir, &rel_path))
+            .await
+            .map_err(|e| FetchError::failed(ErrorKind::Other, e.to_string()))?
+            .map_err(|e| crate::engine::io_failure("cannot take the cache's lock", e))?;
     finalize::install(part, &dest).map_err(|e| {
         crate::engine::io_failure(&format!("cannot move the file to {}", dest.display()), e)
     })?;
@@ -503,6 +510,10 @@ async fn finish_file(
     observer.replace(record, true);
     tracing::info!(job = job.id, file = %dest.display(), sha256 = %digests.sha256, "verified and installed");
     Ok(())
+}
+
+fn rel_of(record: &FileRecord) -> String {
+    record.rel_path.clone().unwrap_or_default()
 }
 
 /// A verified, unchanged copy of the same bytes (by sha256) from any earlier download, hard

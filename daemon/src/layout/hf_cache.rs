@@ -152,6 +152,23 @@ pub fn no_exist_rel(folder: &str, commit: &str, path: &str) -> String {
     format!("{folder}/.no_exist/{commit}/{path}")
 }
 
+/// Record, as `huggingface_hub` does, that `path` does not exist in `commit` (an empty file at
+/// [`no_exist_rel`]); failures are ignored (it is a hint for offline lookups).
+pub fn write_no_exist(root: &Path, folder: &str, commit: &str, path: &str) {
+    if let Some(rel) =
+        crate::engine::names::sanitize_relative_path(&no_exist_rel(folder, commit, path))
+    {
+        let file = root.join(rel);
+        if let Some(parent) = file.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

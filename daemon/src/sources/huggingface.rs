@@ -285,6 +285,17 @@ pub async fn resolve(
     };
     let (info, endpoint, commit) = hub.commit().await?;
     let entries = hub.tree(&endpoint, &commit).await?;
+    if let Some(p) = src.path.as_deref().map(|p| p.trim_matches('/')) {
+        let absent = !p.is_empty()
+            && !entries
+                .iter()
+                .any(|e| e.path == p || e.path.starts_with(&format!("{p}/")));
+        if absent && job.layout == Layout::HfCache {
+            // Like huggingface_hub: an offline lookup then knows the file does not exist.
+            let folder = hf_cache::repo_folder(src.repo_type.plural(), &src.repo_id);
+            hf_cache::write_no_exist(&job.dest_dir, &folder, &commit, p);
+        }
+    }
     let wanted = hub.filter(job, entries)?;
     if gated(&info.gated) {
         // Check access before queueing bytes, so the error says what to do.
