@@ -184,6 +184,11 @@ pub struct AddArgs {
     /// After queueing, wait until the job finishes (like `mdlctl wait`)
     #[arg(long)]
     pub wait: bool,
+
+    /// Only from the local caches and completed downloads; never open a connection (also
+    /// MDL_OFFLINE=1, HF_HUB_OFFLINE=1)
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// `mdlctl wait`.
@@ -308,6 +313,10 @@ pub struct EnsureArgs {
         allow_negative_numbers = true
     )]
     pub priority: i32,
+
+    /// Only from the local caches and completed downloads; never open a connection
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// `mdlctl verify`.

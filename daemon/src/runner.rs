@@ -115,7 +115,18 @@ pub async fn run_job(
     limit: Arc<RateLimiter>,
 ) {
     let id = job.id;
-    let outcome = match run(&ctx, job, files, &cancel, &live, &limit).await {
+    // The job's own view of the engine: its proxies, or the offline client.
+    let job_ctx = ctx.engine.for_job(&job).map(|engine| RunnerContext {
+        engine,
+        ..ctx.clone()
+    });
+    let result = match &job_ctx {
+        Ok(ctx) => run(ctx, job, files, &cancel, &live, &limit)
+            .await
+            .map_err(|e| through_proxy(e, ctx.engine.proxy())),
+        Err(e) => Err(FetchError::failed(e.kind(), e.to_string())),
+    };
+    let outcome = match result {
         Ok(()) => RunOutcome::Completed,
         Err(FetchError::Interrupted) => RunOutcome::Interrupted,
         Err(FetchError::Failed { kind, message, .. }) => {
@@ -125,6 +136,26 @@ pub async fn run_job(
     let _ = ctx
         .scheduler
         .send(RunnerMessage::Finished { job: id, outcome });
+}
+
+/// A network or auth failure of a job that uses a proxy says so (credentials redacted): the
+/// proxy may be what failed.
+fn through_proxy(error: FetchError, proxy: &crate::engine::proxy::ProxyConfig) -> FetchError {
+    match error {
+        FetchError::Failed {
+            kind: kind @ (ErrorKind::Network | ErrorKind::Auth | ErrorKind::RateLimited),
+            message,
+            status,
+        } if !proxy.is_direct() => FetchError::Failed {
+            kind,
+            message: format!(
+                "{message} (proxy settings of this job: {})",
+                proxy.describe()
+            ),
+            status,
+        },
+        other => other,
+    }
 }
 
 async fn run(
@@ -170,6 +201,9 @@ async fn run(
         progress: Arc::new(JobProgress::new(total_known, done_before)),
         limit,
     };
+    if ctx.engine.offline() {
+        return run_offline(&run, files).await;
+    }
     // Several files in flight at once (a repository of small files), each under the engine's
     // per-host connection cap.
     let in_flight = ctx.engine.settings().files_in_flight.max(1);
@@ -207,6 +241,99 @@ async fn run(
         return Err(err);
     }
     sources::install(&job)
+}
+
+/// An offline run: every file not yet in place comes from a local file (a hub cache's blob,
+/// as a `file://` URL) or from a completed download with the same sha256; nothing is fetched.
+/// What is in neither fails the job with a list of everything missing.
+async fn run_offline(run: &JobRun<'_>, files: Vec<FileRecord>) -> Result<(), FetchError> {
+    let mut missing = Vec::new();
+    for (index, file) in files.into_iter().enumerate() {
+        if file.state == FileState::Completed {
+            continue;
+        }
+        if run.cancel.is_cancelled() {
+            return Err(FetchError::Interrupted);
+        }
+        let shown = file
+            .source_path
+            .clone()
+            .or_else(|| file.rel_path.clone())
+            .unwrap_or_else(|| crate::job::redact_url(&file.url));
+        if !offline_one(run, index as u32, file).await? {
+            missing.push(shown);
+        }
+    }
+    if missing.is_empty() {
+        return sources::install(run.job);
+    }
+    const SHOWN: usize = 20;
+    let mut list = missing[..missing.len().min(SHOWN)].join(", ");
+    if missing.len() > SHOWN {
+        list.push_str(&format!(" and {} more", missing.len() - SHOWN));
+    }
+    Err(FetchError::failed(
+        ErrorKind::NotFound,
+        format!(
+            "offline: {} file(s) of {} are neither in the local cache nor in a completed download: {list}; run without --offline (and without MDL_OFFLINE / HF_HUB_OFFLINE) to download them",
+            missing.len(),
+            crate::job::redact_url(&run.job.source)
+        ),
+    ))
+}
+
+/// Put one file in place offline; `Ok(false)` when no local copy exists.
+async fn offline_one(run: &JobRun<'_>, index: u32, file: FileRecord) -> Result<bool, FetchError> {
+    let part = part_path(&run.job.dest_dir, run.job.id, index);
+    let observer = Arc::new(FileObserver {
+        ctx: run.ctx.clone(),
+        job: run.job.id,
+        index,
+        dest_dir: run.job.dest_dir.clone(),
+        record: Mutex::new(file.clone()),
+        live: run.live.clone(),
+        progress: run.progress.clone(),
+        last_event: Mutex::new(None),
+    });
+    let local = url::Url::parse(&file.url)
+        .ok()
+        .filter(|u| u.scheme() == "file")
+        .and_then(|u| u.to_file_path().ok())
+        .filter(|p| p.is_file());
+    let digests = match local {
+        Some(source) => {
+            let (part_copy, hashes) = (
+                part.clone(),
+                HashPlan {
+                    md5: file.md5.is_some(),
+                    git_sha1_len: file.git_sha1.as_ref().and(file.size),
+                },
+            );
+            let hashed = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_file(&part_copy);
+                // A snapshot entry is a symlink: link the file it points at, not the link.
+                let source = std::fs::canonicalize(&source)?;
+                if std::fs::hard_link(&source, &part_copy).is_err() {
+                    std::fs::copy(&source, &part_copy)?;
+                }
+                crate::engine::writer::hash_file(&part_copy, hashes)
+            })
+            .await
+            .map_err(|e| FetchError::failed(ErrorKind::Other, e.to_string()))?;
+            let digests =
+                hashed.map_err(|e| crate::engine::io_failure("cannot copy the cached file", e))?;
+            let mut record = observer.record();
+            record.endpoint = Some("local cache (offline)".into());
+            observer.replace(record, false);
+            digests
+        }
+        None => match reuse_local_copy(run.ctx, &file, &part).await {
+            Some(digests) => digests,
+            None => return Ok(false),
+        },
+    };
+    finish_file(run, index, &observer, &part, digests).await?;
+    Ok(true)
 }
 
 /// Make the links of files that were complete before this run (a blob already in the cache
@@ -356,6 +483,13 @@ async fn finish_file(
         observer.replace(record, true);
         return Err(err);
     }
+    // The cache's own lock (huggingface_hub's per-blob lock), held until the links are made.
+    let (layout, dir, rel_path) = (job.layout, job.dest_dir.clone(), rel_of(&record));
+    let _lock =
+        tokio::task::spawn_blocking(move || crate::layout::install_lock(layout, &dir, &rel_path))
+            .await
+            .map_err(|e| FetchError::failed(ErrorKind::Other, e.to_string()))?
+            .map_err(|e| crate::engine::io_failure("cannot take the cache's lock", e))?;
     finalize::install(part, &dest).map_err(|e| {
         crate::engine::io_failure(&format!("cannot move the file to {}", dest.display()), e)
     })?;
@@ -376,6 +510,10 @@ async fn finish_file(
     observer.replace(record, true);
     tracing::info!(job = job.id, file = %dest.display(), sha256 = %digests.sha256, "verified and installed");
     Ok(())
+}
+
+fn rel_of(record: &FileRecord) -> String {
+    record.rel_path.clone().unwrap_or_default()
 }
 
 /// A verified, unchanged copy of the same bytes (by sha256) from any earlier download, hard

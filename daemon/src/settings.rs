@@ -127,6 +127,43 @@ pub struct EngineSettings {
     /// Hub endpoints (the config file's `[sources]` table). They live here so that every
     /// source resolver reaches them through `Engine::settings()`.
     pub sources: SourceSettings,
+    /// Proxies and offline mode from the config file, globally and per hub (the environment
+    /// and a job's own variables come first; see [`crate::settings::NetworkSettings`]).
+    pub network: NetworkSettings,
+}
+
+/// The config file's proxy and offline keys: top-level `proxy`, `no_proxy`, `offline`, and the
+/// same keys per hub in `[sources.huggingface]`, `[sources.modelscope]`, `[sources.civitai]`
+/// (a hub's value wins over the global one). Proxy URLs may carry credentials: they are kept as
+/// secrets and never printed.
+///
+/// The order a job's proxy is chosen in: the job's forwarded `https_proxy` / `HTTPS_PROXY` /
+/// `http_proxy` / `HTTP_PROXY` / `all_proxy` / `ALL_PROXY` (and `no_proxy` / `NO_PROXY`), then
+/// the same variables in the daemon's environment, then the hub's `proxy`, then the global one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// The top-level keys.
+    pub global: NetworkPolicy,
+    /// `[sources.huggingface]`.
+    pub huggingface: NetworkPolicy,
+    /// `[sources.modelscope]`.
+    pub modelscope: NetworkPolicy,
+    /// `[sources.civitai]`.
+    pub civitai: NetworkPolicy,
+}
+
+/// Proxy and offline settings at one level (global or one hub); `None` leaves it to the level
+/// below.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicy {
+    /// The proxy for every request (`http://`, `https://`, `socks5://`, `socks5h://`); an empty
+    /// string means a direct connection.
+    pub proxy: Option<mdl_protocol::Secret>,
+    /// Hosts reached directly, comma-separated as in `NO_PROXY` (`localhost,.corp,10.0.0.0/8`).
+    pub no_proxy: Option<String>,
+    /// Resolve from the local caches and completed downloads only; never open a connection.
+    pub offline: Option<bool>,
 }
 
 /// Hub endpoints, in the order they are tried (mirrors first, then the official endpoint). An
@@ -183,6 +220,7 @@ impl Default for EngineSettings {
             max_connections_per_host: 16,
             hosts: Default::default(),
             sources: SourceSettings::default(),
+            network: NetworkSettings::default(),
         }
     }
 }
@@ -291,6 +329,9 @@ struct ConfigFile {
     sources: SourcesFile,
     #[serde(default)]
     ui: UiFile,
+    proxy: Option<mdl_protocol::Secret>,
+    no_proxy: Option<String>,
+    offline: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +347,12 @@ struct SourcesFile {
     hf_endpoints: Option<Vec<String>>,
     modelscope_endpoints: Option<Vec<String>>,
     civitai_endpoints: Option<Vec<String>>,
+    #[serde(default)]
+    huggingface: NetworkPolicy,
+    #[serde(default)]
+    modelscope: NetworkPolicy,
+    #[serde(default)]
+    civitai: NetworkPolicy,
 }
 
 /// Per-host engine settings (`[engine.hosts."HOST"]` in the config file).
@@ -404,6 +451,16 @@ impl ConfigFile {
         if let Some(v) = self.sources.civitai_endpoints {
             s.engine.sources.civitai_endpoints = v;
         }
+        s.engine.network = NetworkSettings {
+            global: NetworkPolicy {
+                proxy: self.proxy,
+                no_proxy: self.no_proxy,
+                offline: self.offline,
+            },
+            huggingface: self.sources.huggingface,
+            modelscope: self.sources.modelscope,
+            civitai: self.sources.civitai,
+        };
         let e = self.engine;
         let engine = &mut s.engine;
         if let Some(v) = e.connect_timeout_secs {
@@ -520,6 +577,30 @@ mod tests {
         let s = Settings::load(None, Some(dir.path().into()), Some(path)).unwrap();
         assert!(s.ui.enabled);
         assert_eq!(s.ui.listen, vec!["127.0.0.1:9999".parse().unwrap()]);
+    }
+
+    #[test]
+    fn proxy_and_offline_keys_globally_and_per_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "proxy = \"http://u:pw@proxy.corp:3128\"\nno_proxy = \"localhost\"\noffline = false\n\
+             [sources]\nhf_endpoints = [\"http://olah:8090\"]\n\
+             [sources.huggingface]\nproxy = \"socks5h://127.0.0.1:1080\"\noffline = true\n",
+        )
+        .unwrap();
+        let s = Settings::load(None, Some(dir.path().into()), Some(path)).unwrap();
+        let n = &s.engine.network;
+        assert_eq!(
+            n.global.proxy.as_ref().unwrap().expose(),
+            "http://u:pw@proxy.corp:3128"
+        );
+        assert_eq!(n.global.no_proxy.as_deref(), Some("localhost"));
+        assert_eq!(n.huggingface.offline, Some(true));
+        assert_eq!(n.modelscope, NetworkPolicy::default());
+        // The settings' Debug (what a log line would show) hides proxy credentials.
+        assert!(!format!("{s:?}").contains("pw@"));
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub enum Target {
 /// [`AddRequest::env`]), so that the daemon resolves tokens, endpoints and caches as if it had
 /// been started in the caller's shell. Every client (mdlctl, the Python package, other apps)
 /// forwards the same list.
-pub const FORWARDED_ENV: [&str; 14] = [
+pub const FORWARDED_ENV: [&str; 24] = [
     "HF_TOKEN",
     "HF_TOKEN_PATH",
     "HF_HOME",
@@ -119,6 +119,18 @@ pub const FORWARDED_ENV: [&str; 14] = [
     "CIVITAI_ENDPOINT",
     "XDG_CACHE_HOME",
     "HOME",
+    // Proxies (lowercase forms too: both are common and the lowercase one wins) and offline
+    // mode, so a daemon started without the shell's environment acts as the shell would.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HF_HUB_OFFLINE",
+    "MDL_OFFLINE",
 ];
 
 /// The [`FORWARDED_ENV`] variables set in this process's environment (empty ones left out),

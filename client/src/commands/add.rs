@@ -141,6 +141,11 @@ fn token_of(token: Option<String>, file: Option<&std::path::Path>) -> Result<Opt
 /// The protocol request for the command line, with `env` looking up forwarded variables.
 fn build_request(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<AddRequest> {
     let dest = args.dest.as_deref().map(absolute_path).transpose()?;
+    let mut options = args.options;
+    if args.offline {
+        // The daemon's offline switch (`engine::proxy::OFFLINE_OPTION`).
+        options.push(("offline".to_string(), "1".to_string()));
+    }
     Ok(AddRequest {
         source: args.sources.first().cloned().unwrap_or_default(),
         dest,
@@ -154,7 +159,7 @@ fn build_request(args: AddArgs, env: impl Fn(&str) -> Option<String>) -> Result<
         token: token_of(args.token, args.token_file.as_deref())?,
         env: mdl_protocol::forwarded_env_from(env),
         dry_run: args.dry_run,
-        options: args.options,
+        options,
         file_name: args.file_name,
     })
 }

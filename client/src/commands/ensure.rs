@@ -315,7 +315,8 @@ pub struct ModelReport {
 pub async fn run(ctx: &Ctx, args: EnsureArgs) -> Result<()> {
     let (manifest, files) = load(&args.manifest)?;
     let intact = hash_local_files(&files).await?;
-    let (mut reports, client) = queue_missing(ctx, &files, &intact, args.priority).await?;
+    let (mut reports, client) =
+        queue_missing(ctx, &files, &intact, args.priority, args.offline).await?;
     let ids: Vec<JobId> = reports.iter().filter_map(|r| r.job).collect();
     let mut finished = Vec::new();
     if args.wait && !ids.is_empty() {
@@ -369,6 +370,7 @@ async fn queue_missing(
     files: &[Planned],
     intact: &[bool],
     priority: i32,
+    offline: bool,
 ) -> Result<(Vec<FileReport>, Option<Client>)> {
     let env = mdl_protocol::forwarded_env();
     let mut reports: Vec<FileReport> = Vec::with_capacity(files.len());
@@ -399,6 +401,12 @@ async fn queue_missing(
                     priority,
                     env: env.clone(),
                     file_name: Some(file.name.clone()),
+                    // The daemon's offline switch (`mdlctl add --offline` sends the same).
+                    options: if offline {
+                        vec![("offline".to_string(), "1".to_string())]
+                    } else {
+                        Vec::new()
+                    },
                     ..Default::default()
                 })
                 .await?;

@@ -8,6 +8,7 @@
 pub mod finalize;
 pub mod limit;
 pub mod names;
+pub mod proxy;
 pub mod retry;
 pub mod segmented;
 pub mod segments;
@@ -138,31 +139,97 @@ pub struct FetchSpec {
 }
 
 /// The HTTP engine. Cheap to clone: the connection pool is shared.
+///
+/// Each job works with its own view ([`Engine::for_job`]): the same limits and host slots,
+/// with the HTTP client of the job's proxy configuration (or the offline client). Clients are
+/// cached by configuration, so jobs with the same proxies (most often: none) share one pool.
 #[derive(Clone)]
 pub struct Engine {
     http: reqwest::Client,
+    /// The proxies of `http`, and whether it is the offline client.
+    network: (proxy::ProxyConfig, bool),
     settings: Arc<EngineSettings>,
     global_limit: Arc<limit::RateLimiter>,
     /// One semaphore per host: the connection cap that holds across all jobs.
     host_slots:
         Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    /// One client per proxy configuration (and offline), built on first use.
+    clients: Arc<
+        std::sync::Mutex<std::collections::HashMap<(proxy::ProxyConfig, bool), reqwest::Client>>,
+    >,
 }
 
 impl Engine {
-    /// An engine with its own connection pool.
-    pub fn new(settings: EngineSettings) -> Result<Engine, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(settings.user_agent.clone())
-            .connect_timeout(settings.connect_timeout)
-            .redirect(reqwest::redirect::Policy::limited(settings.max_redirects))
-            .tcp_nodelay(true)
-            .build()?;
+    /// An engine with its own connection pool; its default client (for requests outside a
+    /// job) uses the daemon's proxy variables and the config's global `proxy`.
+    pub fn new(settings: EngineSettings) -> Result<Engine, FetchError> {
+        let daemon_env = |k: &str| std::env::var(k).ok();
+        let config = proxy::ProxyConfig::for_daemon(&settings.network, &daemon_env);
+        let http = build_client(&settings, &config, false)?;
+        let network = (config, false);
+        let clients = std::collections::HashMap::from([(network.clone(), http.clone())]);
         Ok(Engine {
             http,
+            network,
             settings: Arc::new(settings),
             global_limit: Arc::new(limit::RateLimiter::new(None)),
             host_slots: Default::default(),
+            clients: Arc::new(std::sync::Mutex::new(clients)),
         })
+    }
+
+    /// The engine as `job` sees it: the client of the job's proxies (its forwarded variables,
+    /// the daemon's, the hub's and the global config, in that order), or the offline client
+    /// that can open no connection. Limits and host slots stay shared.
+    pub fn for_job(&self, job: &crate::job::JobRecord) -> Result<Engine, FetchError> {
+        let daemon_env = |k: &str| std::env::var(k).ok();
+        let network = &self.settings.network;
+        let offline = proxy::is_offline(job, network, &daemon_env);
+        let config = if offline {
+            proxy::ProxyConfig::default()
+        } else {
+            proxy::ProxyConfig::for_job(job, network, &daemon_env)
+        };
+        let key = (config, offline);
+        if key == self.network {
+            return Ok(self.clone());
+        }
+        let cached = self
+            .clients
+            .lock()
+            .expect("clients lock")
+            .get(&key)
+            .cloned();
+        let http = match cached {
+            Some(http) => http,
+            None => {
+                let http = build_client(&self.settings, &key.0, offline)?;
+                if !offline {
+                    tracing::info!(job = job.id, proxy = %key.0.describe(), "new HTTP client for a proxy configuration");
+                }
+                self.clients
+                    .lock()
+                    .expect("clients lock")
+                    .entry(key.clone())
+                    .or_insert(http)
+                    .clone()
+            }
+        };
+        Ok(Engine {
+            http,
+            network: key,
+            ..self.clone()
+        })
+    }
+
+    /// True for a job's offline engine: resolve from local data only.
+    pub fn offline(&self) -> bool {
+        self.network.1
+    }
+
+    /// The proxies this engine's client uses.
+    pub fn proxy(&self) -> &proxy::ProxyConfig {
+        &self.network.0
     }
 
     /// The HTTP client (for source resolvers that call hub APIs).
@@ -256,6 +323,31 @@ impl Engine {
             }
         }
     }
+}
+
+/// A client with the engine's timeouts and redirect policy, and `config`'s proxies (never
+/// reqwest's own reading of the environment), or the offline client.
+fn build_client(
+    settings: &EngineSettings,
+    config: &proxy::ProxyConfig,
+    offline: bool,
+) -> Result<reqwest::Client, FetchError> {
+    let builder = reqwest::Client::builder()
+        .user_agent(settings.user_agent.clone())
+        .connect_timeout(settings.connect_timeout)
+        .redirect(reqwest::redirect::Policy::limited(settings.max_redirects))
+        .tcp_nodelay(true);
+    let builder = if offline {
+        proxy::offline(builder)?
+    } else {
+        config.apply(builder)?
+    };
+    builder.build().map_err(|e| {
+        FetchError::failed(
+            ErrorKind::Other,
+            format!("cannot set up the HTTP client: {}", describe_reqwest(&e)),
+        )
+    })
 }
 
 /// The state of one fetch across its attempts.
@@ -676,6 +768,7 @@ fn status_error(status: u16, headers: &HeaderMap, url: &str) -> AttemptError {
         },
         StatusClass::Permanent(kind) => {
             let hint = match kind {
+                ErrorKind::Auth if status == 407 => "; the proxy wants credentials (user:password@ in the proxy URL)",
                 ErrorKind::Auth => "; the server wants credentials (pass --token or set the source's token variable)",
                 ErrorKind::NotFound => "; check the URL",
                 _ => "",

@@ -78,6 +78,97 @@ pub fn write_ref(root: &Path, folder: &str, revision: &str, commit: &str) -> std
     std::fs::rename(&tmp, &path)
 }
 
+/// The commit a revision names in the cache (offline): `refs/<revision>`, else the revision
+/// itself when it is a commit with a snapshot folder.
+pub fn cached_commit(root: &Path, folder: &str, revision: &str) -> Option<String> {
+    let refs = crate::engine::names::sanitize_relative_path(&format!("{folder}/refs/{revision}"))
+        .map(|rel| root.join(rel));
+    if let Some(commit) = refs
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+    {
+        return Some(commit);
+    }
+    let is_commit = revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit());
+    (is_commit && root.join(folder).join("snapshots").join(revision).is_dir())
+        .then(|| revision.to_string())
+}
+
+/// One file of a cached snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The path in the repository (`/`-separated).
+    pub path: String,
+    /// The blob it links to (its etag), when it is a symlink into `blobs/`.
+    pub blob: Option<String>,
+    /// The file the entry shows, when it exists (a dangling link has none).
+    pub file: Option<PathBuf>,
+}
+
+/// Every file of `snapshots/<commit>/` (offline resolution), in path order.
+pub fn snapshot_entries(root: &Path, folder: &str, commit: &str) -> Vec<SnapshotEntry> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<SnapshotEntry>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let full = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&full) else {
+                continue;
+            };
+            if meta.is_dir() {
+                walk(&full, &path, out);
+                continue;
+            }
+            let blob = std::fs::read_link(&full)
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()));
+            let file = std::fs::metadata(&full)
+                .is_ok_and(|m| m.is_file())
+                .then_some(full);
+            out.push(SnapshotEntry { path, blob, file });
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &root.join(folder).join("snapshots").join(commit),
+        "",
+        &mut out,
+    );
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// `FOLDER/.no_exist/COMMIT/PATH`: `huggingface_hub`'s record that a file does not exist in a
+/// commit (an empty file), relative to the cache root.
+pub fn no_exist_rel(folder: &str, commit: &str, path: &str) -> String {
+    format!("{folder}/.no_exist/{commit}/{path}")
+}
+
+/// Record, as `huggingface_hub` does, that `path` does not exist in `commit` (an empty file at
+/// [`no_exist_rel`]); failures are ignored (it is a hint for offline lookups).
+pub fn write_no_exist(root: &Path, folder: &str, commit: &str, path: &str) {
+    if let Some(rel) =
+        crate::engine::names::sanitize_relative_path(&no_exist_rel(folder, commit, path))
+    {
+        let file = root.join(rel);
+        if let Some(parent) = file.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

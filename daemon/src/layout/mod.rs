@@ -2,11 +2,31 @@
 //! when the user names no destination.
 
 pub mod hf_cache;
+pub mod locks;
 pub mod modelscope_cache;
 
 use std::path::Path;
 
 use crate::engine::writer::{hash_file, HashPlan};
+use crate::job::Layout;
+
+/// The lock a layout's owner tools take while a file at `rel` (below `dest_dir`) is moved into
+/// place and linked: `huggingface_hub`'s per-blob lock for a Hub cache blob (and the cache's
+/// `CACHEDIR.TAG`); nothing for other layouts. Blocks while another process holds it.
+pub fn install_lock(
+    layout: Layout,
+    dest_dir: &Path,
+    rel: &str,
+) -> std::io::Result<Option<locks::CacheLock>> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    match (layout, parts.as_slice()) {
+        (Layout::HfCache, [folder, "blobs", etag]) => {
+            locks::tag_cache_dir(dest_dir);
+            locks::lock(&locks::blob_lock_path(dest_dir, folder, etag)).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
 
 /// True when the file at `path` exists with `size` bytes and, where given, the expected
 /// sha256 and git blob sha1 (hashing it). Returns its sha256 when it matches.

@@ -18,6 +18,37 @@ pub fn model_dir_rel(owner: &str, name: &str) -> String {
     format!("models/{owner}/{}", name.replace('.', "___"))
 }
 
+/// The files of a cached model folder (offline resolution), as `/`-separated paths in path
+/// order with their sizes; the SDK's markers (`.mdl`, `.msc`, `.mv`), its temp folder and
+/// every other dot-entry at the top are left out.
+pub fn cached_files(model_dir: &std::path::Path) -> Vec<(String, u64)> {
+    fn walk(dir: &std::path::Path, prefix: &str, out: &mut Vec<(String, u64)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if prefix.is_empty() && name.starts_with('.') {
+                continue;
+            }
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            match std::fs::metadata(entry.path()) {
+                Ok(m) if m.is_dir() => walk(&entry.path(), &path, out),
+                Ok(m) if m.is_file() => out.push((path, m.len())),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(model_dir, "", &mut out);
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,9 @@ pub const OPTIONS: [&str; 7] = ["format", "fp", "size", "type", "file", "layout"
 /// Check a Civitai add's options before queueing.
 pub fn validate_options(options: &[(String, String)]) -> Result<(), String> {
     for (k, v) in options {
+        if k == crate::engine::proxy::OFFLINE_OPTION {
+            continue; // every source's (`--offline`)
+        }
         if !OPTIONS.iter().any(|o| o.eq_ignore_ascii_case(k)) {
             return Err(format!(
                 "unknown Civitai option {k:?}; known: {}",

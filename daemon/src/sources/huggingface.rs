@@ -285,6 +285,17 @@ pub async fn resolve(
     };
     let (info, endpoint, commit) = hub.commit().await?;
     let entries = hub.tree(&endpoint, &commit).await?;
+    if let Some(p) = src.path.as_deref().map(|p| p.trim_matches('/')) {
+        let absent = !p.is_empty()
+            && !entries
+                .iter()
+                .any(|e| e.path == p || e.path.starts_with(&format!("{p}/")));
+        if absent && job.layout == Layout::HfCache {
+            // Like huggingface_hub: an offline lookup then knows the file does not exist.
+            let folder = hf_cache::repo_folder(src.repo_type.plural(), &src.repo_id);
+            hf_cache::write_no_exist(&job.dest_dir, &folder, &commit, p);
+        }
+    }
     let wanted = hub.filter(job, entries)?;
     if gated(&info.gated) {
         // Check access before queueing bytes, so the error says what to do.
@@ -397,35 +408,14 @@ impl Hub<'_> {
         job: &JobRecord,
         entries: Vec<TreeEntry>,
     ) -> Result<Vec<TreeEntry>, FetchError> {
-        let include = compile_globs(&job.include)?;
-        let exclude = compile_globs(&job.exclude)?;
-        let prefix = self
-            .src
-            .path
-            .as_deref()
-            .map(|p| p.trim_matches('/').to_string());
+        let wants = path_filter(job, self.src)?;
         let mut wanted: Vec<TreeEntry> = entries
             .into_iter()
-            .filter(|e| e.kind == "file")
-            .filter(|e| match &prefix {
-                Some(p) if !p.is_empty() => e.path == *p || e.path.starts_with(&format!("{p}/")),
-                _ => true,
-            })
-            .filter(|e| include.as_ref().is_none_or(|g| g.is_match(&e.path)))
-            .filter(|e| exclude.as_ref().is_none_or(|g| !g.is_match(&e.path)))
+            .filter(|e| e.kind == "file" && wants(&e.path))
             .collect();
         wanted.sort_by(|a, b| a.path.cmp(&b.path));
         if wanted.is_empty() {
-            let (repo, revision) = (&self.src.repo_id, &self.revision);
-            return Err(FetchError::failed(
-                ErrorKind::NotFound,
-                match &prefix {
-                    Some(p) => format!(
-                        "no file matches {p:?} in {repo} at {revision} (check the path, --include and --exclude)"
-                    ),
-                    None => format!("no file of {repo} at {revision} matches --include/--exclude"),
-                },
-            ));
+            return Err(nothing_matches(self.src, &self.revision, ""));
         }
         Ok(wanted)
     }
@@ -523,6 +513,146 @@ impl Hub<'_> {
             self.credentials,
         )
     }
+}
+
+/// Which repository paths a job wants: the path the source names (a file, or a folder and
+/// everything below it), then `--include`, then `--exclude`.
+fn path_filter(job: &JobRecord, src: &HfSource) -> Result<impl Fn(&str) -> bool, FetchError> {
+    let include = compile_globs(&job.include)?;
+    let exclude = compile_globs(&job.exclude)?;
+    let prefix = src
+        .path
+        .as_deref()
+        .map(|p| p.trim_matches('/').to_string())
+        .filter(|p| !p.is_empty());
+    Ok(move |path: &str| {
+        prefix
+            .as_ref()
+            .is_none_or(|p| path == p || path.starts_with(&format!("{p}/")))
+            && include.as_ref().is_none_or(|g| g.is_match(path))
+            && exclude.as_ref().is_none_or(|g| !g.is_match(path))
+    })
+}
+
+/// No file of the repository matches what the job asks for (`place` says where we looked).
+fn nothing_matches(src: &HfSource, revision: &str, place: &str) -> FetchError {
+    let repo = &src.repo_id;
+    FetchError::failed(
+        ErrorKind::NotFound,
+        match src.path.as_deref().map(|p| p.trim_matches('/')) {
+            Some(p) if !p.is_empty() => format!(
+                "no file matches {p:?} in {repo} at {revision}{place} (check the path, --include and --exclude)"
+            ),
+            _ => format!("no file of {repo} at {revision}{place} matches --include/--exclude"),
+        },
+    )
+}
+
+/// Resolve a Hugging Face job offline, from the cache alone, as `huggingface_hub` does with
+/// `HF_HUB_OFFLINE=1`: `refs/<revision>` names the commit, `snapshots/<commit>/` lists the
+/// files (a snapshot may hold only what an earlier download fetched). Each file's blob is its
+/// source (a local `file://` URL) and its name its hash. Opens no connection.
+pub async fn resolve_offline(
+    job: &JobRecord,
+    src: &HfSource,
+) -> Result<super::Resolved, FetchError> {
+    let root = match job.layout {
+        Layout::HfCache => job.dest_dir.clone(),
+        _ => hf_cache::cache_root(|k| env_var(job, k)),
+    };
+    let folder = hf_cache::repo_folder(src.repo_type.plural(), &src.repo_id);
+    let revision = requested_revision(job, src);
+    let offline = |what: String| {
+        FetchError::failed(
+            ErrorKind::NotFound,
+            format!(
+                "offline: {what}; download it once without --offline (and without MDL_OFFLINE / HF_HUB_OFFLINE), or copy the cache in"
+            ),
+        )
+    };
+    let Some(commit) = hf_cache::cached_commit(&root, &folder, &revision) else {
+        return Err(offline(format!(
+            "{} at {revision:?} is not in the Hugging Face cache {} (no {folder}/refs/{revision})",
+            src.repo_id,
+            root.display()
+        )));
+    };
+    let wants = path_filter(job, src)?;
+    let entries: Vec<_> = hf_cache::snapshot_entries(&root, &folder, &commit)
+        .into_iter()
+        .filter(|e| wants(&e.path))
+        .collect();
+    if entries.is_empty() {
+        let named = src.path.as_deref().map(|p| p.trim_matches('/').to_string());
+        if let Some(p) = named.filter(|p| {
+            root.join(hf_cache::no_exist_rel(&folder, &commit, p))
+                .exists()
+        }) {
+            return Err(FetchError::failed(
+                ErrorKind::NotFound,
+                format!(
+                    "{p:?} does not exist in {} at {commit} (the cache's .no_exist says so)",
+                    src.repo_id
+                ),
+            ));
+        }
+        return Err(offline(
+            nothing_matches(src, &revision, " in the cached snapshot").to_string(),
+        ));
+    }
+    let cache = job.layout == Layout::HfCache;
+    let mut files: Vec<FileRecord> = Vec::new();
+    for entry in entries {
+        let blob_name = entry.blob.clone().filter(|b| {
+            (b.len() == 40 || b.len() == 64) && b.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        let blob_file = root
+            .join(folder.as_str())
+            .join("blobs")
+            .join(blob_name.as_deref().unwrap_or("-"));
+        let source_file = entry.file.clone().unwrap_or(blob_file);
+        let mut file = FileRecord::new(
+            url::Url::from_file_path(&source_file)
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+        );
+        file.source_path = Some(entry.path.clone());
+        match blob_name.as_deref() {
+            Some(b) if b.len() == 64 => file.sha256 = Some(b.to_ascii_lowercase()),
+            Some(b) => file.git_sha1 = Some(b.to_ascii_lowercase()),
+            None => {}
+        }
+        file.size = std::fs::metadata(&source_file).ok().map(|m| m.len());
+        let snapshot = hf_cache::snapshot_rel(&folder, &commit, &entry.path);
+        match (&blob_name, cache) {
+            (Some(b), true) => {
+                let blob = hf_cache::blob_rel(&folder, b);
+                if let Some(existing) = files
+                    .iter_mut()
+                    .find(|f| f.rel_path.as_ref() == Some(&blob))
+                {
+                    existing.links.push(snapshot);
+                    continue;
+                }
+                file.rel_path = Some(blob);
+                file.links = vec![snapshot];
+            }
+            // A snapshot entry that is a plain file (a copy) stays where it is.
+            (None, true) => file.rel_path = Some(snapshot),
+            (_, false) => file.rel_path = Some(entry.path.clone()),
+        }
+        super::mark_if_present(job, &mut file).await?;
+        if cache && blob_name.is_none() && entry.file.is_some() {
+            // Nothing to prove it by but its presence: take it as huggingface_hub would.
+            file.state = mdl_protocol::FileState::Completed;
+            file.note = Some("in the cache (offline)".into());
+        }
+        files.push(file);
+    }
+    Ok(super::Resolved {
+        files,
+        revision: Some(commit),
+    })
 }
 
 /// The install step of a job in the Hub cache, once every file is verified: like

@@ -220,10 +220,40 @@ pub async fn resolve(
     job: &JobRecord,
     credentials: &Credentials,
 ) -> Result<Resolved, FetchError> {
+    if engine.offline() {
+        return resolve_offline(job).await;
+    }
     match &job.parsed_source {
         Source::Civitai(target) => civitai::resolve(engine, job, target, credentials).await,
         Source::HuggingFace(src) => huggingface::resolve(engine, job, src, credentials).await,
         Source::ModelScope(src) => modelscope::resolve(engine, job, src, credentials).await,
+        Source::Url(url) => {
+            let mut file = FileRecord::new(url.clone());
+            file.sha256 = job.sha256.clone();
+            file.md5 = job.md5.clone();
+            file.rel_path = job.file_name.as_deref().and_then(names::sanitize_file_name);
+            Ok(Resolved {
+                files: vec![file],
+                revision: None,
+            })
+        }
+    }
+}
+
+/// Resolve a job offline (`--offline`, `MDL_OFFLINE`, `HF_HUB_OFFLINE`, `offline = true`):
+/// from the hubs' caches and local files only. A file that is not there is left for the
+/// runner, which takes it from a completed download (by sha256) or reports it missing.
+async fn resolve_offline(job: &JobRecord) -> Result<Resolved, FetchError> {
+    match &job.parsed_source {
+        Source::HuggingFace(src) => huggingface::resolve_offline(job, src).await,
+        Source::ModelScope(src) => modelscope::resolve_offline(job, src).await,
+        Source::Civitai(_) => Err(FetchError::failed(
+            mdl_protocol::ErrorKind::NotFound,
+            format!(
+                "offline: {} is resolved by the Civitai API, and no completed download of it is here; run it once without --offline",
+                crate::job::redact_url(&job.source)
+            ),
+        )),
         Source::Url(url) => {
             let mut file = FileRecord::new(url.clone());
             file.sha256 = job.sha256.clone();
@@ -316,6 +346,9 @@ pub async fn plan(
 ) -> Result<mdl_protocol::PlanInfo, mdl_protocol::ErrorReply> {
     use mdl_protocol::{ErrorReply, PlanInfo, PlannedFile};
     let dest_dir = &job.dest_dir;
+    let engine = &engine
+        .for_job(job)
+        .map_err(|e| ErrorReply::new(e.kind(), e.to_string()))?;
     let credentials = credentials(job, engine.settings());
     let resolved = resolve(engine, job, &credentials)
         .await

@@ -212,6 +212,66 @@ pub async fn resolve(
     })
 }
 
+/// Resolve a ModelScope job offline, from the cache's model folder alone (what an earlier
+/// download left there). Opens no connection; files are taken as they are (the cache keeps no
+/// hashes), from their `file://` URL when the job has a `--dest`.
+pub async fn resolve_offline(
+    job: &JobRecord,
+    src: &MsSource,
+) -> Result<super::Resolved, FetchError> {
+    let root = modelscope_cache::cache_root(|k| super::env_value(&job.env, k));
+    let rel = modelscope_cache::model_dir_rel(&src.owner, &src.name);
+    let model_dir = root.join(&rel);
+    let revision = requested_revision(job, src);
+    let entries: Vec<MsEntry> = modelscope_cache::cached_files(&model_dir)
+        .into_iter()
+        .map(|(path, size)| MsEntry {
+            path,
+            kind: "blob".into(),
+            sha256: None,
+            size: Some(size),
+        })
+        .collect();
+    if entries.is_empty() {
+        return Err(FetchError::failed(
+            ErrorKind::NotFound,
+            format!(
+                "offline: {}/{} is not in the ModelScope cache ({} is empty or missing); download it once without --offline",
+                src.owner,
+                src.name,
+                model_dir.display()
+            ),
+        ));
+    }
+    let wanted = filter(job, src, &revision, entries)?;
+    let cache = job.layout == Layout::ModelScopeCache;
+    let files = wanted
+        .into_iter()
+        .map(|entry| {
+            let local = model_dir.join(&entry.path);
+            let mut file = FileRecord::new(
+                url::Url::from_file_path(&local)
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            );
+            file.size = entry.size;
+            file.source_path = Some(entry.path.clone());
+            if cache {
+                file.rel_path = Some(format!("{rel}/{}", entry.path));
+                file.state = mdl_protocol::FileState::Completed;
+                file.note = Some("in the cache (offline)".into());
+            } else {
+                file.rel_path = Some(entry.path);
+            }
+            file
+        })
+        .collect();
+    Ok(super::Resolved {
+        files,
+        revision: Some(revision),
+    })
+}
+
 /// The revision a job asks for: `--revision`, else the one in the source, else `master`
 /// (`main` means `master` on ModelScope).
 fn requested_revision(job: &JobRecord, src: &MsSource) -> String {

@@ -4,11 +4,15 @@
 
 mod civitai;
 mod engine;
+mod external;
 mod hf;
 mod hostile;
 mod layers;
+mod mirror;
 mod modelscope;
+mod offline;
 mod protocol;
+mod proxy;
 mod queue;
 mod segmented;
 mod socket;

@@ -50,6 +50,16 @@ FORWARDED_ENV: Tuple[str, ...] = (
     "CIVITAI_ENDPOINT",
     "XDG_CACHE_HOME",
     "HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HF_HUB_OFFLINE",
+    "MDL_OFFLINE",
 )
 
 #: A job, by id or as returned by a call.

@@ -1,0 +1,163 @@
+//! A shared mirror for many hosts: the real `olah` mirror in front of the Hugging Face mock,
+//! and two daemons (separate data directories and caches, as on two hosts) that list olah
+//! first and the hub second. The second download is served from olah's cache (the hub sees
+//! each file once); with olah stopped, both fall back to the hub. The same for an nginx proxy
+//! cache with the config from `docs/mirrors.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::external::{self, skip, Process};
+use crate::forwarded_env as env;
+use mdl_protocol::{AddRequest, JobState};
+use testkit::daemon::TestDaemon;
+use testkit::hubs::huggingface::{HfFile, HfMock, HfRepo};
+use testkit::pseudo_random_bytes;
+
+fn repo(name: &str) -> HfRepo {
+    HfRepo::model(format!("acme/{name}")).with_files(vec![
+        HfFile::regular("config.json", format!("{{\"name\": \"{name}\"}}\n")),
+        HfFile::lfs("model.safetensors", pseudo_random_bytes(256 * 1024, 31)),
+    ])
+}
+
+/// `olah-cli`: `MDL_OLAH`, else the venv `scripts/test.sh` makes, else `PATH`.
+fn olah_program() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MDL_OLAH").map(PathBuf::from) {
+        return Some(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/labs-venv/bin/olah-cli");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    external::find_program("olah-cli")
+}
+
+fn host_port(endpoint: &str) -> String {
+    endpoint.trim_start_matches("http://").to_string()
+}
+
+fn start_olah(dir: &Path, mock: &HfMock) -> Option<Process> {
+    let program = olah_program()?;
+    let port = external::free_port();
+    let mut command = Command::new(program);
+    command
+        .current_dir(dir)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--hf-scheme", "http"])
+        .args(["--hf-netloc", &host_port(&mock.endpoint())])
+        .args(["--hf-lfs-netloc", &host_port(&mock.cdn_endpoint())])
+        .args(["--mirror-netloc", &format!("127.0.0.1:{port}")])
+        .args(["--mirror-lfs-netloc", &format!("127.0.0.1:{port}")])
+        .arg("--repos-path")
+        .arg(dir.join("repos"))
+        .arg("--log-path")
+        .arg(dir.join("logs"));
+    Some(external::spawn("olah", command, dir, port))
+}
+
+/// Two daemons, as on two hosts: each its own data directory and cache, both listing the
+/// mirror first and the hub second.
+async fn two_hosts(mirror: &str, hub: &str) -> [TestDaemon; 2] {
+    let endpoints = vec![mirror.to_string(), hub.to_string()];
+    let a = endpoints.clone();
+    let first = TestDaemon::start_with(move |s| s.engine.sources.hf_endpoints = a).await;
+    let second = TestDaemon::start_with(move |s| s.engine.sources.hf_endpoints = endpoints).await;
+    [first, second]
+}
+
+async fn download(daemon: &TestDaemon, source: &str) -> mdl_protocol::JobInfo {
+    let cache = daemon.downloads.join("hub");
+    let mut client = daemon.client().await;
+    let job = client
+        .add(AddRequest {
+            source: source.to_string(),
+            env: env(&[("HF_HUB_CACHE", &cache.display().to_string())]),
+            ..Default::default()
+        })
+        .await
+        .expect("add")
+        .job;
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    for file in &done.files {
+        let bytes = std::fs::read(&file.path).unwrap();
+        assert_eq!(
+            Some(testkit::sha256_hex(&bytes)),
+            file.sha256.clone(),
+            "{}",
+            file.path
+        );
+    }
+    done
+}
+
+/// Requests the mock (Hub and CDN) saw for `path` of `repo` (resolve and CDN downloads).
+fn hub_downloads(mock: &HfMock, needle: &str) -> usize {
+    mock.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_and_query.contains(needle))
+        .count()
+}
+
+/// The mirror sees each file once for both hosts; with the mirror down both use the hub.
+async fn check_shared_mirror(
+    mock: &HfMock,
+    mirror: &str,
+    mut stop_mirror: impl FnMut(),
+    served_by: &str,
+) {
+    mock.add_repo(repo("shared"));
+    mock.add_repo(repo("later"));
+    let [first, second] = two_hosts(mirror, &mock.endpoint()).await;
+    let done = download(&first, "hf://acme/shared").await;
+    assert!(
+        done.files
+            .iter()
+            .all(|f| f.endpoint.as_deref().is_some_and(|e| e.contains(served_by))),
+        "the first host was served through the mirror: {done:#?}"
+    );
+    let config_fetches = hub_downloads(mock, "/acme/shared/resolve/");
+    assert!(config_fetches >= 1, "{:#?}", mock.requests());
+    mock.clear_requests();
+    let done = download(&second, "hf://acme/shared").await;
+    assert!(done
+        .files
+        .iter()
+        .all(|f| f.endpoint.as_deref().is_some_and(|e| e.contains(served_by))));
+    let cdn_bytes_again: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET" && (r.path_and_query.contains("/resolve/") || r.body_bytes_sent > 0)
+        })
+        .collect();
+    assert!(
+        cdn_bytes_again.is_empty(),
+        "the second host's files came from the mirror's cache, not the hub: {cdn_bytes_again:#?}"
+    );
+
+    // The mirror goes away: both hosts fall back to the hub for a new repository.
+    stop_mirror();
+    for daemon in [&first, &second] {
+        let done = download(daemon, "hf://acme/later").await;
+        assert!(
+            done.files
+                .iter()
+                .all(|f| !f.endpoint.as_deref().unwrap_or("").contains(served_by)),
+            "{done:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_hosts_share_an_olah_mirror_and_fall_back_to_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = HfMock::start().await;
+    let Some(mut olah) = start_olah(dir.path(), &mock) else {
+        return skip("mirror", "olah is not installed");
+    };
+    let mirror = olah.url();
+    let port = format!("127.0.0.1:{}", olah.port);
+    check_shared_mirror(&mock, &mirror, || olah.stop(), &port).await;
+}
