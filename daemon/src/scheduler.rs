@@ -376,8 +376,9 @@ impl Scheduler {
         file.checkpoint = FileCheckpoint::default();
         file.verified_sha256 = None;
         file.verified_stamp = None;
+        file.verified_mtime_nanos = None;
         file.note = Some(note.to_string());
-        let _ = std::fs::remove_file(job::part_path(&job.dest_dir, id, index));
+        finalize::remove_partial(&job::part_path(&job.dest_dir, id, index));
         self.store.put_file(id, index, &file)?;
         if job.state != JobState::Queued {
             job.state = JobState::Queued;
@@ -641,8 +642,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// A completed file with this sha256 that is still exactly as it was verified (same size
-    /// and modification time), from any job and any source.
+    /// A completed file with this sha256 that still looks as it was verified (same size and
+    /// modification time, to the nanosecond where recorded), from any job and any source.
     pub fn find_verified(&self, sha256: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
         for (id, index) in self.store.files_with_sha256(sha256) {
             let (Some(job), Some(file)) =
@@ -655,8 +656,12 @@ impl Scheduler {
             }
             let Some(rel) = &file.rel_path else { continue };
             let path = job.dest_dir.join(rel);
+            // A cheap filter (the runner re-hashes the candidate before reusing it).
             let stamp = finalize::file_stamp(&path);
-            if stamp.is_some() && stamp == file.verified_stamp {
+            let nanos_match = file
+                .verified_mtime_nanos
+                .is_none_or(|n| finalize::file_mtime_nanos(&path) == Some(n));
+            if stamp.is_some() && stamp == file.verified_stamp && nanos_match {
                 return Ok(Some(path));
             }
         }

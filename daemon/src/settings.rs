@@ -66,8 +66,14 @@ pub struct Settings {
 pub struct EngineSettings {
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
-    /// A connection that delivers no byte for this long is dropped and resumed.
+    /// The longest a connection may deliver no byte before it is dropped and resumed. Within
+    /// it, a connection is stalled after `max(stall_min, 20 × its recent gap between reads)`.
     pub stall_timeout: Duration,
+    /// The shortest stall timeout of a connection (however short its gaps between reads).
+    pub stall_min: Duration,
+    /// Dedupe may hard-link a verified file instead of cloning or copying it. Off by default:
+    /// the two paths then share one inode, and editing one corrupts the other's verified copy.
+    pub dedupe_hard_links: bool,
     /// How long a request may wait for the response headers once it is sent; a server that
     /// accepts and never answers must not hold a job (and a per-host slot) forever.
     pub response_timeout: Duration,
@@ -142,6 +148,8 @@ impl Default for EngineSettings {
         EngineSettings {
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
+            stall_min: Duration::from_secs(5),
+            dedupe_hard_links: false,
             response_timeout: Duration::from_secs(30),
             max_redirects: 10,
             max_attempts: 8,
@@ -325,6 +333,8 @@ struct EngineFile {
     hosts: std::collections::HashMap<String, HostSettings>,
     connect_timeout_secs: Option<u64>,
     stall_timeout_secs: Option<u64>,
+    stall_min_ms: Option<u64>,
+    dedupe_hard_links: Option<bool>,
     response_timeout_secs: Option<u64>,
     max_redirects: Option<usize>,
     max_attempts: Option<u32>,
@@ -374,6 +384,12 @@ impl ConfigFile {
         }
         if let Some(v) = e.stall_timeout_secs {
             engine.stall_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = e.stall_min_ms {
+            engine.stall_min = Duration::from_millis(v.max(10));
+        }
+        if let Some(v) = e.dedupe_hard_links {
+            engine.dedupe_hard_links = v;
         }
         if let Some(v) = e.response_timeout_secs {
             engine.response_timeout = Duration::from_secs(v);

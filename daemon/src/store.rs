@@ -46,6 +46,9 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// Making the store's files durable failed.
+    #[error("cannot sync the store's files: {0}")]
+    Sync(#[source] std::io::Error),
     /// A record was written by a newer daemon.
     #[error("store record {key} has schema {found}, this daemon reads up to {SCHEMA_VERSION}; upgrade mdld")]
     Schema {
@@ -143,6 +146,51 @@ pub fn destination_key(job: &JobRecord) -> DestinationKey {
     )
 }
 
+/// sled's files on disk, to fsync after its flush.
+struct SledFiles {
+    dir: std::path::PathBuf,
+    /// The log (`db`), kept open.
+    log: std::fs::File,
+}
+
+impl SledFiles {
+    fn open(dir: &Path) -> Result<SledFiles, StoreError> {
+        let log = std::fs::File::open(dir.join("db")).map_err(StoreError::Sync)?;
+        Ok(SledFiles {
+            dir: dir.to_path_buf(),
+            log,
+        })
+    }
+
+    /// fdatasync the log (`File::sync_data`: fdatasync on Linux, `F_FULLFSYNC` on macOS,
+    /// `FlushFileBuffers` on Windows), then any blob files and the directories.
+    fn sync(&self) -> std::io::Result<()> {
+        self.log.sync_data()?;
+        let blobs = self.dir.join("blobs");
+        if let Ok(entries) = std::fs::read_dir(&blobs) {
+            let mut any = false;
+            for entry in entries.flatten() {
+                std::fs::File::open(entry.path())?.sync_data()?;
+                any = true;
+            }
+            if any {
+                sync_directory(&blobs)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_directory(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The sled store.
 pub struct Store {
     /// In-memory index: which jobs download a source to a destination (the key of a job
@@ -152,6 +200,8 @@ pub struct Store {
     by_sha256: std::sync::Mutex<std::collections::HashMap<String, Vec<(JobId, u32)>>>,
     /// Upgrades job records of older schemas.
     upgrade: Upgrade,
+    /// sled's files, synced after each flush.
+    files_on_disk: std::sync::Arc<SledFiles>,
     db: sled::Db,
     jobs: sled::Tree,
     files: sled::Tree,
@@ -176,6 +226,7 @@ impl Store {
             by_destination: Default::default(),
             by_sha256: Default::default(),
             upgrade,
+            files_on_disk: std::sync::Arc::new(SledFiles::open(dir)?),
             db,
         };
         store.rebuild_queue()?;
@@ -380,16 +431,22 @@ impl Store {
         Ok(())
     }
 
-    /// Make every write so far durable.
+    /// Make every write so far durable: sled's flush, then an fsync of its files (sled writes
+    /// its log with `sync_file_range` on Linux, which flushes neither the drive's cache nor
+    /// the file's size, and its blob files with no sync at all).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
-        Ok(())
+        let files = self.files_on_disk.clone();
+        tokio::task::spawn_blocking(move || files.sync())
+            .await
+            .map_err(|e| StoreError::Sync(std::io::Error::other(e.to_string())))?
+            .map_err(StoreError::Sync)
     }
 
     /// Make every write so far durable, blocking.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
+        self.files_on_disk.sync().map_err(StoreError::Sync)
     }
 }
 

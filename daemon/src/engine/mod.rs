@@ -11,6 +11,7 @@ pub mod names;
 pub mod retry;
 pub mod segmented;
 pub mod segments;
+pub mod sidecar;
 pub mod space;
 pub mod writer;
 
@@ -211,9 +212,30 @@ impl Engine {
     ) -> Result<Digests, FetchError> {
         let mut checkpoint = spec.checkpoint.clone();
         // Trust only ranges that are really inside the partial file.
-        let on_disk = std::fs::metadata(&spec.part_path)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let on_disk = std::fs::metadata(&spec.part_path).map(|m| m.len()).ok();
+        let boot = sidecar::boot_id();
+        let sidecar_path = sidecar::path_for(&spec.part_path);
+        match (on_disk, sidecar::read(&sidecar_path)) {
+            // Same boot: the page cache still holds every range whose pwrite returned, and the
+            // sidecar is newer than the store's durable checkpoint.
+            (Some(_), Some(written)) if Some(&written.boot_id) == boot.as_ref() => {
+                tracing::debug!(
+                    durable = checkpoint.ranges.covered(),
+                    written = written.ranges.covered(),
+                    "same boot: trusting the written ranges"
+                );
+                checkpoint.ranges = written.ranges;
+                checkpoint.total = written.total;
+                checkpoint.etag = written.etag;
+                checkpoint.last_modified = written.last_modified;
+            }
+            (Some(_), Some(_)) => tracing::info!(
+                durable = checkpoint.ranges.covered(),
+                "the machine rebooted since these bytes were written: trusting only the durable ranges"
+            ),
+            _ => {}
+        }
+        let on_disk = on_disk.unwrap_or(0);
         let mut kept = RangeSet::new();
         for &(start, end) in checkpoint.ranges.ranges() {
             kept.insert(start, end.min(on_disk));
@@ -221,12 +243,20 @@ impl Engine {
         checkpoint.ranges = kept;
         let prefix = checkpoint.ranges.contiguous_prefix();
         let sink: Arc<dyn CheckpointSink> = observer.clone() as Arc<dyn CheckpointSink>;
-        let mut writer = WriterHandle::spawn(
+        let sidecar = match boot {
+            Some(boot) => Some(
+                sidecar::Sidecar::open(&sidecar_path, boot)
+                    .map_err(|e| io_failure("cannot open the partial file's sidecar", e))?,
+            ),
+            None => None,
+        };
+        let mut writer = WriterHandle::spawn_with(
             &spec.part_path,
-            checkpoint.ranges.clone(),
+            checkpoint.clone(),
             spec.hashes,
             sink,
             WRITE_QUEUE_DEPTH,
+            sidecar,
         )
         .map_err(|e| io_failure("cannot open the partial file", e))?;
         let mut attempt = Attempt {
@@ -255,6 +285,55 @@ impl Engine {
                 Err(err)
             }
         }
+    }
+}
+
+/// Decides when one connection has stalled: no byte for `max(stall_min, 20 × the longest of
+/// its recent waits for a chunk)`, and never longer than `stall_timeout`. A steady slow link
+/// (a chunk every 200 ms at 50 KB/s) keeps a limit of a few seconds; a bursty one earns a
+/// longer one from its own gaps.
+pub(crate) struct StallClock {
+    recent: [Duration; 16],
+    next: usize,
+    min: Duration,
+    max: Duration,
+}
+
+impl StallClock {
+    /// A clock for a new connection.
+    pub(crate) fn new(settings: &EngineSettings) -> StallClock {
+        StallClock {
+            recent: [Duration::ZERO; 16],
+            next: 0,
+            min: settings.stall_min,
+            max: settings.stall_timeout,
+        }
+    }
+
+    /// How long the next wait for a chunk may last.
+    pub(crate) fn limit(&self) -> Duration {
+        let longest = self.recent.iter().max().copied().unwrap_or_default();
+        longest.saturating_mul(20).max(self.min).min(self.max)
+    }
+
+    /// A chunk arrived after waiting `waited` for it.
+    pub(crate) fn arrived(&mut self, waited: Duration) {
+        self.recent[self.next % self.recent.len()] = waited;
+        self.next += 1;
+    }
+
+    /// Wait for the next chunk of `stream`; `Err(limit)` when it stalled.
+    pub(crate) async fn next(
+        &mut self,
+        stream: &mut BodyStream,
+    ) -> Result<Option<reqwest::Result<bytes::Bytes>>, Duration> {
+        let limit = self.limit();
+        let started = Instant::now();
+        let next = tokio::time::timeout(limit, stream.next())
+            .await
+            .map_err(|_| limit)?;
+        self.arrived(started.elapsed());
+        Ok(next)
     }
 }
 
@@ -533,6 +612,7 @@ impl<'a> Attempt<'a> {
         let mut buffer_start = self.pos;
         let mut last_checkpoint_pos = self.pos;
         let mut last_checkpoint_at = Instant::now();
+        let mut stall = StallClock::new(settings);
         // Bytes not yet covered by a durable checkpoint are at most: those since the last
         // checkpoint, plus the writer queue, plus the buffer being filled. Checkpoint often
         // enough that their sum stays within `checkpoint_bytes`.
@@ -545,14 +625,16 @@ impl<'a> Attempt<'a> {
         let result: Result<bool, AttemptError> = loop {
             let next = tokio::select! {
                 _ = self.cancel.cancelled() => break Err(AttemptError::Stop(FetchError::Interrupted)),
-                n = tokio::time::timeout(settings.stall_timeout, stream.next()) => n,
+                n = stall.next(&mut stream) => n,
             };
             match next {
-                Err(_) => {
-                    break Err(retry(format!(
-                        "stalled: no data for {:?}",
-                        settings.stall_timeout
-                    )))
+                Err(limit) => {
+                    // Replace the connection at once: resuming costs one request.
+                    break Err(AttemptError::Retry {
+                        message: format!("stalled: no data for {:.1} s", limit.as_secs_f64()),
+                        retry_after: Some(Duration::ZERO),
+                        rate_limited: false,
+                    });
                 }
                 Ok(None) => break Ok(false),
                 Ok(Some(Err(e))) => {

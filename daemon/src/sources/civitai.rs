@@ -747,7 +747,15 @@ mod tests {
 
     #[test]
     fn names_from_the_api_never_make_directories_or_escape() {
-        let hostile = ["../../..", "a/b", "..\\x", "evil\u{0}name", "/etc", ".", "c\nd"];
+        let hostile = [
+            "../../..",
+            "a/b",
+            "..\\x",
+            "evil\u{0}name",
+            "/etc",
+            ".",
+            "c\nd",
+        ];
         for creator in hostile {
             for name in hostile {
                 let path = expand_template(
@@ -764,7 +772,9 @@ mod tests {
                 let parts: Vec<&str> = path.split('/').collect();
                 assert_eq!(parts.len(), 4, "{creator:?} {name:?} made {path:?}");
                 assert!(
-                    parts.iter().all(|p| !p.is_empty() && *p != ".." && *p != "."
+                    parts.iter().all(|p| !p.is_empty()
+                        && *p != ".."
+                        && *p != "."
                         && !p.chars().any(char::is_control)),
                     "{path:?}"
                 );

@@ -132,7 +132,10 @@ pub fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str>
 /// The hub a forwarded variable belongs to, by its name (`HF_TOKEN` → Hugging Face), if any.
 fn hub_of_variable(name: &str) -> Option<&'static str> {
     let name = name.to_ascii_uppercase();
-    if name.starts_with("HF_") || name.starts_with("HUGGING_FACE_") || name.starts_with("HUGGINGFACE_") {
+    if name.starts_with("HF_")
+        || name.starts_with("HUGGING_FACE_")
+        || name.starts_with("HUGGINGFACE_")
+    {
         Some("huggingface")
     } else if name.starts_with("MODELSCOPE_") {
         Some("modelscope")
@@ -383,9 +386,18 @@ mod tests {
     #[test]
     fn a_job_keeps_only_its_own_hubs_variables() {
         let env = |names: &[&str]| -> Vec<(String, Secret)> {
-            names.iter().map(|n| (n.to_string(), Secret("v".into()))).collect()
+            names
+                .iter()
+                .map(|n| (n.to_string(), Secret("v".into())))
+                .collect()
         };
-        let all = env(&["HF_TOKEN", "CIVITAI_TOKEN", "MODELSCOPE_API_TOKEN", "HOME", "HTTPS_PROXY"]);
+        let all = env(&[
+            "HF_TOKEN",
+            "CIVITAI_TOKEN",
+            "MODELSCOPE_API_TOKEN",
+            "HOME",
+            "HTTPS_PROXY",
+        ]);
         let names = |source: &Source| {
             let mut kept = all.clone();
             keep_relevant_env(source, &mut kept);
