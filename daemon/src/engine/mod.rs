@@ -42,6 +42,10 @@ const PROGRESS_STEP: u64 = 64 * 1024;
 /// How long one connection runs before the engine decides whether to split the file.
 const SPLIT_PROBE: Duration = Duration::from_millis(150);
 
+/// A buffer is handed to the writer after this long even when it is not full: on a slow link
+/// what a kill -9 can lose (received, not yet written) stays small.
+pub const WRITE_AFTER: Duration = Duration::from_millis(100);
+
 /// Buffers (of `write_buffer_bytes` each) queued to a writer thread before receiving waits:
 /// bounds memory per file, and the bytes a crash can lose beyond the last checkpoint.
 pub const WRITE_QUEUE_DEPTH: usize = 4;
@@ -613,6 +617,7 @@ impl<'a> Attempt<'a> {
         let mut last_checkpoint_pos = self.pos;
         let mut last_checkpoint_at = Instant::now();
         let mut stall = StallClock::new(settings);
+        let mut buffer_since = Instant::now();
         // Bytes not yet covered by a durable checkpoint are at most: those since the last
         // checkpoint, plus the writer queue, plus the buffer being filled. Checkpoint often
         // enough that their sum stays within `checkpoint_bytes`.
@@ -655,7 +660,10 @@ impl<'a> Attempt<'a> {
                             )));
                         }
                     }
-                    if buffer.len() >= settings.write_buffer_bytes {
+                    if buffer.len() >= settings.write_buffer_bytes
+                        || buffer_since.elapsed() >= WRITE_AFTER
+                    {
+                        buffer_since = Instant::now();
                         let data = buffer.split().freeze();
                         writer
                             .write(buffer_start, data)

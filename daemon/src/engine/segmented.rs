@@ -24,7 +24,7 @@ use super::writer::{WriterHandle, WriterSender};
 use super::{
     content_range, describe_reqwest, endpoint_of, header_string, if_range_validator,
     original_endpoint, retry, send, status_error, stop_io, Attempt, AttemptError, BodyStream,
-    Engine, FetchError, StallClock, WRITE_QUEUE_DEPTH,
+    Engine, FetchError, StallClock, WRITE_AFTER, WRITE_QUEUE_DEPTH,
 };
 use crate::ranges::RangeSet;
 
@@ -447,6 +447,7 @@ async fn stream_range(
     let mut buffer_start = start;
     let mut offset = start;
     let mut stall = StallClock::new(settings);
+    let mut buffer_since = Instant::now();
     let outcome = loop {
         let next = tokio::select! {
             _ = shared.cancel.cancelled() => break StreamOutcome::Cancelled,
@@ -477,7 +478,9 @@ async fn stream_range(
         buffer.extend_from_slice(&chunk[..keep as usize]);
         offset += keep;
         shared.received.fetch_add(keep, Ordering::Relaxed);
-        if buffer.len() >= buffer_size || done {
+        let stale = !buffer.is_empty() && buffer_since.elapsed() >= WRITE_AFTER;
+        if buffer.len() >= buffer_size || done || stale {
+            buffer_since = Instant::now();
             if shared
                 .writer
                 .write(buffer_start, buffer.split().freeze())

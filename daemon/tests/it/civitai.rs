@@ -195,7 +195,10 @@ async fn content_disposition_variants_name_plain_url_downloads() {
         // The Civitai source names it from the API and lands it in the template when an
         // option asks for one...
         let mut request = add_request(&mock, &format!("civitai://{}", 100 + i), &dest);
-        request.options = vec![("template".into(), "{type}/{creator}/{name}/{version}".into())];
+        request.options = vec![(
+            "template".into(),
+            "{type}/{creator}/{name}/{version}".into(),
+        )];
         let job = run(&daemon, request).await;
         assert_eq!(
             only_file(&job),
