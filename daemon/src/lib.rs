@@ -61,7 +61,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         engine::Engine::new(settings.engine.clone()).context("cannot set up the HTTP client")?;
     let (scheduler, runner_rx) =
         scheduler::Scheduler::open(settings.clone(), engine.clone(), shutdown.clone())
-            .context("another mdld may be using this data directory")?;
+            .context("cannot open the store")?;
     let listener = endpoint::bind(&settings.socket)
         .with_context(|| format!("cannot listen on {}", settings.socket.display()))?;
     tracing::info!(socket = %settings.socket.display(), data_dir = %settings.data_dir.display(), "mdld ready");

@@ -119,6 +119,8 @@ pub struct Scheduler {
     pending_events: Vec<Event>,
     /// Replies to send once the records their calls wrote are flushed.
     pending_replies: Vec<Deliver>,
+    /// Why the store cannot write now (a full data directory), until a flush succeeds again.
+    store_write_error: Option<String>,
 }
 
 /// Key of the persisted concurrency limit.
@@ -136,10 +138,21 @@ impl Scheduler {
         let store = Store::open(&settings.store_dir(), crate::sources::upgrade_job_record)?;
         let (events, _) = broadcast::channel(1024);
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
+        // A damaged runtime setting falls back to the default instead of stopping the daemon.
         let max_concurrent = store
-            .get_meta::<u32>(META_MAX_CONCURRENT)?
+            .get_meta::<u32>(META_MAX_CONCURRENT)
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}; using the default concurrency");
+                None
+            })
             .unwrap_or(settings.max_concurrent);
-        let bandwidth_limit = store.get_meta::<Option<u64>>(META_BANDWIDTH)?.flatten();
+        let bandwidth_limit = store
+            .get_meta::<Option<u64>>(META_BANDWIDTH)
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}; no bandwidth limit");
+                None
+            })
+            .flatten();
         engine.global_limit().set_rate(bandwidth_limit);
         let runner_ctx = RunnerContext {
             engine,
@@ -161,6 +174,7 @@ impl Scheduler {
                 flush_pending: false,
                 pending_events: Vec::new(),
                 pending_replies: Vec::new(),
+                store_write_error: None,
             },
             runner_rx,
         ))
@@ -242,9 +256,13 @@ impl Scheduler {
     async fn commit(&mut self) {
         let mut durable = Ok(());
         if std::mem::take(&mut self.flush_pending) {
-            if let Err(e) = self.store.flush().await {
-                tracing::error!("cannot flush the store: {e}");
-                durable = Err(e.to_string());
+            match self.store.flush().await {
+                Err(e) => {
+                    tracing::error!("cannot flush the store: {e}");
+                    self.store_write_error = Some(e.to_string());
+                    durable = Err(e.to_string());
+                }
+                Ok(()) => self.store_write_error = None,
             }
         }
         for event in std::mem::take(&mut self.pending_events) {
@@ -477,6 +495,13 @@ impl Scheduler {
     /// Whether a job is running now.
     pub fn is_running(&self, id: JobId) -> bool {
         self.running.contains_key(&id)
+    }
+
+    /// What opening the store found and repaired, and whether it accepts writes now.
+    pub fn store_health(&self) -> mdl_protocol::StoreHealth {
+        let mut health = self.store.health().clone();
+        health.write_error = self.store_write_error.clone();
+        health
     }
 
     /// The daemon's own status.

@@ -35,5 +35,8 @@ pub use request::{
     forwarded_env, forwarded_env_from, AddRequest, BandwidthLimitRequest, RemoveRequest, Request,
     Secret, SetPriorityRequest, Target, VerifyRequest, FORWARDED_ENV,
 };
-pub use response::{AddOutcome, AddReply, DaemonInfo, ErrorReply, PlanInfo, PlannedFile, Response};
+pub use response::{
+    AddOutcome, AddReply, DaemonInfo, DamagedRecord, ErrorReply, LostJob, PlanInfo, PlannedFile,
+    Response, StoreHealth,
+};
 pub use types::{ErrorInfo, ErrorKind, FileInfo, FileState, JobId, JobInfo, JobState};

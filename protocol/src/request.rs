@@ -61,6 +61,9 @@ pub enum Request {
     SetBandwidthLimit(BandwidthLimitRequest),
     /// Re-hash finished files and queue the damaged ones again (replies `Jobs`).
     Verify(VerifyRequest),
+    /// What the daemon found wrong with its store and repaired at start, and whether it is
+    /// writing now (answered with [`crate::Response::StoreHealth`]). Appended in 0.1.0.
+    StoreHealth,
 }
 
 impl Request {
@@ -81,6 +84,7 @@ impl Request {
             Request::SetConcurrency(_) => "set_concurrency",
             Request::SetBandwidthLimit(_) => "set_bandwidth_limit",
             Request::Verify(_) => "verify",
+            Request::StoreHealth => "store_health",
         }
     }
 }

@@ -27,7 +27,13 @@ async fn a_server_that_hangs_mid_body_is_replaced_within_seconds() {
     let daemon = TestDaemon::start_with(default_stalls).await;
     let mut client = daemon.client().await;
     let started = Instant::now();
-    let job = add_url(&mut client, &file.url, &daemon.downloads, Some(&file.sha256)).await;
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
     expect_verified(
         &daemon,
         job.id,
@@ -68,7 +74,13 @@ async fn a_stalled_segment_is_taken_over_at_once() {
     .await;
     let mut client = daemon.client().await;
     let started = Instant::now();
-    let job = add_url(&mut client, &file.url, &daemon.downloads, Some(&file.sha256)).await;
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
     expect_verified(
         &daemon,
         job.id,
@@ -95,7 +107,13 @@ async fn a_fifty_kilobyte_per_second_link_is_never_cut() {
     );
     let daemon = TestDaemon::start_with(default_stalls).await;
     let mut client = daemon.client().await;
-    let job = add_url(&mut client, &file.url, &daemon.downloads, Some(&file.sha256)).await;
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
     expect_verified(
         &daemon,
         job.id,
@@ -103,7 +121,11 @@ async fn a_fifty_kilobyte_per_second_link_is_never_cut() {
         &file.sha256,
     )
     .await;
-    assert_eq!(server.stats("/slow.bin").requests, 1, "one connection, never cut");
+    assert_eq!(
+        server.stats("/slow.bin").requests,
+        1,
+        "one connection, never cut"
+    );
 }
 
 #[cfg(unix)]
