@@ -197,22 +197,53 @@ struct KillOutcome {
 /// Download a 48 MiB file over `segments` connections, kill -9 the daemon after 16 MiB,
 /// restart it (with boot id `restart_boot`), and check the verified result.
 fn kill_once(segments: u32, restart_boot: &str) -> KillOutcome {
+    kill_during(KillCase {
+        len: 48 * MIB,
+        rate: 16 * MIB,
+        kill_at: 16 * MIB,
+        segments,
+        engine: RARE_CHECKPOINTS,
+        restart_boot,
+    })
+}
+
+/// One kill -9 measurement.
+struct KillCase<'a> {
+    len: u64,
+    /// Bytes per second in all (split over the connections).
+    rate: u64,
+    kill_at: u64,
+    segments: u32,
+    /// Extra `[engine]` settings.
+    engine: &'a str,
+    restart_boot: &'a str,
+}
+
+fn kill_during(case: KillCase) -> KillOutcome {
+    let KillCase {
+        len,
+        rate,
+        kill_at,
+        segments,
+        engine,
+        restart_boot,
+    } = case;
     let env = Env::new(&format!(
-        "[engine]\n{RARE_CHECKPOINTS}segments = {segments}\nsegment_threshold = 1048576\n"
+        "[engine]\n{engine}segments = {segments}\nsegment_threshold = 1048576\n"
     ));
     let server = FileServer::start_blocking();
-    let file = server.add("/k.bin", pseudo_random_bytes(48 * MIB as usize, 7));
+    let file = server.add("/k.bin", pseudo_random_bytes(len as usize, 7));
     server.set_behavior(
         "/k.bin",
         Behavior {
-            rate_limit_bytes_per_sec: Some(16 * MIB / segments as u64),
+            rate_limit_bytes_per_sec: Some(rate / segments as u64),
             ..Default::default()
         },
     );
     let daemon = env.spawn_daemon();
     let id = env.add(&file.url, &["--sha256", &file.sha256]);
-    env.wait_until(id, Duration::from_secs(30), |j| {
-        j["bytes_done"].as_u64().unwrap() >= 16 * MIB
+    env.wait_until(id, Duration::from_secs(120), |j| {
+        j["bytes_done"].as_u64().unwrap() >= kill_at
     });
     daemon.kill_nine();
     let stats = server.stats("/k.bin");
@@ -229,6 +260,7 @@ fn kill_once(segments: u32, restart_boot: &str) -> KillOutcome {
         String::from_utf8_lossy(&out.stderr)
     );
     let path = env.downloads().join("k.bin");
+    let _remove = RemoveOnDrop(path.clone());
     assert_eq!(sha256_hex(&std::fs::read(&path).unwrap()), file.sha256);
     daemon.stop();
     let stats = server.stats("/k.bin");
@@ -267,6 +299,43 @@ fn kill_nine_in_the_same_boot_refetches_only_what_was_in_flight() {
             out.refetched <= 2 * MIB * segments as u64,
             "{segments} connection(s): re-fetched {} bytes",
             out.refetched
+        );
+    }
+}
+
+/// Deletes a large downloaded file (the disk is shared).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The numbers for the README: kill -9 in the middle of a 1 GiB download (one connection and
+/// eight), and after a fake reboot, with the default checkpoint settings. Not part of the
+/// suite (it writes 1 GiB three times): `cargo test -p mdlctl --test killloop -- --ignored`.
+#[test]
+#[ignore]
+fn measure_kill_nine_in_a_one_gib_download() {
+    let _serial = serial();
+    for (what, segments, rate, boot) in [
+        ("1 connection, same boot", 1, 96 * MIB, "boot-1"),
+        ("8 connections, same boot", 8, 96 * MIB, "boot-1"),
+        ("1 connection, after a reboot", 1, 96 * MIB, "boot-2"),
+    ] {
+        let out = kill_during(KillCase {
+            len: 1024 * MIB,
+            rate,
+            kill_at: 512 * MIB,
+            segments,
+            engine: "",
+            restart_boot: boot,
+        });
+        eprintln!(
+            "| {what} | {:.1} MiB | {:.2} MiB |",
+            out.sent_before as f64 / MIB as f64,
+            out.refetched as f64 / MIB as f64
         );
     }
 }
@@ -442,7 +511,10 @@ fn an_add_is_answered_only_after_the_store_is_fsynced() {
     }
     let text = std::fs::read_to_string(&trace).unwrap();
     let calls = joined_calls(&text);
-    let store = format!("{}", Path::new(&env.data()).join("store").join("db").display());
+    let store = format!(
+        "{}",
+        Path::new(&env.data()).join("store").join("db").display()
+    );
     // The request: a read on a socket that carries the URL.
     let (at, request) = calls
         .iter()
@@ -451,7 +523,14 @@ fn an_add_is_answered_only_after_the_store_is_fsynced() {
             (c.starts_with("read(") || c.starts_with("recvfrom(")) && c.contains("strace-marker")
         })
         .expect("the add request in the trace");
-    let socket = request.1.split_once('<').unwrap().1.split_once('>').unwrap().0;
+    let socket = request
+        .1
+        .split_once('<')
+        .unwrap()
+        .1
+        .split_once('>')
+        .unwrap()
+        .0;
     let reply = calls[at + 1..]
         .iter()
         .position(|(_, c)| {
