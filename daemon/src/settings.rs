@@ -157,10 +157,11 @@ impl Default for EngineSettings {
             backoff_max: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(600),
             // Durable checkpoints only bound what a power cut or a reboot costs: a kill -9 in
-            // the same boot keeps every written range (the sidecar, see engine::sidecar). So
-            // they can be rare: at most 1 GiB or 10 s of transfer after a power cut, and few
-            // fsyncs on a fast link (README, "Durability", has the measurements).
-            checkpoint_bytes: 1024 * 1024 * 1024,
+            // the same boot keeps every written range (the sidecar, see engine::sidecar), so
+            // the interval is 10 s now (was 2 s). The byte step stays at 128 MiB: measured, a
+            // fast link is faster with it (each fdatasync starts writeback while the transfer
+            // goes on) than with 1 GiB (one long final sync); README, "Durability".
+            checkpoint_bytes: 128 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(10),
             user_agent: format!("mdl/{}", env!("CARGO_PKG_VERSION")),
             write_buffer_bytes: 1024 * 1024,
