@@ -7,31 +7,31 @@ cd "$(dirname "$0")/.."
 # pytest runs the Python tests; huggingface_hub checks that it finds what mdl wrote, offline,
 # and shares one cache with mdl (filelock is its lock).
 python3 -m pip install --quiet --disable-pip-version-check pytest huggingface_hub filelock
-# The labs tests' real components, all on loopback: tinyproxy (proxies) from the system's
-# packages, and the olah mirror in its own virtualenv (its dependencies stay out of the
-# system Python). Without root or apt, the tests that need them say why they skip.
-if ! command -v tinyproxy >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy) >/dev/null ||
-      echo "warning: could not install tinyproxy; the proxy tests will skip" >&2
+# Real components the tests use, all on loopback, from the system's packages: tinyproxy (proxy
+# tests), chromium + chromedriver (the dashboard's browser test), strace (an add is answered
+# only after the store's fdatasync). Without root or apt, the tests that need them say why they
+# skip (the browser test fails under CI instead).
+missing=()
+command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
+if ((${#missing[@]})); then
+  sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  if command -v apt-get >/dev/null 2>&1; then
+    { "${sudo[@]}" apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null ||
+      echo "warning: could not install ${missing[*]}; the tests that need them will skip" >&2
   else
-    echo "warning: tinyproxy is not installed; the proxy tests will skip" >&2
+    echo "warning: ${missing[*]} missing and no apt-get; the tests that need them will skip" >&2
   fi
 fi
+# The olah mirror in its own virtualenv (its dependencies stay out of the system Python).
 if [ ! -x target/labs-venv/bin/olah-cli ]; then
   { python3 -m venv target/labs-venv &&
     target/labs-venv/bin/pip install --quiet --disable-pip-version-check olah; } >/dev/null ||
     echo "warning: could not install olah; the mirror test will skip" >&2
-fi
-# The dashboard's browser test drives headless Chromium through chromedriver (Debian packages).
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  if command -v apt-get >/dev/null; then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
-  else
-    echo "chromium / chromedriver missing and no apt-get: the browser test will be skipped (it fails under CI)"
-  fi
 fi
 cargo build --workspace --bins
 cargo build -p testkit --example serve_mocks

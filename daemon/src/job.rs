@@ -226,6 +226,10 @@ pub struct FileRecord {
     /// The size and modification time of the final file when it was verified, to notice
     /// later changes without re-hashing.
     pub verified_stamp: Option<(u64, i64)>,
+    /// The sub-second part (nanoseconds) of the modification time in `verified_stamp`, so a
+    /// file changed within the second it was verified is noticed too.
+    #[serde(default)]
+    pub verified_mtime_nanos: Option<u32>,
     /// The expected git blob sha1 (lowercase hex), for small files of git-backed hubs.
     #[serde(default)]
     pub git_sha1: Option<String>,
@@ -256,6 +260,7 @@ impl FileRecord {
             note: None,
             verified_sha256: None,
             verified_stamp: None,
+            verified_mtime_nanos: None,
             git_sha1: None,
             links: Vec::new(),
             fallback_urls: Vec::new(),

@@ -61,12 +61,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         engine::Engine::new(settings.engine.clone()).context("cannot set up the HTTP client")?;
     let (scheduler, runner_rx) =
         scheduler::Scheduler::open(settings.clone(), engine.clone(), shutdown.clone())
-            .with_context(|| {
-                format!(
-                    "cannot open the store in {}",
-                    settings.store_dir().display()
-                )
-            })?;
+            .context("cannot open the store")?;
     let (_socket_claim, listener) = claim_socket(&settings).await?;
     tracing::info!(socket = %settings.socket.display(), data_dir = %settings.data_dir.display(), "mdld ready");
 

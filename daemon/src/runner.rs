@@ -166,7 +166,7 @@ async fn run(
     live: &Arc<LiveBytes>,
     limit: &Arc<RateLimiter>,
 ) -> Result<(), FetchError> {
-    std::fs::create_dir_all(&job.dest_dir).map_err(|e| {
+    finalize::create_dir_all_durable(&job.dest_dir).map_err(|e| {
         FetchError::failed(
             ErrorKind::Other,
             format!("cannot create {}: {e}", job.dest_dir.display()),
@@ -478,6 +478,7 @@ async fn finish_file(
     };
     if let Err(err) = finalize::verify(&dest.display().to_string(), &digests, &expected) {
         let _ = std::fs::remove_file(part);
+        crate::engine::sidecar::remove(part);
         record.checkpoint = FileCheckpoint::default();
         record.state = FileState::Failed;
         observer.replace(record, true);
@@ -502,6 +503,7 @@ async fn finish_file(
     record.state = FileState::Completed;
     record.verified_sha256 = Some(digests.sha256.clone());
     record.verified_stamp = file_stamp(&dest);
+    record.verified_mtime_nanos = finalize::file_mtime_nanos(&dest);
     record.size = Some(digests.len);
     progress
         .done_files
@@ -516,8 +518,11 @@ fn rel_of(record: &FileRecord) -> String {
     record.rel_path.clone().unwrap_or_default()
 }
 
-/// A verified, unchanged copy of the same bytes (by sha256) from any earlier download, hard
-/// linked (or copied) to `part` instead of downloading it again.
+/// A verified copy of the same bytes (by sha256) from any earlier download, placed at `part`
+/// instead of downloading it again: a reflink where the filesystem has one, a hard link only
+/// when the settings allow it, else a copy (fsynced). The placed bytes are hashed again (reading
+/// is far cheaper than downloading), so a copy changed since it was verified is never reused;
+/// the caller verifies the digests like those of a download.
 async fn reuse_local_copy(
     ctx: &RunnerContext,
     file: &FileRecord,
@@ -532,22 +537,36 @@ async fn reuse_local_copy(
         })
         .ok()?;
     let source = answer.await.ok()??;
-    let _ = std::fs::remove_file(part);
-    if std::fs::hard_link(&source, part).is_err() {
-        std::fs::copy(&source, part).ok()?;
-    }
-    let len = std::fs::metadata(part).ok()?.len();
-    if file.size.is_some_and(|size| size != len) {
-        let _ = std::fs::remove_file(part);
+    let hard_links = ctx.engine.settings().dedupe_hard_links;
+    let plan = HashPlan {
+        md5: file.md5.is_some(),
+        git_sha1_len: file.git_sha1.as_ref().and(file.size),
+    };
+    let part_path = part.to_path_buf();
+    let from = source.clone();
+    let placed = tokio::task::spawn_blocking(move || {
+        let kind = finalize::place_copy(&from, &part_path, hard_links)?;
+        let digests = crate::engine::writer::hash_file(&part_path, plan)?;
+        Ok::<_, std::io::Error>((kind, digests))
+    })
+    .await
+    .ok()?;
+    let (kind, digests) = match placed {
+        Ok(placed) => placed,
+        Err(e) => {
+            tracing::warn!(from = %source.display(), "cannot reuse the local copy: {e}");
+            finalize::remove_partial(part);
+            return None;
+        }
+    };
+    let size_ok = file.size.is_none_or(|size| size == digests.len);
+    if !size_ok || !digests.sha256.eq_ignore_ascii_case(&sha256) {
+        tracing::warn!(from = %source.display(), %sha256, "the verified copy changed since it was verified; downloading instead");
+        finalize::remove_partial(part);
         return None;
     }
-    tracing::info!(from = %source.display(), %sha256, "same bytes already downloaded; reusing them");
-    Some(crate::engine::Digests {
-        len,
-        sha256,
-        md5: None,
-        git_sha1: None,
-    })
+    tracing::info!(from = %source.display(), %sha256, ?kind, "same bytes already downloaded and re-hashed; reusing them");
+    Some(digests)
 }
 
 /// Feeds one file's fetch back into the scheduler and the event bus.

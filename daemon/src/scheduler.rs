@@ -119,6 +119,8 @@ pub struct Scheduler {
     pending_events: Vec<Event>,
     /// Replies to send once the records their calls wrote are flushed.
     pending_replies: Vec<Deliver>,
+    /// Why the store cannot write now (a full data directory), until a flush succeeds again.
+    store_write_error: Option<String>,
 }
 
 /// Key of the persisted concurrency limit.
@@ -138,10 +140,21 @@ impl Scheduler {
         let store = Store::open(&settings.store_dir(), crate::sources::upgrade_job_record)?;
         let (events, _) = broadcast::channel(1024);
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
+        // A damaged runtime setting falls back to the default instead of stopping the daemon.
         let max_concurrent = store
-            .get_meta::<u32>(META_MAX_CONCURRENT)?
+            .get_meta::<u32>(META_MAX_CONCURRENT)
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}; using the default concurrency");
+                None
+            })
             .unwrap_or(settings.max_concurrent);
-        let bandwidth_limit = store.get_meta::<Option<u64>>(META_BANDWIDTH)?.flatten();
+        let bandwidth_limit = store
+            .get_meta::<Option<u64>>(META_BANDWIDTH)
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}; no bandwidth limit");
+                None
+            })
+            .flatten();
         engine.global_limit().set_rate(bandwidth_limit);
         let runner_ctx = RunnerContext {
             engine,
@@ -163,6 +176,7 @@ impl Scheduler {
                 flush_pending: false,
                 pending_events: Vec::new(),
                 pending_replies: Vec::new(),
+                store_write_error: None,
             },
             runner_rx,
         ))
@@ -244,9 +258,13 @@ impl Scheduler {
     async fn commit(&mut self) {
         let mut durable = Ok(());
         if std::mem::take(&mut self.flush_pending) {
-            if let Err(e) = self.store.flush().await {
-                tracing::error!("cannot flush the store: {e}");
-                durable = Err(e.to_string());
+            match self.store.flush().await {
+                Err(e) => {
+                    tracing::error!("cannot flush the store: {e}");
+                    self.store_write_error = Some(e.to_string());
+                    durable = Err(e.to_string());
+                }
+                Ok(()) => self.store_write_error = None,
             }
         }
         for event in std::mem::take(&mut self.pending_events) {
@@ -378,8 +396,9 @@ impl Scheduler {
         file.checkpoint = FileCheckpoint::default();
         file.verified_sha256 = None;
         file.verified_stamp = None;
+        file.verified_mtime_nanos = None;
         file.note = Some(note.to_string());
-        let _ = std::fs::remove_file(job::part_path(&job.dest_dir, id, index));
+        finalize::remove_partial(&job::part_path(&job.dest_dir, id, index));
         self.store.put_file(id, index, &file)?;
         if job.state != JobState::Queued {
             job.state = JobState::Queued;
@@ -514,6 +533,13 @@ impl Scheduler {
     /// Whether a job is running now.
     pub fn is_running(&self, id: JobId) -> bool {
         self.running.contains_key(&id)
+    }
+
+    /// What opening the store found and repaired, and whether it accepts writes now.
+    pub fn store_health(&self) -> mdl_protocol::StoreHealth {
+        let mut health = self.store.health().clone();
+        health.write_error = self.store_write_error.clone();
+        health
     }
 
     /// The daemon's own status.
@@ -683,8 +709,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// A completed file with this sha256 that is still exactly as it was verified (same size
-    /// and modification time), from any job and any source.
+    /// A completed file with this sha256 that still looks as it was verified (same size and
+    /// modification time, to the nanosecond where recorded), from any job and any source.
     pub fn find_verified(&self, sha256: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
         for (id, index) in self.store.files_with_sha256(sha256) {
             let (Some(job), Some(file)) =
@@ -697,8 +723,12 @@ impl Scheduler {
             }
             let Some(rel) = &file.rel_path else { continue };
             let path = job.dest_dir.join(rel);
+            // A cheap filter (the runner re-hashes the candidate before reusing it).
             let stamp = finalize::file_stamp(&path);
-            if stamp.is_some() && stamp == file.verified_stamp {
+            let nanos_match = file
+                .verified_mtime_nanos
+                .is_none_or(|n| finalize::file_mtime_nanos(&path) == Some(n));
+            if stamp.is_some() && stamp == file.verified_stamp && nanos_match {
                 return Ok(Some(path));
             }
         }

@@ -46,6 +46,17 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// Another process holds the store's lock.
+    #[error("the store {dir} is in use by another mdld{}; stop it first (`mdlctl daemon stop`, or use another --data-dir)", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked {
+        /// The store directory.
+        dir: String,
+        /// The pid that holds it, if it left its pid file.
+        pid: Option<u32>,
+    },
+    /// Making the store's files durable failed.
+    #[error("cannot sync the store's files: {0}")]
+    Sync(#[source] std::io::Error),
     /// A record was written by a newer daemon.
     #[error("store record {key} has schema {found}, this daemon reads up to {SCHEMA_VERSION}; upgrade mdld")]
     Schema {
@@ -56,19 +67,29 @@ pub enum StoreError {
     },
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope<T> {
+/// A record as stored: `{"schema": N, "record": {...}, "sum": "..."}`. `sum` (since 0.1.0) is
+/// the first 8 bytes of the sha256 of the record's JSON text, in hex: a damaged record is
+/// recognised as such instead of decoding into something else. Older records have none.
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
     schema: u32,
-    record: T,
+    #[serde(borrow)]
+    record: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    sum: Option<String>,
+}
+
+/// The checksum of a record's JSON text.
+fn record_sum(json: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(json.as_bytes())[..8])
 }
 
 /// Encode a record in its envelope.
 pub fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
-    serde_json::to_vec(&Envelope {
-        schema: SCHEMA_VERSION,
-        record,
-    })
-    .expect("records always serialize")
+    let json = serde_json::to_string(record).expect("records always serialize");
+    let sum = record_sum(&json);
+    format!("{{\"schema\":{SCHEMA_VERSION},\"record\":{json},\"sum\":\"{sum}\"}}").into_bytes()
 }
 
 /// Decode a record from its envelope, checking the schema version.
@@ -91,18 +112,27 @@ fn decode_upgraded<T: DeserializeOwned>(
         key: key.into(),
         message,
     };
-    let mut envelope: Envelope<serde_json::Value> =
+    let envelope: RawEnvelope =
         serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
+    if let Some(sum) = &envelope.sum {
+        if *sum != record_sum(envelope.record.get()) {
+            return Err(unreadable(
+                "checksum mismatch: the record is damaged".into(),
+            ));
+        }
+    }
     if envelope.schema > SCHEMA_VERSION {
         return Err(StoreError::Schema {
             key: key.into(),
             found: envelope.schema,
         });
     }
+    let mut record: serde_json::Value =
+        serde_json::from_str(envelope.record.get()).map_err(|e| unreadable(e.to_string()))?;
     if envelope.schema < SCHEMA_VERSION {
-        upgrade(envelope.schema, &mut envelope.record).map_err(unreadable)?;
+        upgrade(envelope.schema, &mut record).map_err(unreadable)?;
     }
-    let record = serde_json::from_value(envelope.record).map_err(|e| unreadable(e.to_string()))?;
+    let record = serde_json::from_value(record).map_err(|e| unreadable(e.to_string()))?;
     Ok((record, envelope.schema))
 }
 
@@ -143,6 +173,107 @@ pub fn destination_key(job: &JobRecord) -> DestinationKey {
     )
 }
 
+/// sled's files on disk, to fsync after its flush, and the journal of added jobs.
+struct SledFiles {
+    dir: std::path::PathBuf,
+    /// The log (`db`), kept open.
+    log: std::fs::File,
+    /// The journal (`store.journal`), appended to and synced with the store.
+    journal: std::sync::Mutex<std::fs::File>,
+}
+
+/// One line of the journal: which jobs were added (with what is needed to add them again)
+/// and removed. sled can lose records silently when its log is damaged; the journal says
+/// which jobs must exist, so the loss is found and reported.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum JournalLine {
+    Added {
+        id: JobId,
+        source: String,
+        dest: String,
+    },
+    Removed {
+        id: JobId,
+    },
+}
+
+fn journal_path(dir: &Path) -> std::path::PathBuf {
+    dir.with_extension("journal")
+}
+
+impl SledFiles {
+    fn open(dir: &Path) -> Result<SledFiles, StoreError> {
+        let log = std::fs::File::open(dir.join("db")).map_err(StoreError::Sync)?;
+        let journal = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(journal_path(dir))
+            .map_err(StoreError::Sync)?;
+        Ok(SledFiles {
+            dir: dir.to_path_buf(),
+            log,
+            journal: std::sync::Mutex::new(journal),
+        })
+    }
+
+    fn append(&self, line: &JournalLine) -> Result<(), StoreError> {
+        use std::io::Write;
+        let mut text = serde_json::to_vec(line).expect("journal lines serialize");
+        text.push(b'\n');
+        self.journal
+            .lock()
+            .expect("journal lock")
+            .write_all(&text)
+            .map_err(StoreError::Sync)
+    }
+
+    /// fdatasync the log (`File::sync_data`: fdatasync on Linux, `F_FULLFSYNC` on macOS,
+    /// `FlushFileBuffers` on Windows), the journal, then any blob files and the directories.
+    fn sync(&self) -> std::io::Result<()> {
+        self.log.sync_data()?;
+        self.journal.lock().expect("journal lock").sync_data()?;
+        let blobs = self.dir.join("blobs");
+        if let Ok(entries) = std::fs::read_dir(&blobs) {
+            let mut any = false;
+            for entry in entries.flatten() {
+                std::fs::File::open(entry.path())?.sync_data()?;
+                any = true;
+            }
+            if any {
+                sync_directory(&blobs)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_directory(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new().path(dir).flush_every_ms(Some(500));
+    // sled may panic on some damaged snapshots instead of returning an error.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open())) {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StoreError::Record {
+            key: "sled".into(),
+            message: "sled panicked while opening the store (damaged snapshot or log)".into(),
+        }),
+    }
+}
+
+fn is_lock_error(error: &StoreError) -> bool {
+    matches!(error, StoreError::Sled(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock"))
+}
+
 /// The sled store.
 pub struct Store {
     /// In-memory index: which jobs download a source to a destination (the key of a job
@@ -152,6 +283,10 @@ pub struct Store {
     by_sha256: std::sync::Mutex<std::collections::HashMap<String, Vec<(JobId, u32)>>>,
     /// Upgrades job records of older schemas.
     upgrade: Upgrade,
+    /// sled's files and the journal, synced after each flush.
+    files_on_disk: std::sync::Arc<SledFiles>,
+    /// What opening the store found and repaired.
+    health: mdl_protocol::StoreHealth,
     db: sled::Db,
     jobs: sled::Tree,
     files: sled::Tree,
@@ -163,12 +298,44 @@ impl Store {
     /// Open (or create) the store in `dir`, and rebuild the queue index from the job records
     /// (job records of an older schema are upgraded with `upgrade` and rewritten). Jobs that
     /// were running when the daemon stopped are queued again.
+    ///
+    /// A store that does not open is moved aside (`store.broken-<time>`) and an empty one
+    /// started; records that do not decode are set aside in the `damaged` tree; jobs the
+    /// journal knows but the store lost are listed with their partial files. All of it is
+    /// logged loudly and reported by [`Store::health`]. Only a lock held by another process
+    /// is an error.
     pub fn open(dir: &Path, upgrade: Upgrade) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(500))
-            .open()?;
-        let store = Store {
+        let mut health = mdl_protocol::StoreHealth::default();
+        let db = match open_sled(dir) {
+            Ok(db) => db,
+            Err(e) if is_lock_error(&e) => {
+                return Err(StoreError::Locked {
+                    dir: dir.display().to_string(),
+                    pid: std::fs::read_to_string(dir.with_extension("pid"))
+                        .ok()
+                        .and_then(|p| p.trim().parse().ok()),
+                })
+            }
+            Err(e) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let aside = dir.with_extension(format!("broken-{stamp}"));
+                std::fs::rename(dir, &aside).map_err(StoreError::Sync)?;
+                tracing::error!(
+                    store = %dir.display(),
+                    moved_to = %aside.display(),
+                    "THE STORE IS DAMAGED and cannot be opened ({e}); it was moved aside and \
+                     mdld starts with an empty store; jobs it held are listed as lost"
+                );
+                health.moved_aside = Some(aside.display().to_string());
+                health.open_error = Some(e.to_string());
+                open_sled(dir)?
+            }
+        };
+        let _ = std::fs::write(dir.with_extension("pid"), std::process::id().to_string());
+        let mut store = Store {
             jobs: db.open_tree("jobs")?,
             files: db.open_tree("files")?,
             queue: db.open_tree("queue")?,
@@ -176,25 +343,82 @@ impl Store {
             by_destination: Default::default(),
             by_sha256: Default::default(),
             upgrade,
+            files_on_disk: std::sync::Arc::new(SledFiles::open(dir)?),
+            health: Default::default(),
             db,
         };
+        store.health = health;
         store.rebuild_queue()?;
+        store.find_lost(dir)?;
         Ok(store)
     }
 
-    fn rebuild_queue(&self) -> Result<(), StoreError> {
+    /// What opening the store found and repaired.
+    pub fn health(&self) -> &mdl_protocol::StoreHealth {
+        &self.health
+    }
+
+    /// Move a record that does not decode out of `tree` into the `damaged` tree, and report it.
+    fn set_aside(
+        &mut self,
+        tree: &str,
+        key: &[u8],
+        value: &[u8],
+        message: String,
+    ) -> Result<(), StoreError> {
+        let name = match (tree, key.len()) {
+            ("files", 12) => format!(
+                "files/{}/{}",
+                u64::from_be_bytes(key[..8].try_into().expect("8 bytes")),
+                u32::from_be_bytes(key[8..].try_into().expect("4 bytes"))
+            ),
+            ("jobs", 8) => format!(
+                "jobs/{}",
+                u64::from_be_bytes(key.try_into().expect("8 bytes"))
+            ),
+            _ => format!("{tree}/{key:?}"),
+        };
+        tracing::error!(record = %name, "DAMAGED STORE RECORD skipped and set aside: {message}");
+        let damaged = self.db.open_tree("damaged")?;
+        damaged.insert(name.as_bytes(), value)?;
+        match tree {
+            "files" => self.files.remove(key)?,
+            _ => self.jobs.remove(key)?,
+        };
+        self.health
+            .damaged
+            .push(mdl_protocol::DamagedRecord { key: name, message });
+        Ok(())
+    }
+
+    fn rebuild_queue(&mut self) -> Result<(), StoreError> {
+        let mut bad = Vec::new();
         for entry in self.files.iter() {
             let (key, value) = entry?;
-            let file: FileRecord = decode_record("files", &value)?;
+            let file: FileRecord = match decode_record("files", &value) {
+                Ok(file) => file,
+                Err(e) => {
+                    bad.push(("files", key.to_vec(), value.to_vec(), e.to_string()));
+                    continue;
+                }
+            };
             if let (Ok(id), Ok(index)) = (key[..8].try_into(), key[8..].try_into()) {
                 self.index_sha256(u64::from_be_bytes(id), u32::from_be_bytes(index), &file);
             }
         }
         self.queue.clear()?;
+        let mut jobs = Vec::new();
         for entry in self.jobs.iter() {
             let (key, value) = entry?;
-            let (mut job, schema): (JobRecord, u32) =
-                decode_upgraded(&format!("jobs/{key:?}"), &value, self.upgrade)?;
+            match decode_upgraded::<JobRecord>(&format!("jobs/{key:?}"), &value, self.upgrade) {
+                Ok(decoded) => jobs.push(decoded),
+                Err(e) => bad.push(("jobs", key.to_vec(), value.to_vec(), e.to_string())),
+            }
+        }
+        for (tree, key, value, message) in bad {
+            self.set_aside(tree, &key, &value, message)?;
+        }
+        for (mut job, schema) in jobs {
             self.index_destination(&job);
             if matches!(job.state, JobState::Running | JobState::Verifying) {
                 job.state = JobState::Queued;
@@ -207,6 +431,93 @@ impl Store {
                     .insert(queue_key(job.priority, job.seq), &job.id.to_be_bytes())?;
             }
         }
+        Ok(())
+    }
+
+    /// Compare the journal of added jobs with the records: report the jobs that are gone
+    /// (with their partial files), keep the id counter above every id ever given, and
+    /// compact the journal.
+    fn find_lost(&mut self, dir: &Path) -> Result<(), StoreError> {
+        let text = std::fs::read_to_string(journal_path(dir)).unwrap_or_default();
+        let mut expected = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            match serde_json::from_str::<JournalLine>(line) {
+                Ok(JournalLine::Added { id, source, dest }) => {
+                    expected.insert(id, (source, dest));
+                }
+                Ok(JournalLine::Removed { id }) => {
+                    expected.remove(&id);
+                }
+                Err(_) => {} // a line torn by a crash: its job was never acknowledged
+            }
+        }
+        let max_id = expected.keys().next_back().copied().unwrap_or(0);
+        let counter = self
+            .meta
+            .get("next_id")?
+            .and_then(|b| b.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        if counter < max_id {
+            tracing::error!(
+                counter,
+                max_id,
+                "the store's id counter went back; restoring it"
+            );
+            self.meta.insert("next_id", &max_id.to_be_bytes())?;
+        }
+        let mut kept = Vec::new();
+        for (id, (source, dest)) in expected {
+            if self.jobs.contains_key(id.to_be_bytes())? {
+                kept.push(JournalLine::Added { id, source, dest });
+                continue;
+            }
+            let prefix = format!(".mdl-{id}-");
+            let partial_files: Vec<String> = std::fs::read_dir(&dest)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name.starts_with(&prefix) && name.ends_with(".part")
+                })
+                .map(|e| e.path().display().to_string())
+                .collect();
+            tracing::error!(
+                job = id,
+                source = %crate::job::redact_url(&source),
+                dest = %dest,
+                partial_files = ?partial_files,
+                "LOST JOB: the store no longer holds this job; add it again (its partial files are listed)"
+            );
+            self.health.lost.push(mdl_protocol::LostJob {
+                id,
+                source: crate::job::redact_url(&source),
+                dest,
+                partial_files,
+            });
+        }
+        if !self.health.lost.is_empty()
+            || !self.health.damaged.is_empty()
+            || self.health.moved_aside.is_some()
+        {
+            // Keep the report beside the store: the next start no longer finds the losses.
+            let report = dir.with_extension(format!("recovery-{}.json", crate::job::now_ms()));
+            let _ = std::fs::write(
+                &report,
+                serde_json::to_vec_pretty(&self.health).unwrap_or_default(),
+            );
+        }
+        // Compact: only the jobs that exist stay in the journal.
+        let mut text = Vec::new();
+        for line in &kept {
+            text.extend(serde_json::to_vec(line).expect("journal lines serialize"));
+            text.push(b'\n');
+        }
+        let tmp = journal_path(dir).with_extension("journal.tmp");
+        std::fs::write(&tmp, &text).map_err(StoreError::Sync)?;
+        std::fs::rename(&tmp, journal_path(dir)).map_err(StoreError::Sync)?;
+        self.files_on_disk = std::sync::Arc::new(SledFiles::open(dir)?);
         Ok(())
     }
 
@@ -246,6 +557,13 @@ impl Store {
     pub fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         self.index_destination(job);
         let key = job.id.to_be_bytes();
+        if !self.jobs.contains_key(key)? {
+            self.files_on_disk.append(&JournalLine::Added {
+                id: job.id,
+                source: job.source.clone(),
+                dest: job.dest_dir.display().to_string(),
+            })?;
+        }
         if let Some(old) = self.jobs.insert(key, encode_record(job))? {
             let old = decode_job(&format!("jobs/{}", job.id), &old, self.upgrade)?;
             if old.priority != job.priority || !is_runnable(job.state) {
@@ -360,6 +678,8 @@ impl Store {
         }
         self.queue.remove(queue_key(job.priority, job.seq))?;
         self.jobs.remove(job.id.to_be_bytes())?;
+        self.files_on_disk
+            .append(&JournalLine::Removed { id: job.id })?;
         for key in self.files.scan_prefix(job.id.to_be_bytes()).keys() {
             self.files.remove(key?)?;
         }
@@ -380,16 +700,22 @@ impl Store {
         Ok(())
     }
 
-    /// Make every write so far durable.
+    /// Make every write so far durable: sled's flush, then an fsync of its files (sled writes
+    /// its log with `sync_file_range` on Linux, which flushes neither the drive's cache nor
+    /// the file's size, and its blob files with no sync at all).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
-        Ok(())
+        let files = self.files_on_disk.clone();
+        tokio::task::spawn_blocking(move || files.sync())
+            .await
+            .map_err(|e| StoreError::Sync(std::io::Error::other(e.to_string())))?
+            .map_err(StoreError::Sync)
     }
 
     /// Make every write so far durable, blocking.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
+        self.files_on_disk.sync().map_err(StoreError::Sync)
     }
 }
 
@@ -461,8 +787,10 @@ mod tests {
         let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
         assert_eq!(store.queue_order().unwrap(), vec![2, 1]);
         assert_eq!(store.get_job(1).unwrap().unwrap().state, JobState::Queued);
-        assert_eq!(store.next_id().unwrap(), 1);
-        assert_eq!(store.next_id().unwrap(), 2);
+        // Ids 1 to 3 are taken (the journal knows them even though the counter was never
+        // used): the counter never gives them again.
+        assert_eq!(store.next_id().unwrap(), 4);
+        assert_eq!(store.next_id().unwrap(), 5);
     }
 
     #[test]
@@ -494,5 +822,111 @@ mod tests {
         let err =
             decode_record::<JobRecord>("jobs/1", br#"{"schema": 99, "record": {}}"#).unwrap_err();
         assert!(err.to_string().contains("upgrade mdld"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::tests::job;
+    use super::*;
+
+    fn open(dir: &Path) -> Store {
+        Store::open(dir, |_, _| Ok(())).unwrap()
+    }
+
+    #[test]
+    fn a_damaged_record_is_set_aside_and_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        {
+            let store = open(&store_dir);
+            store.put_job(&job(1, 0, 1)).unwrap();
+            store.put_job(&job(2, 0, 2)).unwrap();
+            // Flip a byte inside job 2's record: the checksum catches it.
+            let mut bytes = store
+                .jobs
+                .get(2u64.to_be_bytes())
+                .unwrap()
+                .unwrap()
+                .to_vec();
+            let at = bytes.iter().position(|&b| b == b'1').unwrap();
+            bytes[at] = b'7';
+            store.jobs.insert(2u64.to_be_bytes(), bytes).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = open(&store_dir);
+        let health = store.health();
+        assert_eq!(health.damaged.len(), 1, "{health:?}");
+        assert_eq!(health.damaged[0].key, "jobs/2");
+        assert!(health.damaged[0].message.contains("checksum"), "{health:?}");
+        assert_eq!(store.all_jobs().unwrap().len(), 1);
+        // Job 2 is gone from the records, so the journal reports it lost too.
+        assert_eq!(
+            health.lost.iter().map(|l| l.id).collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn lost_jobs_are_listed_with_their_partial_files_and_ids_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        let dest = dir.path().join("dest");
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(dest.join(".mdl-3-0.part"), b"partial").unwrap();
+        {
+            let store = open(&store_dir);
+            for id in 1..=3 {
+                assert_eq!(store.next_id().unwrap(), id);
+                let mut record = job(id, 0, id);
+                record.dest_dir = dest.clone();
+                store.put_job(&record).unwrap();
+            }
+            store
+                .delete_job(&store.get_job(1).unwrap().unwrap())
+                .unwrap();
+            // What a damaged log does: records vanish without a word, the counter goes back.
+            store.jobs.remove(3u64.to_be_bytes()).unwrap();
+            store.meta.insert("next_id", &1u64.to_be_bytes()).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = open(&store_dir);
+        let lost = &store.health().lost;
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert_eq!(lost[0].id, 3);
+        assert_eq!(
+            lost[0].partial_files,
+            vec![dest.join(".mdl-3-0.part").display().to_string()]
+        );
+        assert_eq!(store.next_id().unwrap(), 4, "ids are never given twice");
+    }
+
+    #[test]
+    fn a_store_that_cannot_open_is_moved_aside_and_a_held_lock_names_its_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        {
+            let store = open(&store_dir);
+            store.put_job(&job(1, 0, 1)).unwrap();
+            store.flush_blocking().unwrap();
+            let err = Store::open(&store_dir, |_, _| Ok(())).err().unwrap();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("pid {}", std::process::id())),
+                "{text}"
+            );
+        }
+        // Garbage where sled keeps its config: it cannot open.
+        std::fs::write(store_dir.join("conf"), b"\xff\xff garbage").unwrap();
+        let store = open(&store_dir);
+        let health = store.health();
+        let aside = health.moved_aside.clone().expect("moved aside");
+        assert!(aside.contains("store.broken-"), "{aside}");
+        assert!(Path::new(&aside).exists());
+        assert!(store.all_jobs().unwrap().is_empty());
+        assert_eq!(
+            health.lost.iter().map(|l| l.id).collect::<Vec<_>>(),
+            vec![1]
+        );
     }
 }

@@ -236,6 +236,14 @@ impl Client {
         self.call_daemon(&Request::DaemonStatus).await
     }
 
+    /// What the daemon found wrong with its store and repaired, and whether it can write now.
+    pub async fn store_health(&mut self) -> Result<crate::StoreHealth, ClientError> {
+        match self.call(&Request::StoreHealth).await? {
+            Response::StoreHealth(health) => Ok(health),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Change how many jobs may run at once.
     pub async fn set_concurrency(&mut self, max: u32) -> Result<DaemonInfo, ClientError> {
         self.call_daemon(&Request::SetConcurrency(max)).await

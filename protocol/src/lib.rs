@@ -36,6 +36,7 @@ pub use request::{
     RemoveRequest, Request, Secret, SetPriorityRequest, Target, VerifyRequest, FORWARDED_ENV,
 };
 pub use response::{
-    AddOutcome, AddReply, DaemonInfo, ErrorReply, HubTokenInfo, PlanInfo, PlannedFile, Response,
+    AddOutcome, AddReply, DaemonInfo, DamagedRecord, ErrorReply, HubTokenInfo, LostJob, PlanInfo,
+    PlannedFile, Response, StoreHealth,
 };
 pub use types::{ErrorInfo, ErrorKind, FileInfo, FileState, JobId, JobInfo, JobState};

@@ -65,6 +65,9 @@ pub enum Request {
     SetHubToken(HubTokenRequest),
     /// Which hubs have a stored token, never the tokens themselves (replies `HubTokens`).
     HubTokens,
+    /// What the daemon found wrong with its store and repaired at start, and whether it is
+    /// writing now (answered with [`crate::Response::StoreHealth`]). Appended in 0.1.0.
+    StoreHealth,
 }
 
 impl Request {
@@ -87,6 +90,7 @@ impl Request {
             Request::Verify(_) => "verify",
             Request::SetHubToken(_) => "set_hub_token",
             Request::HubTokens => "hub_tokens",
+            Request::StoreHealth => "store_health",
         }
     }
 }

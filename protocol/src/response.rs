@@ -30,6 +30,8 @@ pub enum Response {
     /// Part of a list too large for one frame: more jobs follow, and the reply ends with
     /// `Jobs` holding the last part. A client joins the parts in order. Appended.
     JobsPart(Vec<JobInfo>),
+    /// The store's health (reply to [`crate::Request::StoreHealth`]). Appended in 0.1.0.
+    StoreHealth(StoreHealth),
 }
 
 /// Whether the daemon keeps a token for a hub (the token itself never leaves the daemon).
@@ -136,4 +138,44 @@ pub struct PlanInfo {
     pub revision: Option<String>,
     /// The files.
     pub files: Vec<PlannedFile>,
+}
+
+/// What the daemon found wrong with its store when it started, what it did about it, and
+/// whether the store accepts writes now. Empty lists and `None`s mean a healthy store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// The store could not be opened and was moved here; the daemon started with an empty one.
+    pub moved_aside: Option<String>,
+    /// Why the store could not be opened.
+    pub open_error: Option<String>,
+    /// Records that failed to decode or to pass their checksum: skipped (kept aside in the
+    /// store's `damaged` tree), never silently dropped.
+    pub damaged: Vec<DamagedRecord>,
+    /// Jobs the store should hold (by its journal of added jobs) but does not.
+    pub lost: Vec<LostJob>,
+    /// Set while the store cannot write (e.g. the data directory is full): why. Running jobs
+    /// are paused and the daemon retries by itself.
+    pub write_error: Option<String>,
+}
+
+/// A store record that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedRecord {
+    /// Which record (`jobs/7`, `files/7/0`).
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// A job whose record is gone from the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostJob {
+    /// Its id.
+    pub id: u64,
+    /// Its source, to add it again.
+    pub source: String,
+    /// Its destination directory.
+    pub dest: String,
+    /// Partial files of it still on disk.
+    pub partial_files: Vec<String>,
 }

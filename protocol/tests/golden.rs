@@ -194,6 +194,7 @@ fn request_frames_still_decode() {
             bytes_per_second: Some(5_000_000),
         }),
     );
+    check("request_store_health", Request::StoreHealth);
     check(
         "request_verify",
         Request::Verify(VerifyRequest {
@@ -214,6 +215,24 @@ fn request_frames_still_decode() {
 #[test]
 fn response_and_event_frames_still_decode() {
     check("response_ok", Response::Ok);
+    check(
+        "response_store_health",
+        Response::StoreHealth(mdl_protocol::StoreHealth {
+            moved_aside: Some("/data/store.broken-1700000000".into()),
+            open_error: Some("corrupted snapshot".into()),
+            damaged: vec![mdl_protocol::DamagedRecord {
+                key: "jobs/7".into(),
+                message: "checksum mismatch".into(),
+            }],
+            lost: vec![mdl_protocol::LostJob {
+                id: 9,
+                source: "https://h/m.bin".into(),
+                dest: "/d".into(),
+                partial_files: vec!["/d/.mdl-9-0.part".into()],
+            }],
+            write_error: Some("no space left on device".into()),
+        }),
+    );
     check(
         "response_error",
         Response::Error(ErrorReply::new(ErrorKind::NotFound, "no such file")),

@@ -46,11 +46,53 @@ async fn status(ctx: &Ctx) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let info = client.daemon_status().await?;
+    // A daemon older than the store-health request answers with an error: no report then.
+    let health = client.store_health().await.ok();
     if ctx.json {
-        emit_json(&info)
+        let mut value = serde_json::to_value(&info)?;
+        if let (Some(map), Some(health)) = (value.as_object_mut(), &health) {
+            map.insert("store".into(), serde_json::to_value(health)?);
+        }
+        emit_json(&value)
     } else {
-        emit(daemon_info_text(&info).trim_end())
+        let mut text = daemon_info_text(&info).trim_end().to_string();
+        if let Some(health) = &health {
+            text.push_str(&store_health_text(health));
+        }
+        emit(text)
     }
+}
+
+/// The store's problems, loudly, for `daemon status` (empty when the store is healthy).
+fn store_health_text(health: &mdl_protocol::StoreHealth) -> String {
+    let mut text = String::new();
+    if let Some(aside) = &health.moved_aside {
+        text.push_str(&format!(
+            "\nWARNING: the store could not be opened ({}); it was moved to {aside} and mdld started with an empty one",
+            health.open_error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    for record in &health.damaged {
+        text.push_str(&format!(
+            "\nWARNING: damaged store record {} skipped: {}",
+            record.key, record.message
+        ));
+    }
+    for lost in &health.lost {
+        text.push_str(&format!(
+            "\nWARNING: job {} was lost from the store: {} -> {}",
+            lost.id, lost.source, lost.dest
+        ));
+        for part in &lost.partial_files {
+            text.push_str(&format!("\n  partial file left on disk: {part}"));
+        }
+    }
+    if let Some(error) = &health.write_error {
+        text.push_str(&format!(
+            "\nWARNING: the store cannot write ({error}); running jobs are paused until space is back"
+        ));
+    }
+    text
 }
 
 /// `daemon start`: start one unless one answers, and wait until it does.

@@ -67,9 +67,10 @@ fn integrity(message: String) -> FetchError {
 /// and make the rename durable.
 pub fn install(part: &Path, dest: &Path) -> io::Result<()> {
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)?;
+        create_dir_all_durable(parent)?;
     }
     std::fs::rename(part, dest)?;
+    super::sidecar::remove(part);
     sync_dir(dest.parent())
 }
 
@@ -77,7 +78,7 @@ pub fn install(part: &Path, dest: &Path) -> io::Result<()> {
 /// hard link, else a copy. An existing entry at `link` is replaced.
 pub fn link_file(target: &Path, link: &Path) -> std::io::Result<()> {
     if let Some(parent) = link.parent() {
-        std::fs::create_dir_all(parent)?;
+        create_dir_all_durable(parent)?;
     }
     match std::fs::symlink_metadata(link) {
         Ok(_) => std::fs::remove_file(link)?,
@@ -112,10 +113,95 @@ pub fn file_stamp(path: &Path) -> Option<(u64, i64)> {
     Some((meta.len(), modified))
 }
 
+/// The sub-second part (nanoseconds) of a file's modification time.
+pub fn file_mtime_nanos(path: &Path) -> Option<u32> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(
+        modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .subsec_nanos(),
+    )
+}
+
+/// How [`place_copy`] put a file in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    /// A reflink (`FICLONE`): shares blocks copy-on-write, costs no space or time.
+    Reflink,
+    /// A hard link (only when the settings allow it): one inode for both paths.
+    HardLink,
+    /// A full copy.
+    Copy,
+}
+
+/// Put a copy of `source` at `dest` (replacing it): a reflink where the filesystem has one,
+/// else a hard link if `hard_links` allows it, else a copy; a clone or copy is fsynced.
+pub fn place_copy(source: &Path, dest: &Path, hard_links: bool) -> io::Result<CopyKind> {
+    let _ = std::fs::remove_file(dest);
+    if reflink(source, dest).is_ok() {
+        std::fs::File::open(dest)?.sync_all()?;
+        return Ok(CopyKind::Reflink);
+    }
+    let _ = std::fs::remove_file(dest);
+    if hard_links && std::fs::hard_link(source, dest).is_ok() {
+        return Ok(CopyKind::HardLink);
+    }
+    std::fs::copy(source, dest)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dest)?
+        .sync_all()?;
+    Ok(CopyKind::Copy)
+}
+
+#[cfg(target_os = "linux")]
+fn reflink(source: &Path, dest: &Path) -> io::Result<()> {
+    let src = std::fs::File::open(source)?;
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)?;
+    rustix::fs::ioctl_ficlone(&dst, &src).map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reflink(_source: &Path, _dest: &Path) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Create `dir` and its missing parents, and fsync each new directory's parent so that the
+/// new entries survive a power cut.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if d.as_os_str().is_empty() || d.exists() {
+            break;
+        }
+        missing.push(d);
+        at = d.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        let parent = d.parent().filter(|p| !p.as_os_str().is_empty());
+        sync_dir(Some(parent.unwrap_or(Path::new("."))))?;
+    }
+    Ok(())
+}
+
+/// Delete one partial file and its sidecar.
+pub fn remove_partial(part: &Path) {
+    let _ = std::fs::remove_file(part);
+    super::sidecar::remove(part);
+}
+
 /// Delete the partial files of a job's first `count` files (at least one) in `dest_dir`.
 pub fn remove_partials(dest_dir: &Path, job: mdl_protocol::JobId, count: u32) {
     for index in 0..count.max(1) {
-        let _ = std::fs::remove_file(crate::job::part_path(dest_dir, job, index));
+        let part = crate::job::part_path(dest_dir, job, index);
+        let _ = std::fs::remove_file(&part);
+        super::sidecar::remove(&part);
     }
 }
 

@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod retry;
 pub mod segmented;
 pub mod segments;
+pub mod sidecar;
 pub mod space;
 pub mod writer;
 
@@ -41,6 +42,10 @@ const PROGRESS_STEP: u64 = 64 * 1024;
 
 /// How long one connection runs before the engine decides whether to split the file.
 const SPLIT_PROBE: Duration = Duration::from_millis(150);
+
+/// A buffer is handed to the writer after this long even when it is not full: on a slow link
+/// what a kill -9 can lose (received, not yet written) stays small.
+pub const WRITE_AFTER: Duration = Duration::from_millis(100);
 
 /// Buffers (of `write_buffer_bytes` each) queued to a writer thread before receiving waits:
 /// bounds memory per file, and the bytes a crash can lose beyond the last checkpoint.
@@ -278,9 +283,30 @@ impl Engine {
     ) -> Result<Digests, FetchError> {
         let mut checkpoint = spec.checkpoint.clone();
         // Trust only ranges that are really inside the partial file.
-        let on_disk = std::fs::metadata(&spec.part_path)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let on_disk = std::fs::metadata(&spec.part_path).map(|m| m.len()).ok();
+        let boot = sidecar::boot_id();
+        let sidecar_path = sidecar::path_for(&spec.part_path);
+        match (on_disk, sidecar::read(&sidecar_path)) {
+            // Same boot: the page cache still holds every range whose pwrite returned, and the
+            // sidecar is newer than the store's durable checkpoint.
+            (Some(_), Some(written)) if Some(&written.boot_id) == boot.as_ref() => {
+                tracing::debug!(
+                    durable = checkpoint.ranges.covered(),
+                    written = written.ranges.covered(),
+                    "same boot: trusting the written ranges"
+                );
+                checkpoint.ranges = written.ranges;
+                checkpoint.total = written.total;
+                checkpoint.etag = written.etag;
+                checkpoint.last_modified = written.last_modified;
+            }
+            (Some(_), Some(_)) => tracing::info!(
+                durable = checkpoint.ranges.covered(),
+                "the machine rebooted since these bytes were written: trusting only the durable ranges"
+            ),
+            _ => {}
+        }
+        let on_disk = on_disk.unwrap_or(0);
         let mut kept = RangeSet::new();
         for &(start, end) in checkpoint.ranges.ranges() {
             kept.insert(start, end.min(on_disk));
@@ -288,12 +314,20 @@ impl Engine {
         checkpoint.ranges = kept;
         let prefix = checkpoint.ranges.contiguous_prefix();
         let sink: Arc<dyn CheckpointSink> = observer.clone() as Arc<dyn CheckpointSink>;
-        let mut writer = WriterHandle::spawn(
+        let sidecar = match boot {
+            Some(boot) => Some(
+                sidecar::Sidecar::open(&sidecar_path, boot)
+                    .map_err(|e| io_failure("cannot open the partial file's sidecar", e))?,
+            ),
+            None => None,
+        };
+        let mut writer = WriterHandle::spawn_with(
             &spec.part_path,
-            checkpoint.ranges.clone(),
+            checkpoint.clone(),
             spec.hashes,
             sink,
             WRITE_QUEUE_DEPTH,
+            sidecar,
         )
         .map_err(|e| io_failure("cannot open the partial file", e))?;
         let mut attempt = Attempt {
@@ -348,6 +382,55 @@ fn build_client(
             format!("cannot set up the HTTP client: {}", describe_reqwest(&e)),
         )
     })
+}
+
+/// Decides when one connection has stalled: no byte for `max(stall_min, 20 × the longest of
+/// its recent waits for a chunk)`, and never longer than `stall_timeout`. A steady slow link
+/// (a chunk every 200 ms at 50 KB/s) keeps a limit of a few seconds; a bursty one earns a
+/// longer one from its own gaps.
+pub(crate) struct StallClock {
+    recent: [Duration; 16],
+    next: usize,
+    min: Duration,
+    max: Duration,
+}
+
+impl StallClock {
+    /// A clock for a new connection.
+    pub(crate) fn new(settings: &EngineSettings) -> StallClock {
+        StallClock {
+            recent: [Duration::ZERO; 16],
+            next: 0,
+            min: settings.stall_min,
+            max: settings.stall_timeout,
+        }
+    }
+
+    /// How long the next wait for a chunk may last.
+    pub(crate) fn limit(&self) -> Duration {
+        let longest = self.recent.iter().max().copied().unwrap_or_default();
+        longest.saturating_mul(20).max(self.min).min(self.max)
+    }
+
+    /// A chunk arrived after waiting `waited` for it.
+    pub(crate) fn arrived(&mut self, waited: Duration) {
+        self.recent[self.next % self.recent.len()] = waited;
+        self.next += 1;
+    }
+
+    /// Wait for the next chunk of `stream`; `Err(limit)` when it stalled.
+    pub(crate) async fn next(
+        &mut self,
+        stream: &mut BodyStream,
+    ) -> Result<Option<reqwest::Result<bytes::Bytes>>, Duration> {
+        let limit = self.limit();
+        let started = Instant::now();
+        let next = tokio::time::timeout(limit, stream.next())
+            .await
+            .map_err(|_| limit)?;
+        self.arrived(started.elapsed());
+        Ok(next)
+    }
 }
 
 /// The state of one fetch across its attempts.
@@ -625,6 +708,8 @@ impl<'a> Attempt<'a> {
         let mut buffer_start = self.pos;
         let mut last_checkpoint_pos = self.pos;
         let mut last_checkpoint_at = Instant::now();
+        let mut stall = StallClock::new(settings);
+        let mut buffer_since = Instant::now();
         // Bytes not yet covered by a durable checkpoint are at most: those since the last
         // checkpoint, plus the writer queue, plus the buffer being filled. Checkpoint often
         // enough that their sum stays within `checkpoint_bytes`.
@@ -637,14 +722,16 @@ impl<'a> Attempt<'a> {
         let result: Result<bool, AttemptError> = loop {
             let next = tokio::select! {
                 _ = self.cancel.cancelled() => break Err(AttemptError::Stop(FetchError::Interrupted)),
-                n = tokio::time::timeout(settings.stall_timeout, stream.next()) => n,
+                n = stall.next(&mut stream) => n,
             };
             match next {
-                Err(_) => {
-                    break Err(retry(format!(
-                        "stalled: no data for {:?}",
-                        settings.stall_timeout
-                    )))
+                Err(limit) => {
+                    // Replace the connection at once: resuming costs one request.
+                    break Err(AttemptError::Retry {
+                        message: format!("stalled: no data for {:.1} s", limit.as_secs_f64()),
+                        retry_after: Some(Duration::ZERO),
+                        rate_limited: false,
+                    });
                 }
                 Ok(None) => break Ok(false),
                 Ok(Some(Err(e))) => {
@@ -665,7 +752,10 @@ impl<'a> Attempt<'a> {
                             )));
                         }
                     }
-                    if buffer.len() >= settings.write_buffer_bytes {
+                    if buffer.len() >= settings.write_buffer_bytes
+                        || buffer_since.elapsed() >= WRITE_AFTER
+                    {
+                        buffer_since = Instant::now();
                         let data = buffer.split().freeze();
                         writer
                             .write(buffer_start, data)

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures::StreamExt;
 use mdl_protocol::ErrorKind;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::OwnedSemaphorePermit;
@@ -25,7 +24,7 @@ use super::writer::{WriterHandle, WriterSender};
 use super::{
     content_range, describe_reqwest, endpoint_of, header_string, if_range_validator,
     original_endpoint, retry, send, status_error, stop_io, Attempt, AttemptError, BodyStream,
-    Engine, FetchError, WRITE_QUEUE_DEPTH,
+    Engine, FetchError, StallClock, WRITE_AFTER, WRITE_QUEUE_DEPTH,
 };
 use crate::ranges::RangeSet;
 
@@ -273,6 +272,10 @@ async fn worker(shared: Arc<Shared>, id: WorkerId, mut first: Option<FirstRespon
                         shared.table().release(id);
                         (message, None, kept > 0)
                     }
+                    StreamOutcome::Stalled(message) => {
+                        shared.table().release(id);
+                        (message, Some(Duration::ZERO), kept > 0)
+                    }
                 }
             }
             Err(Opened::NoWork) => return WorkerEnd::Done,
@@ -423,8 +426,11 @@ enum StreamOutcome {
     Cancelled,
     /// The writer thread stopped.
     WriterGone,
-    /// The connection broke or stalled; the rest of the range goes back to the table.
+    /// The connection broke; the rest of the range goes back to the table.
     Broken(String),
+    /// The connection stalled; the rest of the range goes back to the table and a new
+    /// connection takes it over at once (no backoff).
+    Stalled(String),
 }
 
 /// Read a response for the range starting at `start`, keeping only what is still this
@@ -440,16 +446,18 @@ async fn stream_range(
     let mut buffer = BytesMut::with_capacity(buffer_size);
     let mut buffer_start = start;
     let mut offset = start;
+    let mut stall = StallClock::new(settings);
+    let mut buffer_since = Instant::now();
     let outcome = loop {
         let next = tokio::select! {
             _ = shared.cancel.cancelled() => break StreamOutcome::Cancelled,
-            next = tokio::time::timeout(settings.stall_timeout, stream.next()) => next,
+            next = stall.next(&mut stream) => next,
         };
         let chunk = match next {
-            Err(_) => {
-                break StreamOutcome::Broken(format!(
-                    "stalled: no data for {:?}",
-                    settings.stall_timeout
+            Err(limit) => {
+                break StreamOutcome::Stalled(format!(
+                    "stalled: no data for {:.1} s",
+                    limit.as_secs_f64()
                 ))
             }
             Ok(None) => {
@@ -470,7 +478,9 @@ async fn stream_range(
         buffer.extend_from_slice(&chunk[..keep as usize]);
         offset += keep;
         shared.received.fetch_add(keep, Ordering::Relaxed);
-        if buffer.len() >= buffer_size || done {
+        let stale = !buffer.is_empty() && buffer_since.elapsed() >= WRITE_AFTER;
+        if buffer.len() >= buffer_size || done || stale {
+            buffer_since = Instant::now();
             if shared
                 .writer
                 .write(buffer_start, buffer.split().freeze())

@@ -20,6 +20,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use super::sidecar::Sidecar;
 use crate::job::FileCheckpoint;
 use crate::ranges::RangeSet;
 
@@ -167,6 +168,8 @@ struct WriterState {
     syncer: Syncer,
     /// The validators of the last checkpoint, for the checkpoint written when a write fails.
     validators: FileCheckpoint,
+    /// Where the written ranges go at once (no fsync), if the boot is known.
+    sidecar: Option<Sidecar>,
 }
 
 /// Makes checkpoints durable on its own thread, so `fdatasync` never stalls the writes behind
@@ -277,11 +280,26 @@ impl WriterState {
     fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         write_all_at(&self.file, data, offset)?;
         self.ranges.insert(offset, offset + data.len() as u64);
+        self.record_written()?;
         if offset == self.hashed {
             self.hashers.update(data);
             self.hashed += data.len() as u64;
         }
         self.catch_up_hash()
+    }
+
+    /// Tell the sidecar what is written now (the data's `pwrite` has returned).
+    fn record_written(&mut self) -> io::Result<()> {
+        if let Some(sidecar) = &mut self.sidecar {
+            let v = &self.validators;
+            sidecar.record(
+                &self.ranges,
+                v.total,
+                v.etag.as_deref(),
+                v.last_modified.as_deref(),
+            )?;
+        }
+        Ok(())
     }
 
     /// Hash whatever part of the contiguous prefix the in-order path has not seen, reading it
@@ -326,13 +344,13 @@ fn preallocate(_file: &File, _len: u64) -> io::Result<()> {
 }
 
 #[cfg(unix)]
-fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+pub(super) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(data, offset)
 }
 
 #[cfg(windows)]
-fn write_all_at(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+pub(super) fn write_all_at(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !data.is_empty() {
         let n = file.seek_write(data, offset)?;
@@ -345,7 +363,8 @@ fn write_all_at(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()>
 impl WriterHandle {
     /// Open (or create) the partial file and start the writer thread. `existing` are the
     /// ranges already in the file from an earlier attempt; their contiguous prefix is hashed
-    /// first (read back from disk).
+    /// first (read back from disk). No sidecar: written ranges are not recorded between
+    /// checkpoints (see [`WriterHandle::spawn_with`]).
     pub fn spawn(
         path: &Path,
         existing: RangeSet,
@@ -353,8 +372,31 @@ impl WriterHandle {
         sink: Arc<dyn CheckpointSink>,
         queue_depth: usize,
     ) -> io::Result<WriterHandle> {
+        Self::spawn_with(
+            path,
+            FileCheckpoint {
+                ranges: existing,
+                ..Default::default()
+            },
+            plan,
+            sink,
+            queue_depth,
+            None,
+        )
+    }
+
+    /// Like [`WriterHandle::spawn`], starting from `existing` (its ranges and validators),
+    /// and recording every write in `sidecar` as soon as its `pwrite` returns.
+    pub fn spawn_with(
+        path: &Path,
+        existing: FileCheckpoint,
+        plan: HashPlan,
+        sink: Arc<dyn CheckpointSink>,
+        queue_depth: usize,
+        sidecar: Option<Sidecar>,
+    ) -> io::Result<WriterHandle> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            super::finalize::create_dir_all_durable(parent)?;
         }
         let file = OpenOptions::new()
             .read(true)
@@ -366,11 +408,12 @@ impl WriterHandle {
         let syncer = Syncer::new(file.try_clone()?, sink);
         let mut state = WriterState {
             file,
-            ranges: existing,
+            ranges: existing.ranges.clone(),
             hashed: 0,
             hashers: Hashers::new(plan),
             syncer,
-            validators: FileCheckpoint::default(),
+            validators: existing,
+            sidecar,
         };
         let thread = std::thread::Builder::new()
             .name("mdl-writer".into())
@@ -408,14 +451,21 @@ impl WriterState {
                 Message::Preallocate(len) => preallocate(&self.file, len)?,
                 Message::Checkpoint(mut checkpoint) => {
                     checkpoint.ranges = self.ranges.clone();
+                    let validators_changed = self.validators.etag != checkpoint.etag
+                        || self.validators.total != checkpoint.total
+                        || self.validators.last_modified != checkpoint.last_modified;
                     self.validators = checkpoint.clone();
+                    if validators_changed {
+                        self.record_written()?;
+                    }
                     self.syncer.checkpoint(checkpoint)?;
                 }
                 Message::Truncate => {
                     self.syncer.invalidate();
                     self.validators = FileCheckpoint::default();
-                    self.file.set_len(0)?;
                     self.ranges.clear();
+                    self.record_written()?;
+                    self.file.set_len(0)?;
                     self.hashed = 0;
                     self.hashers = Hashers::new(self.hashers.plan);
                 }

@@ -74,6 +74,11 @@ pub async fn dispatch(services: &Services, request: Request) -> Reply {
         Request::List => query::list(services).await,
         Request::Status(id) => query::status(services, id).await,
         Request::DaemonStatus => query::daemon_status(services).await,
+        Request::StoreHealth => {
+            services
+                .call(|s| Ok(Response::StoreHealth(s.store_health())))
+                .await
+        }
         Request::Pause(target) => control::pause(services, target).await,
         Request::Resume(target) => {
             let f = move |s: &mut Scheduler| control::resume(s, target);

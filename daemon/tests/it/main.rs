@@ -3,6 +3,7 @@
 //! One test binary with a module tree, so it links once.
 
 mod civitai;
+mod durability;
 mod engine;
 mod external;
 mod hf;
