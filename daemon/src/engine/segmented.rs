@@ -325,95 +325,89 @@ async fn open_next(shared: &Shared, id: WorkerId) -> Result<FirstResponse, Opene
     let Some((start, end)) = shared.table().next(id) else {
         return Err(Opened::NoWork);
     };
-    let mut request = shared
+    let response = tokio::select! {
+        _ = shared.cancel.cancelled() => Err(Opened::End(WorkerEnd::Done)),
+        response = send(&shared.engine, range_request(shared, start, end)) => {
+            response.map_err(|e| match e {
+                AttemptError::Retry { message, retry_after, .. } => Opened::Retry(message, retry_after),
+                stop => Opened::End(WorkerEnd::Failed(stop)),
+            })
+        }
+    };
+    let opened = response.and_then(|response| judge_range_response(shared, start, end, response));
+    match opened {
+        Ok(response) => Ok(FirstResponse {
+            response: Box::pin(response.bytes_stream()),
+            start,
+            slot,
+        }),
+        Err(not_opened) => {
+            // The range goes back to the table for whoever takes it next.
+            shared.table().release(id);
+            Err(not_opened)
+        }
+    }
+}
+
+/// `GET` of bytes `start..end` of the file, validated by `If-Range` when a validator is known.
+fn range_request(shared: &Shared, start: u64, end: u64) -> reqwest::RequestBuilder {
+    let request = shared
         .engine
         .http
         .get(&shared.url)
         .headers(shared.headers.clone())
         .header(header::ACCEPT_ENCODING, "identity")
         .header(header::RANGE, format!("bytes={start}-{}", end - 1));
-    if let Some(validator) = &shared.if_range {
-        request = request.header(header::IF_RANGE, validator.clone());
+    match &shared.if_range {
+        Some(validator) => request.header(header::IF_RANGE, validator.clone()),
+        None => request,
     }
-    let response = tokio::select! {
-        _ = shared.cancel.cancelled() => {
-            shared.table().release(id);
-            return Err(Opened::End(WorkerEnd::Done));
-        }
-        response = send(&shared.engine, request) => response,
-    };
-    let fail = |message: String, retry_after: Option<Duration>| {
-        shared.table().release(id);
-        Err(Opened::Retry(message, retry_after))
-    };
-    let response = match response {
-        Ok(response) => response,
-        Err(e) => {
-            return match e {
-                AttemptError::Retry {
-                    message,
-                    retry_after,
-                    ..
-                } => fail(message, retry_after),
-                AttemptError::Stop(err) => {
-                    shared.table().release(id);
-                    Err(Opened::End(WorkerEnd::Failed(AttemptError::Stop(err))))
-                }
-            }
-        }
-    };
+}
+
+/// Whether the server still has the version this download started with (by ETag).
+fn same_version(shared: &Shared, headers: &HeaderMap) -> bool {
+    match (&shared.etag, header_string(headers, header::ETAG)) {
+        (Some(old), Some(new)) => *old == new,
+        _ => true,
+    }
+}
+
+/// Accept a `206` for exactly the range asked, of the same version; anything else says how the
+/// worker goes on (retry, another version, no range support, or a failure).
+fn judge_range_response(
+    shared: &Shared,
+    start: u64,
+    end: u64,
+    response: reqwest::Response,
+) -> Result<reqwest::Response, Opened> {
     let status = response.status().as_u16();
     let headers = response.headers();
     match status {
-        206 => {
-            let same_version = match (&shared.etag, header_string(headers, header::ETAG)) {
-                (Some(old), Some(new)) => *old == new,
-                _ => true,
-            };
-            if !same_version {
-                shared.table().release(id);
-                return Err(Opened::End(WorkerEnd::Changed));
+        206 if !same_version(shared, headers) => Err(Opened::End(WorkerEnd::Changed)),
+        206 => match content_range(headers) {
+            Some((got, total)) if got == start && total.is_none_or(|t| t == shared.total) => {
+                Ok(response)
             }
-            match content_range(headers) {
-                Some((got, total)) if got == start && total.is_none_or(|t| t == shared.total) => {
-                    Ok(FirstResponse {
-                        response: Box::pin(response.bytes_stream()),
-                        start,
-                        slot,
-                    })
-                }
-                _ => fail(
-                    format!("unexpected Content-Range for bytes {start}-{}", end - 1),
-                    None,
-                ),
-            }
+            _ => Err(Opened::Retry(
+                format!("unexpected Content-Range for bytes {start}-{}", end - 1),
+                None,
+            )),
+        },
+        200 if same_version(shared, headers) => Err(Opened::End(WorkerEnd::NoRanges)),
+        200 => Err(Opened::End(WorkerEnd::Changed)),
+        403 | 410 if endpoint_of(response.url()) != original_endpoint(&shared.url) => {
+            Err(Opened::Retry(
+                format!("HTTP {status} from a redirect target (signed URL expired?)"),
+                Some(Duration::ZERO),
+            ))
         }
-        200 => {
-            shared.table().release(id);
-            let same_version = match (&shared.etag, header_string(headers, header::ETAG)) {
-                (Some(old), Some(new)) => *old == new,
-                _ => true,
-            };
-            Err(Opened::End(if same_version {
-                WorkerEnd::NoRanges
-            } else {
-                WorkerEnd::Changed
-            }))
-        }
-        403 | 410 if endpoint_of(response.url()) != original_endpoint(&shared.url) => fail(
-            format!("HTTP {status} from a redirect target (signed URL expired?)"),
-            Some(Duration::ZERO),
-        ),
         _ => match status_error(status, headers, &crate::job::redact_url(&shared.url)) {
             AttemptError::Retry {
                 message,
                 retry_after,
                 ..
-            } => fail(message, retry_after),
-            stop => {
-                shared.table().release(id);
-                Err(Opened::End(WorkerEnd::Failed(stop)))
-            }
+            } => Err(Opened::Retry(message, retry_after)),
+            stop => Err(Opened::End(WorkerEnd::Failed(stop))),
         },
     }
 }
