@@ -448,6 +448,14 @@ struct Attempt<'a> {
     single_stream: bool,
 }
 
+/// What an attempt's response turned out to be.
+enum Accepted {
+    /// We have every byte already (a `416` for exactly our length).
+    AlreadyComplete,
+    /// A body to read; `ranges_ok` when the server takes ranges (so segments may follow).
+    Body { ranges_ok: bool },
+}
+
 /// One failed attempt.
 enum AttemptError {
     /// Worth retrying; `progressed` resets the failure count.
@@ -521,6 +529,8 @@ impl<'a> Attempt<'a> {
         req
     }
 
+    /// One attempt: a connection slot, one request, the response judged, its body read (split
+    /// into segments if the one connection proves slow).
     async fn once(&mut self, writer: &mut WriterHandle) -> Result<(), AttemptError> {
         if let Some(total) = self.checkpoint.total {
             if self.pos >= total && self.pos > 0 {
@@ -536,10 +546,28 @@ impl<'a> Attempt<'a> {
             r = send(self.engine, self.request()) => r,
         };
         let response = response?;
+        match self.accept(&response, writer).await? {
+            Accepted::AlreadyComplete => Ok(()),
+            Accepted::Body { ranges_ok } => self.read(response, slot, ranges_ok, writer).await,
+        }
+    }
+
+    /// Judge a response against what we have: adopt a `200` (starting over when we had bytes)
+    /// or a matching `206`; start over on a changed file; a `416` for exactly what we have
+    /// means done; an expired signed URL is resolved again; anything else is an error.
+    async fn accept(
+        &mut self,
+        response: &reqwest::Response,
+        writer: &mut WriterHandle,
+    ) -> Result<Accepted, AttemptError> {
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
+        let headers = response.headers();
         let endpoint = endpoint_of(response.url());
-        let ranges_ok;
+        let restart = |message: &str| AttemptError::Retry {
+            message: message.into(),
+            retry_after: Some(Duration::ZERO),
+            rate_limited: false,
+        };
         match status {
             200 => {
                 if self.pos > 0 || self.ranges.covered() > 0 {
@@ -551,31 +579,33 @@ impl<'a> Attempt<'a> {
                     );
                     self.reset(writer).await?;
                 }
-                let total = content_length(&headers);
-                let no_ranges = !accepts_ranges(&headers);
-                ranges_ok = !no_ranges;
-                self.adopt(&headers, total, &endpoint, no_ranges, writer)
-                    .await?;
+                let no_ranges = !accepts_ranges(headers);
+                self.adopt(
+                    headers,
+                    content_length(headers),
+                    &endpoint,
+                    no_ranges,
+                    writer,
+                )
+                .await?;
+                Ok(Accepted::Body {
+                    ranges_ok: !no_ranges,
+                })
             }
             206 => {
-                let Some((start, total)) = content_range(&headers) else {
+                let Some((start, total)) = content_range(headers) else {
                     return Err(retry("206 without a valid Content-Range"));
                 };
-                let validators_changed = validator_changed(&self.checkpoint, &headers)
+                let validators_changed = validator_changed(&self.checkpoint, headers)
                     || matches!((self.checkpoint.total, total), (Some(a), Some(b)) if a != b);
                 if start != self.pos || validators_changed {
                     tracing::info!("resource changed or range mismatch; restarting from 0");
                     self.reset(writer).await?;
                     self.checkpoint = FileCheckpoint::default();
-                    return Err(AttemptError::Retry {
-                        message: "the file changed on the server; restarting".into(),
-                        retry_after: Some(Duration::ZERO),
-                        rate_limited: false,
-                    });
+                    return Err(restart("the file changed on the server; restarting"));
                 }
-                ranges_ok = true;
-                self.adopt(&headers, total, &endpoint, false, writer)
-                    .await?;
+                self.adopt(headers, total, &endpoint, false, writer).await?;
+                Ok(Accepted::Body { ranges_ok: true })
             }
             416 => {
                 let total = headers
@@ -585,29 +615,30 @@ impl<'a> Attempt<'a> {
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 if total == Some(self.pos) && self.pos > 0 {
                     self.checkpoint.total = total;
-                    return Ok(());
+                    return Ok(Accepted::AlreadyComplete);
                 }
                 self.reset(writer).await?;
                 self.checkpoint = FileCheckpoint::default();
-                return Err(AttemptError::Retry {
-                    message: "416 range not satisfiable; restarting".into(),
-                    retry_after: Some(Duration::ZERO),
-                    rate_limited: false,
-                });
+                Err(restart("416 range not satisfiable; restarting"))
             }
-            403 | 410 if endpoint != original_endpoint(&self.spec.url) => {
-                // A signed CDN URL that expired: asking the stable URL again yields a fresh one,
-                // and the partial file continues where it was.
-                return Err(AttemptError::Retry {
-                    message: format!(
-                        "HTTP {status} from {endpoint} (signed URL expired?); resolving again"
-                    ),
-                    retry_after: Some(Duration::ZERO),
-                    rate_limited: false,
-                });
-            }
-            _ => return Err(status_error(status, &headers, &redacted(&self.spec.url))),
+            // A signed CDN URL that expired: asking the stable URL again yields a fresh one,
+            // and the partial file continues where it was.
+            403 | 410 if endpoint != original_endpoint(&self.spec.url) => Err(restart(&format!(
+                "HTTP {status} from {endpoint} (signed URL expired?); resolving again"
+            ))),
+            _ => Err(status_error(status, headers, &redacted(&self.spec.url))),
         }
+    }
+
+    /// Read an accepted body: as one stream, split into segments when that one connection
+    /// turns out to be slow (a CDN that caps each connection) and the server takes ranges.
+    async fn read(
+        &mut self,
+        response: reqwest::Response,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        ranges_ok: bool,
+        writer: &mut WriterHandle,
+    ) -> Result<(), AttemptError> {
         let settings = &self.engine.settings;
         let segments = settings.segments_for(&host_of(&self.spec.url));
         let big = self
@@ -617,8 +648,7 @@ impl<'a> Attempt<'a> {
         let may_split = ranges_ok && big && segments > 1 && !self.single_stream;
         let start = self.pos;
         let stream: BodyStream = Box::pin(response.bytes_stream());
-        // Start as one stream; split only if that one connection turns out to be slow (a CDN
-        // that caps each connection). A fast link keeps one connection and no split overhead.
+        // A fast link keeps one connection and no split overhead.
         match self.read_body(stream, writer, may_split).await? {
             None => Ok(()),
             Some(stream) => {
