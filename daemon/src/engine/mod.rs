@@ -786,13 +786,7 @@ impl<'a> Attempt<'a> {
                         || buffer_since.elapsed() >= WRITE_AFTER
                     {
                         buffer_since = Instant::now();
-                        let data = buffer.split().freeze();
-                        writer
-                            .write(buffer_start, data)
-                            .await
-                            .map_err(|e| stop_io("cannot write the partial file", e))?;
-                        buffer_start = received;
-                        self.pos = received;
+                        buffer_start = self.hand_over(&mut buffer, buffer_start, writer).await?;
                         buffer.reserve(settings.write_buffer_bytes);
                     }
                     if received - last_progress >= PROGRESS_STEP {
@@ -823,18 +817,36 @@ impl<'a> Attempt<'a> {
         };
         // Whatever happened, keep the bytes we received.
         if !buffer.is_empty() {
-            let data = buffer.split().freeze();
-            let len = data.len() as u64;
-            writer
-                .write(buffer_start, data)
-                .await
-                .map_err(|e| stop_io("cannot write the partial file", e))?;
-            self.pos = buffer_start + len;
+            self.hand_over(&mut buffer, buffer_start, writer).await?;
         }
         self.observer.progress(self.pos);
         if result? {
             return Ok(Some(stream));
         }
+        self.body_ended()
+    }
+
+    /// Hand the buffered bytes (starting at `offset`) to the writer; returns where the next
+    /// buffer starts.
+    async fn hand_over(
+        &mut self,
+        buffer: &mut BytesMut,
+        offset: u64,
+        writer: &mut WriterHandle,
+    ) -> Result<u64, AttemptError> {
+        let data = buffer.split().freeze();
+        let end = offset + data.len() as u64;
+        writer
+            .write(offset, data)
+            .await
+            .map_err(|e| stop_io("cannot write the partial file", e))?;
+        self.pos = end;
+        Ok(end)
+    }
+
+    /// The body ended: complete if it had every byte announced (or none was announced),
+    /// else an early close to resume from.
+    fn body_ended(&mut self) -> Result<Option<BodyStream>, AttemptError> {
         match self.checkpoint.total {
             Some(total) if self.pos < total => Err(retry(format!(
                 "connection closed early after {} of {total} bytes",
