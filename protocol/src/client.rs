@@ -22,7 +22,7 @@ use crate::request::{
     AddRequest, BandwidthLimitRequest, RemoveRequest, Request, SetPriorityRequest, Target,
     VerifyRequest,
 };
-use crate::response::{AddReply, DaemonInfo, ErrorReply, PlanInfo, Response};
+use crate::response::{AddReply, DaemonInfo, ErrorReply, HealthInfo, PlanInfo, Response};
 use crate::types::{ErrorKind, JobId, JobInfo};
 
 /// What can go wrong talking to the daemon.
@@ -252,6 +252,15 @@ impl Client {
     ) -> Result<Vec<JobInfo>, ClientError> {
         self.call_jobs(&Request::Verify(VerifyRequest { ids, paths }))
             .await
+    }
+
+    /// The health of what the daemon watches (files intact / missing / modified, the drop
+    /// folder, the config file).
+    pub async fn health(&mut self) -> Result<HealthInfo, ClientError> {
+        match self.call(&Request::Health).await? {
+            Response::Health(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Ask the daemon to shut down.

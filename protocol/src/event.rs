@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{JobId, JobInfo};
+use crate::types::{FileState, JobId, JobInfo};
 
 /// Something that happened in the daemon. Append-only: add new variants at the end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,22 @@ pub enum Event {
     },
     /// The daemon is shutting down; no more events on this connection.
     End,
+    /// A completed file changed on disk (deleted, truncated, rewritten), or was found intact
+    /// or repaired again; the job's [`Event::Updated`] follows.
+    FileChanged(FileChange),
+}
+
+/// A completed file whose integrity state changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    /// The job.
+    pub job: JobId,
+    /// The file's final path.
+    pub path: String,
+    /// Its new state: `missing`, `modified`, or `completed` when found intact again.
+    pub state: FileState,
+    /// What was noticed, for a person.
+    pub note: Option<String>,
 }
 
 /// A progress update for one job.

@@ -61,6 +61,9 @@ pub enum Request {
     SetBandwidthLimit(BandwidthLimitRequest),
     /// Re-hash finished files and queue the damaged ones again (replies `Jobs`).
     Verify(VerifyRequest),
+    /// The health of what the daemon watches: completed files intact / missing / modified,
+    /// the drop folder, the config file and its last reload (replies `Health`).
+    Health,
 }
 
 impl Request {
@@ -81,6 +84,7 @@ impl Request {
             Request::SetConcurrency(_) => "set_concurrency",
             Request::SetBandwidthLimit(_) => "set_bandwidth_limit",
             Request::Verify(_) => "verify",
+            Request::Health => "health",
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum Response {
     Daemon(DaemonInfo),
     /// The plan of a dry run.
     Plan(PlanInfo),
+    /// What the daemon watches and how it is (the reply to `Health`).
+    Health(HealthInfo),
 }
 
 /// A typed error on the wire.
@@ -122,4 +124,38 @@ pub struct PlanInfo {
     pub revision: Option<String>,
     /// The files.
     pub files: Vec<PlannedFile>,
+}
+
+/// The health of what the daemon watches on disk (the reply to `Request::Health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthInfo {
+    /// Completed files present exactly as verified.
+    pub files_intact: u64,
+    /// Completed files gone from disk.
+    pub files_missing: u64,
+    /// Completed files whose size, time stamp or bytes changed.
+    pub files_modified: u64,
+    /// True once the start-up check of every completed file has finished.
+    pub startup_check_done: bool,
+    /// How changes are noticed: `notify` (file-system events), `poll` (a network file
+    /// system, or events unavailable), `notify+poll`, or `off`.
+    pub watch_mode: String,
+    /// The polling interval in milliseconds, where polling is used.
+    pub poll_interval_ms: u64,
+    /// `manual` (`mdlctl verify` repairs) or `auto` (the daemon re-queues damaged files).
+    pub repair: String,
+    /// The drop folder, if one is set.
+    pub watch_dir: Option<String>,
+    /// Why the drop folder is not being watched, if it is not.
+    pub watch_dir_error: Option<String>,
+    /// Files queued from the drop folder since the daemon started.
+    pub dropped_queued: u64,
+    /// Files from the drop folder refused as invalid since the daemon started.
+    pub dropped_invalid: u64,
+    /// The config file the daemon reads, if any.
+    pub config_file: Option<String>,
+    /// When the config file was last applied (milliseconds since the Unix epoch).
+    pub config_loaded_ms: Option<u64>,
+    /// Why the last edit of the config file was refused (the previous settings stay).
+    pub config_error: Option<String>,
 }

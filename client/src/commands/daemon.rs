@@ -11,7 +11,7 @@ use super::Ctx;
 use crate::cli::DaemonCommand;
 use crate::daemon_spawn;
 use crate::exit::Failure;
-use crate::output::{daemon_info_text, emit, emit_json};
+use crate::output::{daemon_info_text, emit, emit_json, health_text};
 
 /// How long `stop` waits for the socket to stop answering.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,10 +35,18 @@ async fn status(ctx: &Ctx) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let info = client.daemon_status().await?;
+    // An older daemon does not know `Health`: show what it does know.
+    let health = client.health().await.ok();
     if ctx.json {
-        emit_json(&info)
+        let mut value = serde_json::to_value(&info)?;
+        value["health"] = serde_json::to_value(&health)?;
+        emit_json(&value)
     } else {
-        emit(daemon_info_text(&info).trim_end())
+        let mut text = daemon_info_text(&info);
+        if let Some(health) = &health {
+            text.push_str(&health_text(health));
+        }
+        emit(text.trim_end())
     }
 }
 

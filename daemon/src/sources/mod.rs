@@ -261,7 +261,7 @@ pub async fn plan(
 ) -> Result<mdl_protocol::PlanInfo, mdl_protocol::ErrorReply> {
     use mdl_protocol::{ErrorReply, PlanInfo, PlannedFile};
     let dest_dir = &job.dest_dir;
-    let credentials = credentials(job, engine.settings());
+    let credentials = credentials(job, &engine.settings());
     let resolved = resolve(engine, job, &credentials)
         .await
         .map_err(|e| ErrorReply::new(e.kind(), e.to_string()))?;
