@@ -294,6 +294,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn removing_a_file_that_was_there_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old"), b"x").unwrap();
+        let (mut watcher, mut rx) =
+            DiskWatcher::new(Duration::from_millis(100), Duration::from_secs(1), false);
+        assert!(watcher.set_dirs(&BTreeSet::new()).is_empty());
+        assert!(watcher
+            .set_dirs(&[dir.path().to_path_buf()].into())
+            .is_empty());
+        std::fs::remove_file(dir.path().join("old")).unwrap();
+        let changes = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(changes
+            .iter()
+            .any(|c| c.paths.iter().any(|p| p.ends_with("old"))));
+    }
+
+    #[tokio::test]
     async fn polling_sees_a_new_file_too() {
         let dir = tempfile::tempdir().unwrap();
         let (mut watcher, mut rx) =

@@ -257,7 +257,25 @@ pub async fn run(
             },
             _ = tokio::time::sleep(Duration::from_millis(200)), if stale => {
                 stale = false;
-                index = refresh(&services, &mut disk, start.poll_interval).await;
+                let next = refresh(&services, &mut disk, start.poll_interval).await;
+                // A file may have changed between its completion and its directory being
+                // watched: look once at every file that is new to the index.
+                let new: Vec<WatchedFile> = next
+                    .files
+                    .iter()
+                    .filter(|(key, _)| !index.files.contains_key(key))
+                    .map(|(_, f)| f.clone())
+                    .collect();
+                index = next;
+                if !new.is_empty() {
+                    let looked = tokio::task::spawn_blocking(move || {
+                        new.iter().map(|f| ((f.job, f.index), observe(f, false))).collect::<Vec<_>>()
+                    })
+                    .await
+                    .unwrap_or_default();
+                    let damaged = mark(&services, looked).await;
+                    repair(&services, damaged);
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ mod queue;
 mod segmented;
 mod space;
 mod store;
+mod watch;
 
 use mdl_protocol::{AddRequest, Client, JobInfo};
 
