@@ -456,3 +456,65 @@ async fn a_config_edit_applies_without_a_restart_and_an_invalid_edit_is_reported
     .await;
     let _ = std::fs::remove_dir_all(config.parent().unwrap());
 }
+
+#[tokio::test]
+async fn hub_cache_files_are_watched_through_the_snapshot_link_and_the_blob() {
+    use testkit::hubs::huggingface::{HfFile, HfMock, HfRepo};
+    let mock = HfMock::start().await;
+    let repo = HfRepo::model("acme/watched").with_files(vec![
+        HfFile::regular("config.json", "{\"hidden\": 8}\n"),
+        HfFile::lfs("model.safetensors", pseudo_random_bytes(100_000, 9)),
+    ]);
+    let commit = repo.commit_sha("main").unwrap();
+    mock.add_repo(repo.clone());
+    let daemon = TestDaemon::start().await;
+    let cache = daemon.downloads.join("hub");
+    let mut client = daemon.client().await;
+    let job = client
+        .add(mdl_protocol::AddRequest {
+            source: "hf://acme/watched".into(),
+            env: crate::forwarded_env(&[
+                ("HF_ENDPOINT", &mock.endpoint()),
+                ("HF_HUB_CACHE", &cache.display().to_string()),
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .job;
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    let folder = cache.join("models--acme--watched");
+    let link = folder.join("snapshots").join(&commit).join("config.json");
+    let model = &repo.commits[0].files[1];
+    let blob = folder.join("blobs").join(model.etag());
+
+    std::fs::remove_file(&link).unwrap();
+    std::fs::remove_file(&blob).unwrap();
+    let damaged = daemon
+        .wait_job(job.id, NOTICE, |j| {
+            j.files
+                .iter()
+                .filter(|f| f.state == FileState::Missing)
+                .count()
+                == 2
+        })
+        .await;
+    let notes: Vec<&str> = damaged
+        .files
+        .iter()
+        .filter_map(|f| f.note.as_deref())
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("config.json")), "{notes:?}");
+
+    client.verify(vec![job.id], vec![]).await.unwrap();
+    let repaired = daemon
+        .wait_job(job.id, Duration::from_secs(30), |j| {
+            j.state == JobState::Completed
+                && j.files.iter().all(|f| f.state == FileState::Completed)
+        })
+        .await;
+    assert_eq!(repaired.files.len(), 2);
+    assert_eq!(std::fs::read(&link).unwrap(), b"{\"hidden\": 8}\n");
+    assert_eq!(std::fs::read(&blob).unwrap(), model.content);
+}
