@@ -13,7 +13,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use mdl_protocol::{
-    AddOutcome, AddReply, DaemonInfo, Event, JobId, JobInfo, JobState, PlanInfo, Progress,
+    AddOutcome, AddReply, DaemonInfo, Event, FileChange, HealthInfo, JobId, JobInfo, JobState,
+    PlanInfo, Progress,
 };
 use serde::Serialize;
 
@@ -306,6 +307,51 @@ pub fn daemon_info_text(info: &DaemonInfo) -> String {
     )
 }
 
+/// The lines `daemon status` adds about what the daemon watches on disk.
+pub fn health_text(h: &HealthInfo) -> String {
+    let mut text = format!(
+        "  files:       {} intact, {} missing, {} modified{}\n  watching:    {}{}, repair {}\n",
+        h.files_intact,
+        h.files_missing,
+        h.files_modified,
+        if h.startup_check_done {
+            ""
+        } else {
+            " (start-up check running)"
+        },
+        h.watch_mode,
+        if h.watch_mode.contains("poll") {
+            format!(" (every {} s)", h.poll_interval_ms.div_ceil(1000))
+        } else {
+            String::new()
+        },
+        h.repair
+    );
+    match (&h.watch_dir, &h.watch_dir_error) {
+        (Some(dir), None) => {
+            let _ = writeln!(
+                text,
+                "  drop folder: {dir} ({} queued, {} invalid)",
+                h.dropped_queued, h.dropped_invalid
+            );
+        }
+        (Some(dir), Some(e)) => {
+            let _ = writeln!(text, "  drop folder: {dir} (not watched: {e})");
+        }
+        (None, _) => text.push_str("  drop folder: none\n"),
+    }
+    if let Some(file) = &h.config_file {
+        let _ = writeln!(text, "  config:      {file}");
+    }
+    if let Some(e) = &h.config_error {
+        let _ = writeln!(
+            text,
+            "  config error: {e} (the previous settings stay in force)"
+        );
+    }
+    text
+}
+
 /// The view printed by `add --dry-run`.
 pub fn plan_text(plan: &PlanInfo) -> String {
     let mut text = format!("plan for {}", plan.source);
@@ -408,6 +454,16 @@ pub fn event_line(event: &Event) -> Option<String> {
             job.files.len()
         ),
         Event::Lagged { missed } => format!("missed {missed} event(s); catching up"),
+        Event::FileChanged(c) => format!(
+            "job {} file {}: {}{}",
+            c.job,
+            c.path,
+            c.state.as_str(),
+            c.note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
     })
 }
 
@@ -430,6 +486,7 @@ enum EventBody<'a> {
     Removed { job: JobId },
     Heartbeat { unix_ms: u64 },
     Lagged { missed: u64 },
+    FileChanged(&'a FileChange),
     Empty {},
 }
 
@@ -454,6 +511,7 @@ pub fn event_json(event: &Event) -> Result<String> {
         Event::Heartbeat { unix_ms } => ("heartbeat", EventBody::Heartbeat { unix_ms: *unix_ms }),
         Event::Lagged { missed } => ("lagged", EventBody::Lagged { missed: *missed }),
         Event::End => ("end", EventBody::Empty {}),
+        Event::FileChanged(change) => ("file_changed", EventBody::FileChanged(change)),
     };
     serde_json::to_string(&EventLine { event, body }).context("encoding JSON")
 }
@@ -471,6 +529,7 @@ pub fn event_job_id(event: &Event) -> Option<JobId> {
         | Event::Updated(job) => Some(job.id),
         Event::Progress(p) => Some(p.job),
         Event::Verifying { job, .. } | Event::Removed(job) => Some(*job),
+        Event::FileChanged(change) => Some(change.job),
         Event::Snapshot(_)
         | Event::SnapshotPart(_)
         | Event::Heartbeat { .. }

@@ -11,6 +11,7 @@
 //!   file (Range resume, retries, hashing while writing, durable checkpoints) and
 //!   [`engine::finalize`] verifies and renames it into place.
 //! * [`settings`] is the one settings tree; [`ranges`] the byte-range sets.
+//! * [`watch`] watches the disk: the drop folder, completed files, the config file.
 
 pub mod engine;
 pub mod handlers;
@@ -23,6 +24,7 @@ pub mod server;
 pub mod settings;
 pub mod sources;
 pub mod store;
+pub mod watch;
 
 use std::io;
 use std::path::Path;
@@ -70,9 +72,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let services = handlers::Services {
         scheduler: handle,
         engine,
-        settings: settings.clone(),
+        settings: std::sync::Arc::new(settings::Live::new((*settings).clone())),
         shutdown: shutdown.clone(),
     };
+    let watchers = watch::spawn(services.clone());
     let server = server::serve(listener, services);
     tokio::pin!(server);
     // The scheduler owns every job: if its task dies, the daemon must not live on as a zombie
@@ -92,6 +95,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     scheduler_task.await.context("the scheduler task failed")?;
+    watchers.stop().await;
     if let Some(task) = dashboard {
         let _ = task.await;
     }

@@ -173,7 +173,7 @@ async fn run(
         )
     })?;
     // Worked out once per run: the token file is read once, not once per request.
-    let credentials = sources::credentials(&job, ctx.engine.settings());
+    let credentials = sources::credentials(&job, &ctx.engine.settings());
     if !job.resolved {
         let resolved = sources::resolve(&ctx.engine, &job, &credentials).await?;
         files = resolved.files;

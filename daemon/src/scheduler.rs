@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use mdl_protocol::{
-    DaemonInfo, ErrorInfo, ErrorKind, Event, JobId, JobInfo, JobState, Secret, PROTOCOL_VERSION,
+    DaemonInfo, ErrorInfo, ErrorKind, Event, FileChange, FileState, HealthInfo, JobId, JobInfo,
+    JobState, Secret, PROTOCOL_VERSION,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ use crate::engine::Engine;
 use crate::engine::{finalize, names};
 use crate::job::{self, FileCheckpoint, FileRecord, JobRecord};
 use crate::runner::{self, LiveBytes, RunOutcome, RunnerContext, RunnerMessage};
-use crate::settings::Settings;
+use crate::settings::{FileValues, Settings, DEFAULT_MAX_CONCURRENT};
 use crate::store::{Store, StoreError};
 
 /// Why a call to the scheduler has no answer.
@@ -121,6 +122,53 @@ pub struct Scheduler {
     pending_replies: Vec<Deliver>,
     /// Why the store cannot write now (a full data directory), until a flush succeeds again.
     store_write_error: Option<String>,
+    /// What the disk watchers report about themselves (not persisted).
+    watch: WatchStatus,
+}
+
+/// What the disk watchers (drop folder, integrity, config reload) report about themselves,
+/// for `Request::Health`. Observation only: nothing decides on it.
+#[derive(Debug, Clone, Default)]
+pub struct WatchStatus {
+    /// True once every completed file was checked after the start.
+    pub startup_check_done: bool,
+    /// `notify`, `poll`, `notify+poll` or `off`.
+    pub mode: String,
+    /// The polling interval, where polling is used.
+    pub poll_interval_ms: u64,
+    /// `manual` or `auto`.
+    pub repair: String,
+    /// The drop folder, if one is set.
+    pub watch_dir: Option<String>,
+    /// Why the drop folder is not watched, if it is not.
+    pub watch_dir_error: Option<String>,
+    /// Dropped files queued since the start.
+    pub dropped_queued: u64,
+    /// Dropped files refused since the start.
+    pub dropped_invalid: u64,
+    /// The config file, if any.
+    pub config_file: Option<String>,
+    /// When it was last applied (ms since the epoch).
+    pub config_loaded_ms: Option<u64>,
+    /// Why its last edit was refused.
+    pub config_error: Option<String>,
+}
+
+/// A completed file on disk, as the integrity watcher needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedFile {
+    /// The job.
+    pub job: JobId,
+    /// The file's index in the job.
+    pub index: u32,
+    /// The final path (for a hub cache: the blob).
+    pub path: std::path::PathBuf,
+    /// The links that must show it (a hub cache's snapshot entries).
+    pub links: Vec<std::path::PathBuf>,
+    /// Size and modification time when it was verified.
+    pub stamp: Option<(u64, i64)>,
+    /// `completed`, `missing` or `modified`.
+    pub state: FileState,
 }
 
 /// Key of the persisted concurrency limit.
@@ -129,6 +177,10 @@ const META_MAX_CONCURRENT: &str = "max_concurrent";
 const META_BANDWIDTH: &str = "bandwidth_limit";
 /// Key of the stored hub tokens.
 const META_HUB_TOKENS: &str = "hub_tokens";
+/// Key of the config file's values for the runtime keys, as last applied.
+const META_FILE_VALUES: &str = "config_file_values";
+/// Prefix of the keys recording drop-folder files already queued.
+const META_DROPPED: &str = "dropped/";
 
 impl Scheduler {
     /// Open the store and prepare; call [`Scheduler::spawn`] to run it.
@@ -154,7 +206,7 @@ impl Scheduler {
                 tracing::error!("{e}; no bandwidth limit");
                 None
             })
-            .flatten();
+            .unwrap_or(settings.bandwidth_limit);
         engine.global_limit().set_rate(bandwidth_limit);
         let runner_ctx = RunnerContext {
             engine,
@@ -162,24 +214,26 @@ impl Scheduler {
             events: events.clone(),
             progress_interval: settings.progress_interval,
         };
-        Ok((
-            Scheduler {
-                store,
-                settings,
-                running: HashMap::new(),
-                events,
-                max_concurrent,
-                bandwidth_limit,
-                runner_ctx,
-                started: std::time::Instant::now(),
-                shutdown,
-                flush_pending: false,
-                pending_events: Vec::new(),
-                pending_replies: Vec::new(),
-                store_write_error: None,
-            },
-            runner_rx,
-        ))
+        let from_file = settings.from_file.clone();
+        let mut scheduler = Scheduler {
+            store,
+            settings,
+            running: HashMap::new(),
+            events,
+            max_concurrent,
+            bandwidth_limit,
+            runner_ctx,
+            started: std::time::Instant::now(),
+            shutdown,
+            flush_pending: false,
+            pending_events: Vec::new(),
+            pending_replies: Vec::new(),
+            store_write_error: None,
+            watch: WatchStatus::default(),
+        };
+        // A key the config file changed while the daemon was down wins over `mdlctl`'s value.
+        scheduler.apply_file_values(&from_file)?;
+        Ok((scheduler, runner_rx))
     }
 
     /// Start the scheduler task; it ends after `shutdown` fires and running jobs checkpointed.
@@ -378,8 +432,9 @@ impl Scheduler {
         Ok(info)
     }
 
-    /// Put a completed file of a job that is not running back to pending with an empty
-    /// checkpoint (its bytes are damaged or gone), and the job back in the queue.
+    /// Put a completed (or missing, or modified) file of a job that is not running back to
+    /// pending with an empty checkpoint (its bytes are damaged or gone), and the job back in
+    /// the queue.
     pub fn requeue_file(&mut self, id: JobId, index: u32, note: &str) -> Result<bool, StoreError> {
         if self.running.contains_key(&id) {
             return Ok(false);
@@ -389,10 +444,13 @@ impl Scheduler {
         else {
             return Ok(false);
         };
-        if file.state != mdl_protocol::FileState::Completed {
+        if !matches!(
+            file.state,
+            FileState::Completed | FileState::Missing | FileState::Modified
+        ) {
             return Ok(false);
         }
-        file.state = mdl_protocol::FileState::Pending;
+        file.state = FileState::Pending;
         file.checkpoint = FileCheckpoint::default();
         file.verified_sha256 = None;
         file.verified_stamp = None;
@@ -418,6 +476,176 @@ impl Scheduler {
         let info = self.job_info(&job);
         self.pending_events.push(Event::Queued(info.clone()));
         Ok(Some(info))
+    }
+
+    /// Apply the config file's values for the keys `mdlctl` also sets at runtime. The rule: a
+    /// key the file changed since it was last applied (or sets for the first time, or no
+    /// longer sets: back to the default) takes the file's value; a key the file left alone
+    /// keeps the value set with `mdlctl`. Returns the names of the keys applied.
+    pub fn apply_file_values(
+        &mut self,
+        file: &FileValues,
+    ) -> Result<Vec<&'static str>, StoreError> {
+        let seen: FileValues = self.store.get_meta(META_FILE_VALUES)?.unwrap_or_default();
+        let mut applied = Vec::new();
+        if file.max_concurrent != seen.max_concurrent {
+            self.set_concurrency(file.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT))?;
+            applied.push("max_concurrent");
+        }
+        if file.bandwidth_limit != seen.bandwidth_limit {
+            self.set_bandwidth_limit(None, file.bandwidth_limit.flatten())?;
+            applied.push("bandwidth_limit");
+        }
+        if *file != seen {
+            self.store.put_meta(META_FILE_VALUES, file)?;
+            self.flush_pending = true;
+        }
+        Ok(applied)
+    }
+
+    /// Update what the disk watchers report about themselves (for `Request::Health`).
+    pub fn report_watch(&mut self, update: impl FnOnce(&mut WatchStatus)) {
+        update(&mut self.watch);
+    }
+
+    /// Whether a drop-folder file with this key (a digest of its name and content) was
+    /// queued before, by this daemon or an earlier one.
+    pub fn was_dropped(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .get_meta::<u64>(&format!("{META_DROPPED}{key}"))?
+            .is_some())
+    }
+
+    /// Record that a drop-folder file was queued (durable before the call's reply), so that
+    /// it is never queued again, also after a crash before it was renamed.
+    pub fn record_dropped(&mut self, key: &str) -> Result<(), StoreError> {
+        self.store
+            .put_meta(&format!("{META_DROPPED}{key}"), &job::now_ms())?;
+        self.flush_pending = true;
+        Ok(())
+    }
+
+    /// Every file of a completed job that is not running and was verified: what the
+    /// integrity watcher watches.
+    pub fn completed_files(&self) -> Result<Vec<WatchedFile>, StoreError> {
+        let mut out = Vec::new();
+        for job in self.store.all_jobs()? {
+            for (index, file) in self.store.files(job.id)?.iter().enumerate() {
+                out.extend(self.watched(&job, index as u32, file));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One file as [`Scheduler::completed_files`] lists it, if it is one of those.
+    pub fn watched_file(&self, id: JobId, index: u32) -> Result<Option<WatchedFile>, StoreError> {
+        let (Some(job), Some(file)) = (self.store.get_job(id)?, self.store.get_file(id, index)?)
+        else {
+            return Ok(None);
+        };
+        Ok(self.watched(&job, index, &file))
+    }
+
+    fn watched(&self, job: &JobRecord, index: u32, file: &FileRecord) -> Option<WatchedFile> {
+        let watched = matches!(
+            file.state,
+            FileState::Completed | FileState::Missing | FileState::Modified
+        );
+        if job.state != JobState::Completed || self.running.contains_key(&job.id) || !watched {
+            return None;
+        }
+        Some(WatchedFile {
+            job: job.id,
+            index,
+            path: job.dest_dir.join(file.rel_path.as_ref()?),
+            links: file.links.iter().map(|l| job.dest_dir.join(l)).collect(),
+            stamp: file.verified_stamp,
+            state: file.state,
+        })
+    }
+
+    /// Mark a completed file of a completed, idle job as `missing` or `modified` (what the
+    /// integrity watcher saw), or as `completed` again with its new time stamp (re-hashed and
+    /// intact). Announces a `FileChanged` and an `Updated` event; false when the file is not
+    /// in a state this applies to, or is in `state` already.
+    pub fn mark_file(
+        &mut self,
+        id: JobId,
+        index: u32,
+        state: FileState,
+        note: Option<String>,
+        stamp: Option<(u64, i64)>,
+    ) -> Result<bool, StoreError> {
+        if self.running.contains_key(&id) {
+            return Ok(false);
+        }
+        let (Some(job), Some(mut file)) =
+            (self.store.get_job(id)?, self.store.get_file(id, index)?)
+        else {
+            return Ok(false);
+        };
+        let watched = matches!(
+            file.state,
+            FileState::Completed | FileState::Missing | FileState::Modified
+        );
+        if job.state != JobState::Completed || !watched || file.state == state {
+            return Ok(false);
+        }
+        file.state = state;
+        file.note = note.clone();
+        if state == FileState::Completed {
+            file.verified_stamp = stamp;
+        }
+        self.store.put_file(id, index, &file)?;
+        self.flush_pending = true;
+        let path = file
+            .rel_path
+            .as_ref()
+            .map(|rel| job.dest_dir.join(rel).display().to_string())
+            .unwrap_or_default();
+        self.pending_events.push(Event::FileChanged(FileChange {
+            job: id,
+            path,
+            state,
+            note,
+        }));
+        let info = self.job_info(&job);
+        self.pending_events.push(Event::Updated(info));
+        Ok(true)
+    }
+
+    /// How the watched files and the watchers are (the reply to `Request::Health`).
+    pub fn health_info(&self) -> HealthInfo {
+        let (mut intact, mut missing, mut modified) = (0, 0, 0);
+        for file in self.completed_files().unwrap_or_default() {
+            match file.state {
+                FileState::Missing => missing += 1,
+                FileState::Modified => modified += 1,
+                _ => intact += 1,
+            }
+        }
+        let w = &self.watch;
+        HealthInfo {
+            files_intact: intact,
+            files_missing: missing,
+            files_modified: modified,
+            startup_check_done: w.startup_check_done,
+            watch_mode: if w.mode.is_empty() {
+                "off".into()
+            } else {
+                w.mode.clone()
+            },
+            poll_interval_ms: w.poll_interval_ms,
+            repair: w.repair.clone(),
+            watch_dir: w.watch_dir.clone(),
+            watch_dir_error: w.watch_dir_error.clone(),
+            dropped_queued: w.dropped_queued,
+            dropped_invalid: w.dropped_invalid,
+            config_file: w.config_file.clone(),
+            config_loaded_ms: w.config_loaded_ms,
+            config_error: w.config_error.clone(),
+        }
     }
 
     /// Forget a finished job and its partial files (`delete_files` deletes its completed

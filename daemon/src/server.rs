@@ -37,8 +37,9 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Serve connections until `shutdown` fires.
 pub async fn serve(listener: LocalListener, services: Services) {
     let shutdown = services.shutdown.clone();
-    let heartbeat = services.settings.heartbeat_interval;
-    let max = services.settings.max_connections;
+    let settings = services.settings.get();
+    let heartbeat = settings.heartbeat_interval;
+    let max = settings.max_connections;
     let limit = Arc::new(Semaphore::new(max));
     loop {
         let stream = tokio::select! {

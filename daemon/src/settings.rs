@@ -8,6 +8,7 @@
 //! [`Settings::socket`] (runtime), so a test overrides two paths and nothing else.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -16,6 +17,8 @@ use serde::Deserialize;
 pub const DATA_DIR_ENV: &str = "MDL_DATA_DIR";
 /// The environment variable naming the config file.
 pub const CONFIG_ENV: &str = "MDL_CONFIG";
+/// Jobs running at once unless the config file or `mdlctl concurrency` say otherwise.
+pub const DEFAULT_MAX_CONCURRENT: u32 = 3;
 
 /// Why the settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +62,90 @@ pub struct Settings {
     pub max_connections: usize,
     /// Download engine settings.
     pub engine: EngineSettings,
+    /// The config file these settings were read from, if any (watched and reloaded).
+    pub config_file: Option<PathBuf>,
+    /// The drop folder: request files placed here are queued (`watch_dir`; off when unset).
+    pub watch_dir: Option<PathBuf>,
+    /// What happens to a completed file found missing or modified (`repair`).
+    pub repair: RepairMode,
+    /// The global bandwidth limit in bytes per second (`bandwidth_limit`; `mdlctl limit`
+    /// changes it at runtime).
+    pub bandwidth_limit: Option<u64>,
+    /// How often directories are rescanned where file-system events do not arrive (network
+    /// file systems) and as a safety net everywhere (`watch_poll_secs`).
+    pub poll_interval: Duration,
+    /// How long a dropped file must keep its size and time stamp before it is taken
+    /// (`watch_settle_ms`): a copy still in progress is left alone.
+    pub watch_settle: Duration,
+    /// Poll every watched directory instead of using file-system events (`watch_mode =
+    /// "poll"`; the default `"auto"` polls only on network file systems).
+    pub force_poll: bool,
+    /// What the config file itself said about the keys `mdlctl` can also change at runtime.
+    pub from_file: FileValues,
     /// The web dashboard served from start-up (`[ui]`).
     pub ui: UiSettings,
+}
+
+/// What to do about a completed file that was deleted or changed on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairMode {
+    /// Mark it `missing` / `modified`; `mdlctl verify` re-hashes and fetches it again.
+    #[default]
+    Manual,
+    /// Mark it, re-hash it and fetch it again without being asked.
+    Auto,
+}
+
+impl RepairMode {
+    /// The config file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairMode::Manual => "manual",
+            RepairMode::Auto => "auto",
+        }
+    }
+}
+
+/// The values the config file gave for the keys that `mdlctl` also sets at runtime (`None`:
+/// the file does not set the key). The rule between the two: a value set with `mdlctl` wins
+/// until the file changes that key (see `Scheduler::apply_file_values`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct FileValues {
+    /// `max_concurrent`.
+    pub max_concurrent: Option<u32>,
+    /// `bandwidth_limit`: `Some(None)` is `"off"`.
+    pub bandwidth_limit: Option<Option<u64>>,
+}
+
+/// A value that is replaced as a whole when the config file is reloaded: readers take a
+/// cheap snapshot ([`Live::get`]) and keep using it for one operation, so nobody sees half of
+/// an update. The lock is held only to clone or swap the `Arc`.
+#[derive(Debug)]
+pub struct Live<T> {
+    current: RwLock<Arc<T>>,
+}
+
+impl<T> Live<T> {
+    /// A live value starting at `value`.
+    pub fn new(value: T) -> Self {
+        Live {
+            current: RwLock::new(Arc::new(value)),
+        }
+    }
+
+    /// The current value.
+    pub fn get(&self) -> Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replace the value; snapshots taken before keep the old one.
+    pub fn set(&self, value: T) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
+    }
 }
 
 /// The web dashboard served by the daemon itself (`[ui]` in the config file), so a service
@@ -243,14 +328,52 @@ impl Settings {
             socket,
             data_dir,
             download_dir: default_download_dir(),
-            max_concurrent: 3,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
             heartbeat_interval: Duration::from_secs(10),
             progress_interval: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(5),
             max_connections: 512,
             engine: EngineSettings::default(),
             ui: UiSettings::default(),
+            config_file: None,
+            watch_dir: None,
+            repair: RepairMode::Manual,
+            bandwidth_limit: None,
+            poll_interval: Duration::from_secs(10),
+            watch_settle: Duration::from_secs(1),
+            force_poll: false,
+            from_file: FileValues::default(),
         }
+    }
+
+    /// Read the config file again and return these settings with the keys that can change
+    /// at runtime taken from it: `max_concurrent`, `bandwidth_limit`, the `[sources]`
+    /// endpoints, `engine.max_connections_per_host`, `[engine.hosts]`, `watch_dir`, `repair`,
+    /// `watch_poll_secs`, `watch_settle_ms`. A key the file no longer sets goes back to its
+    /// default. Everything else keeps its value until the next start. An unreadable or invalid
+    /// file is an error and changes nothing.
+    pub fn reload(&self) -> Result<Settings, SettingsError> {
+        let Some(path) = &self.config_file else {
+            return Ok(self.clone());
+        };
+        let parsed = ConfigFile::read(path)?;
+        let mut fresh = Settings::new(self.socket.clone(), self.data_dir.clone());
+        parsed.apply(&mut fresh);
+        Ok(self.with_runtime_keys_of(&fresh))
+    }
+
+    /// These settings with the runtime-changeable keys of `other` (see [`Settings::reload`]).
+    pub fn with_runtime_keys_of(&self, other: &Settings) -> Settings {
+        let mut next = self.clone();
+        next.max_concurrent = other.max_concurrent;
+        next.bandwidth_limit = other.bandwidth_limit;
+        next.from_file = other.from_file.clone();
+        next.watch_dir = other.watch_dir.clone();
+        next.repair = other.repair;
+        next.poll_interval = other.poll_interval;
+        next.watch_settle = other.watch_settle;
+        next.engine = self.engine.with_runtime_keys_of(&other.engine);
+        next
     }
 
     /// Load settings: defaults, then the config file found by the lookup order, then the
@@ -284,6 +407,7 @@ impl Settings {
             .unwrap_or_else(default_data_dir);
         let mut settings = Settings::new(socket, data_dir);
         parsed.apply(&mut settings);
+        settings.config_file = file;
         Ok(settings)
     }
 
@@ -334,6 +458,12 @@ struct ConfigFile {
     download_dir: Option<PathBuf>,
     max_concurrent: Option<u32>,
     heartbeat_secs: Option<u64>,
+    bandwidth_limit: Option<RateValue>,
+    watch_dir: Option<PathBuf>,
+    repair: Option<RepairMode>,
+    watch_poll_secs: Option<u64>,
+    watch_settle_ms: Option<u64>,
+    watch_mode: Option<WatchMode>,
     #[serde(default)]
     engine: EngineFile,
     #[serde(default)]
@@ -376,7 +506,72 @@ pub struct HostSettings {
     pub connections: Option<usize>,
 }
 
+/// `watch_mode` in the config file.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WatchMode {
+    /// File-system events, polling on network file systems.
+    Auto,
+    /// Polling everywhere.
+    Poll,
+}
+
+/// A rate in the config file: bytes per second as a number, or a string like `"20M"`,
+/// `"1.5G"`, `"500Ki"` (k/M/G are powers of 1000, Ki/Mi/Gi of 1024), or `"off"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RateValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl RateValue {
+    /// Bytes per second; `None` for no limit (`"off"`, 0).
+    fn bytes_per_second(&self) -> Result<Option<u64>, String> {
+        let text = match self {
+            RateValue::Bytes(0) => return Ok(None),
+            RateValue::Bytes(n) => return Ok(Some(*n)),
+            RateValue::Text(t) => t.trim(),
+        };
+        if text.eq_ignore_ascii_case("off") || text == "0" {
+            return Ok(None);
+        }
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let factor: f64 = match unit.trim().trim_end_matches("/s").trim_end_matches('B') {
+            "" => 1.0,
+            "k" | "K" => 1e3,
+            "M" => 1e6,
+            "G" => 1e9,
+            "Ki" => 1024.0,
+            "Mi" => 1024.0 * 1024.0,
+            "Gi" => 1024.0 * 1024.0 * 1024.0,
+            other => {
+                return Err(format!(
+                    "bandwidth_limit: unknown unit {other:?} in {text:?}"
+                ))
+            }
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("bandwidth_limit: {text:?} is not a rate like \"20M\""))?;
+        Ok(Some((value * factor).round().max(1.0) as u64))
+    }
+}
+
 impl EngineSettings {
+    /// These settings with the runtime-changeable keys of `other`: the hub endpoints and the
+    /// per-host connection limits.
+    pub fn with_runtime_keys_of(&self, other: &EngineSettings) -> EngineSettings {
+        let mut next = self.clone();
+        next.sources = other.sources.clone();
+        next.hosts = other.hosts.clone();
+        next.max_connections_per_host = other.max_connections_per_host;
+        next
+    }
+
     /// Connections per segmented file for `host`.
     pub fn segments_for(&self, host: &str) -> u32 {
         self.host(host)
@@ -433,13 +628,53 @@ impl ConfigFile {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| SettingsError::Parse {
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| SettingsError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        // Check what serde cannot, so an invalid file is refused as a whole.
+        if let Some(rate) = &file.bandwidth_limit {
+            rate.bytes_per_second()
+                .map_err(|message| SettingsError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                })?;
+        }
+        if file.watch_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(SettingsError::Parse {
+                path: path.to_path_buf(),
+                message: "watch_dir must be an absolute path".into(),
+            });
+        }
+        Ok(file)
     }
 
     fn apply(self, s: &mut Settings) {
+        s.from_file = FileValues {
+            max_concurrent: self.max_concurrent.map(|v| v.max(1)),
+            bandwidth_limit: self
+                .bandwidth_limit
+                .as_ref()
+                .map(|r| r.bytes_per_second().unwrap_or(None)),
+        };
+        if let Some(v) = s.from_file.bandwidth_limit {
+            s.bandwidth_limit = v;
+        }
+        if let Some(v) = self.watch_dir {
+            s.watch_dir = Some(v);
+        }
+        if let Some(v) = self.repair {
+            s.repair = v;
+        }
+        if let Some(v) = self.watch_poll_secs {
+            s.poll_interval = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.watch_mode {
+            s.force_poll = matches!(v, WatchMode::Poll);
+        }
+        if let Some(v) = self.watch_settle_ms {
+            s.watch_settle = Duration::from_millis(v.max(50));
+        }
         if let Some(v) = self.download_dir {
             s.download_dir = v;
         }
@@ -620,6 +855,43 @@ mod tests {
         assert_eq!(n.modelscope, NetworkPolicy::default());
         // The settings' Debug (what a log line would show) hides proxy credentials.
         assert!(!format!("{s:?}").contains("pw@"));
+    }
+
+    #[test]
+    fn reload_takes_runtime_keys_and_refuses_invalid_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "max_concurrent = 5\nbandwidth_limit = \"1.5M\"\nrepair = \"auto\"\n[engine]\nstall_timeout_secs = 7\n").unwrap();
+        let s = Settings::load(None, Some(dir.path().into()), Some(path.clone())).unwrap();
+        assert_eq!(s.config_file.as_deref(), Some(path.as_path()));
+        assert_eq!(s.bandwidth_limit, Some(1_500_000));
+        assert_eq!(s.from_file.max_concurrent, Some(5));
+        assert_eq!(s.repair, RepairMode::Auto);
+        std::fs::write(&path, "max_concurrent = 2\nwatch_dir = \"/drop\"\n[engine]\nstall_timeout_secs = 9\nmax_connections_per_host = 4\n").unwrap();
+        let next = s.reload().unwrap();
+        assert_eq!(next.max_concurrent, 2);
+        assert_eq!(
+            next.bandwidth_limit, None,
+            "a key removed from the file is back to its default"
+        );
+        assert_eq!(next.repair, RepairMode::Manual);
+        assert_eq!(next.watch_dir.as_deref(), Some(Path::new("/drop")));
+        assert_eq!(next.engine.max_connections_per_host, 4);
+        assert_eq!(
+            next.engine.stall_timeout,
+            Duration::from_secs(7),
+            "only runtime keys reload"
+        );
+        std::fs::write(&path, "max_concurrent = \"many\"\n").unwrap();
+        assert!(next.reload().unwrap_err().to_string().contains("line 1"));
+        std::fs::write(&path, "bandwidth_limit = \"5 parsecs\"\n").unwrap();
+        assert!(next
+            .reload()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+        std::fs::write(&path, "watch_dir = \"rel\"\n").unwrap();
+        assert!(next.reload().unwrap_err().to_string().contains("absolute"));
     }
 
     #[test]

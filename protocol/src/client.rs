@@ -22,7 +22,9 @@ use crate::request::{
     AddRequest, BandwidthLimitRequest, HubTokenRequest, RemoveRequest, Request, Secret,
     SetPriorityRequest, Target, VerifyRequest,
 };
-use crate::response::{AddReply, DaemonInfo, ErrorReply, HubTokenInfo, PlanInfo, Response};
+use crate::response::{
+    AddReply, DaemonInfo, ErrorReply, HealthInfo, HubTokenInfo, PlanInfo, Response,
+};
 use crate::types::{ErrorKind, JobId, JobInfo};
 
 /// What can go wrong talking to the daemon.
@@ -292,6 +294,15 @@ impl Client {
         });
         match self.call(&request).await? {
             Response::HubTokens(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The health of what the daemon watches (files intact / missing / modified, the drop
+    /// folder, the config file).
+    pub async fn health(&mut self) -> Result<HealthInfo, ClientError> {
+        match self.call(&Request::Health).await? {
+            Response::Health(info) => Ok(info),
             other => Err(unexpected(&other)),
         }
     }

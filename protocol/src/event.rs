@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{JobId, JobInfo};
+use crate::types::{FileState, JobId, JobInfo};
 
 /// Something that happened in the daemon. Append-only: add new variants at the end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,22 @@ pub enum Event {
     /// Part of a snapshot too large for one frame: more jobs follow, and the snapshot ends
     /// with `Snapshot` holding the last part. A subscriber joins the parts in order. Appended.
     SnapshotPart(Vec<JobInfo>),
+    /// A completed file changed on disk (deleted, truncated, rewritten), or was found intact
+    /// or repaired again; the job's [`Event::Updated`] follows.
+    FileChanged(FileChange),
+}
+
+/// A completed file whose integrity state changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    /// The job.
+    pub job: JobId,
+    /// The file's final path.
+    pub path: String,
+    /// Its new state: `missing`, `modified`, or `completed` when found intact again.
+    pub state: FileState,
+    /// What was noticed, for a person.
+    pub note: Option<String>,
 }
 
 /// A progress update for one job.

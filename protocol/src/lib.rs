@@ -8,7 +8,8 @@
 //! * [`codec`]: bincode or JSON per connection; the only place that names the binary encoding;
 //! * [`connection`]: length-prefixed frames with a hard size cap checked before allocating;
 //! * [`endpoint`]: where the per-user socket lives and how to bind / connect it;
-//! * [`client`]: a small async client for apps that queue downloads.
+//! * [`client`]: a small async client for apps that queue downloads;
+//! * [`manifest`]: the manifest format (`mdlctl ensure`, the daemon's drop folder), one parser.
 //!
 //! # Compatibility rules
 //! Messages are append-only: new enum variants and new messages are added at the end, existing
@@ -22,6 +23,7 @@ pub mod connection;
 pub mod endpoint;
 pub mod event;
 pub mod handshake;
+pub mod manifest;
 pub mod request;
 pub mod response;
 pub mod types;
@@ -29,14 +31,14 @@ pub mod types;
 pub use client::{Client, ClientError, EventStream};
 pub use codec::Codec;
 pub use connection::{Connection, ProtocolError, MAX_FRAME_LEN};
-pub use event::{Event, Progress};
+pub use event::{Event, FileChange, Progress};
 pub use handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
 pub use request::{
     forwarded_env, forwarded_env_from, AddRequest, BandwidthLimitRequest, HubTokenRequest,
     RemoveRequest, Request, Secret, SetPriorityRequest, Target, VerifyRequest, FORWARDED_ENV,
 };
 pub use response::{
-    AddOutcome, AddReply, DaemonInfo, DamagedRecord, ErrorReply, HubTokenInfo, LostJob, PlanInfo,
-    PlannedFile, Response, StoreHealth,
+    AddOutcome, AddReply, DaemonInfo, DamagedRecord, ErrorReply, HealthInfo, HubTokenInfo, LostJob,
+    PlanInfo, PlannedFile, Response, StoreHealth,
 };
 pub use types::{ErrorInfo, ErrorKind, FileInfo, FileState, JobId, JobInfo, JobState};

@@ -68,6 +68,9 @@ pub enum Request {
     /// What the daemon found wrong with its store and repaired at start, and whether it is
     /// writing now (answered with [`crate::Response::StoreHealth`]). Appended in 0.1.0.
     StoreHealth,
+    /// The health of what the daemon watches: completed files intact / missing / modified,
+    /// the drop folder, the config file and its last reload (replies `Health`).
+    Health,
 }
 
 impl Request {
@@ -91,6 +94,7 @@ impl Request {
             Request::SetHubToken(_) => "set_hub_token",
             Request::HubTokens => "hub_tokens",
             Request::StoreHealth => "store_health",
+            Request::Health => "health",
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum Response {
     JobsPart(Vec<JobInfo>),
     /// The store's health (reply to [`crate::Request::StoreHealth`]). Appended in 0.1.0.
     StoreHealth(StoreHealth),
+    /// What the daemon watches and how it is (the reply to `Health`).
+    Health(HealthInfo),
 }
 
 /// Whether the daemon keeps a token for a hub (the token itself never leaves the daemon).
@@ -178,4 +180,38 @@ pub struct LostJob {
     pub dest: String,
     /// Partial files of it still on disk.
     pub partial_files: Vec<String>,
+}
+
+/// The health of what the daemon watches on disk (the reply to `Request::Health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthInfo {
+    /// Completed files present exactly as verified.
+    pub files_intact: u64,
+    /// Completed files gone from disk.
+    pub files_missing: u64,
+    /// Completed files whose size, time stamp or bytes changed.
+    pub files_modified: u64,
+    /// True once the start-up check of every completed file has finished.
+    pub startup_check_done: bool,
+    /// How changes are noticed: `notify` (file-system events), `poll` (a network file
+    /// system, or events unavailable), `notify+poll`, or `off`.
+    pub watch_mode: String,
+    /// The polling interval in milliseconds, where polling is used.
+    pub poll_interval_ms: u64,
+    /// `manual` (`mdlctl verify` repairs) or `auto` (the daemon re-queues damaged files).
+    pub repair: String,
+    /// The drop folder, if one is set.
+    pub watch_dir: Option<String>,
+    /// Why the drop folder is not being watched, if it is not.
+    pub watch_dir_error: Option<String>,
+    /// Files queued from the drop folder since the daemon started.
+    pub dropped_queued: u64,
+    /// Files from the drop folder refused as invalid since the daemon started.
+    pub dropped_invalid: u64,
+    /// The config file the daemon reads, if any.
+    pub config_file: Option<String>,
+    /// When the config file was last applied (milliseconds since the Unix epoch).
+    pub config_loaded_ms: Option<u64>,
+    /// Why the last edit of the config file was refused (the previous settings stay).
+    pub config_error: Option<String>,
 }

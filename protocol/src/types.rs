@@ -66,6 +66,10 @@ pub enum FileState {
     Completed,
     /// Failed (see the job's error).
     Failed,
+    /// Was completed, and is gone from disk now (deleted, or its snapshot link is).
+    Missing,
+    /// Was completed, and its size, time stamp or bytes changed since it was verified.
+    Modified,
 }
 
 impl FileState {
@@ -77,6 +81,8 @@ impl FileState {
             FileState::Verifying => "verifying",
             FileState::Completed => "completed",
             FileState::Failed => "failed",
+            FileState::Missing => "missing",
+            FileState::Modified => "modified",
         }
     }
 }

@@ -322,3 +322,45 @@ fn response_and_event_frames_still_decode() {
     );
     check("event_end", Response::Event(Event::End));
 }
+
+/// Messages added for the drop folder, integrity watching and config reload (issue #12),
+/// appended at the ends of their enums.
+#[test]
+fn watch_frames_still_decode() {
+    check("request_health", Request::Health);
+    check(
+        "response_health",
+        Response::Health(HealthInfo {
+            files_intact: 10,
+            files_missing: 1,
+            files_modified: 2,
+            startup_check_done: true,
+            watch_mode: "notify".into(),
+            poll_interval_ms: 10_000,
+            repair: "auto".into(),
+            watch_dir: Some("/home/u/mdl-drop".into()),
+            watch_dir_error: None,
+            dropped_queued: 3,
+            dropped_invalid: 1,
+            config_file: Some("/home/u/.config/mdl/config.toml".into()),
+            config_loaded_ms: Some(1_763_000_000_000),
+            config_error: Some("line 2: invalid type".into()),
+        }),
+    );
+    check(
+        "event_file_changed",
+        Response::Event(Event::FileChanged(FileChange {
+            job: 7,
+            path: "/data/models/model.safetensors".into(),
+            state: FileState::Missing,
+            note: Some("deleted".into()),
+        })),
+    );
+    let mut damaged = job();
+    damaged.state = JobState::Completed;
+    damaged.files[0].state = FileState::Modified;
+    check(
+        "event_updated_modified",
+        Response::Event(Event::Updated(damaged)),
+    );
+}

@@ -12,7 +12,7 @@ use super::Ctx;
 use crate::cli::DaemonCommand;
 use crate::daemon_spawn;
 use crate::exit::Failure;
-use crate::output::{daemon_info_text, emit, emit_json};
+use crate::output::{daemon_info_text, emit, emit_json, health_text};
 
 /// How long `stop` waits for the daemon to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,20 +46,27 @@ async fn status(ctx: &Ctx) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let info = client.daemon_status().await?;
-    // A daemon older than the store-health request answers with an error: no report then.
-    let health = client.store_health().await.ok();
+    // A daemon older than these requests answers with an error: no report then.
+    let store = client.store_health().await.ok();
+    let health = client.health().await.ok();
     if ctx.json {
         let mut value = serde_json::to_value(&info)?;
-        if let (Some(map), Some(health)) = (value.as_object_mut(), &health) {
-            map.insert("store".into(), serde_json::to_value(health)?);
+        if let Some(map) = value.as_object_mut() {
+            if let Some(store) = &store {
+                map.insert("store".into(), serde_json::to_value(store)?);
+            }
+            map.insert("health".into(), serde_json::to_value(&health)?);
         }
         emit_json(&value)
     } else {
         let mut text = daemon_info_text(&info).trim_end().to_string();
-        if let Some(health) = &health {
-            text.push_str(&store_health_text(health));
+        if let Some(store) = &store {
+            text.push_str(&store_health_text(store));
         }
-        emit(text)
+        if let Some(health) = &health {
+            text.push_str(&health_text(health));
+        }
+        emit(text.trim_end())
     }
 }
 

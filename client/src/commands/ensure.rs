@@ -10,8 +10,9 @@
 //!
 //! # Manifest format
 //!
-//! TOML (or JSON, when the file name ends in `.json`, with the same keys). Relative
-//! directories are taken from the manifest's own directory.
+//! TOML (or JSON, when the file name ends in `.json`, with the same keys), parsed by
+//! [`mdl_protocol::manifest`] (shared with the daemon's drop folder). Relative directories are
+//! taken from the manifest's own directory.
 //!
 //! ```toml
 //! # Optional: the directory every model's `dir` is relative to.
@@ -38,12 +39,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use md5::Md5;
 use mdl_protocol::{AddOutcome, AddRequest, Client, ErrorKind, JobId, JobInfo, JobState};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{wait, Ctx};
@@ -51,200 +52,18 @@ use crate::cli::EnsureArgs;
 use crate::exit::Failure;
 use crate::output::{emit, emit_json};
 
-/// A manifest: models, each with files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// The directory models' `dir`s are relative to (itself relative to the manifest).
-    pub dir: Option<PathBuf>,
-    /// The models.
-    #[serde(default, alias = "model")]
-    pub models: Vec<Model>,
-}
-
-/// One model of a manifest.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Model {
-    /// Its name, for the report.
-    pub name: String,
-    /// The save directory of its files.
-    pub dir: Option<PathBuf>,
-    /// The URL files' `path`s are relative to.
-    pub base_url: Option<String>,
-    /// The files.
-    #[serde(default, alias = "file")]
-    pub files: Vec<ManifestFile>,
-}
-
-/// One file of a model.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManifestFile {
-    /// A full URL.
-    pub url: Option<String>,
-    /// A path below the model's `base_url`.
-    pub path: Option<String>,
-    /// sha256 (64 hex) or md5 (32 hex), told apart by length.
-    pub checksum: Option<String>,
-    /// sha256 (64 hex).
-    pub sha256: Option<String>,
-    /// md5 (32 hex).
-    pub md5: Option<String>,
-    /// The name to save it under.
-    pub save_as: Option<String>,
-}
-
-/// One file as `ensure` handles it: where it comes from, where it goes, what it must hash to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned {
-    /// The model's index in the manifest.
-    pub model: usize,
-    /// The URL.
-    pub url: String,
-    /// The save directory (absolute).
-    pub dir: PathBuf,
-    /// The file name in it.
-    pub name: String,
-    /// Expected sha256 (lowercase hex).
-    pub sha256: Option<String>,
-    /// Expected md5 (lowercase hex).
-    pub md5: Option<String>,
-}
-
-impl Planned {
-    /// The full local path.
-    pub fn path(&self) -> PathBuf {
-        self.dir.join(&self.name)
-    }
-}
+pub use mdl_protocol::manifest::{Manifest, Planned};
 
 fn bad(message: String) -> anyhow::Error {
     Failure::new(ErrorKind::InvalidRequest, message).into()
 }
 
-fn hex_of(value: &str, len: usize, what: &str) -> Result<String> {
-    let v = value.trim();
-    if v.len() == len && v.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(v.to_ascii_lowercase())
-    } else {
-        Err(bad(format!(
-            "{what} must be {len} hex digits, got {value:?}"
-        )))
-    }
-}
-
-/// Parse a manifest's text; `json` picks the format.
-pub fn parse(text: &str, json: bool) -> Result<Manifest> {
-    if json {
-        serde_json::from_str(text).map_err(|e| bad(format!("invalid manifest: {e}")))
-    } else {
-        toml::from_str(text).map_err(|e| bad(format!("invalid manifest: {e}")))
-    }
-}
-
-/// Every file of the manifest, with absolute directories (relative ones from `base_dir`).
-pub fn plan(manifest: &Manifest, base_dir: &Path) -> Result<Vec<Planned>> {
-    let root = base_dir.join(manifest.dir.as_deref().unwrap_or(Path::new("")));
-    let mut out = Vec::new();
-    for (m, model) in manifest.models.iter().enumerate() {
-        let dir = root.join(model.dir.as_deref().unwrap_or(Path::new("")));
-        if model.files.is_empty() {
-            return Err(bad(format!("model {:?} lists no files", model.name)));
-        }
-        for file in &model.files {
-            let url = match (&file.url, &file.path, &model.base_url) {
-                (Some(url), None, _) => url.clone(),
-                (None, Some(path), Some(base)) => format!(
-                    "{}/{}",
-                    base.trim_end_matches('/'),
-                    path.trim_start_matches('/')
-                ),
-                (None, Some(_), None) => {
-                    return Err(bad(format!(
-                        "model {:?}: a file gives `path` but the model has no `base_url`",
-                        model.name
-                    )))
-                }
-                _ => {
-                    return Err(bad(format!(
-                        "model {:?}: each file needs exactly one of `url` and `path`",
-                        model.name
-                    )))
-                }
-            };
-            let (mut sha256, mut md5) = (None, None);
-            if let Some(c) = &file.checksum {
-                match c.trim().len() {
-                    64 => sha256 = Some(hex_of(c, 64, "checksum")?),
-                    32 => md5 = Some(hex_of(c, 32, "checksum")?),
-                    _ => {
-                        return Err(bad(format!(
-                            "model {:?}: checksum {c:?} is neither a sha256 (64 hex) nor an md5 (32 hex)",
-                            model.name
-                        )))
-                    }
-                }
-            }
-            if let Some(s) = &file.sha256 {
-                sha256 = Some(hex_of(s, 64, "sha256")?);
-            }
-            if let Some(s) = &file.md5 {
-                md5 = Some(hex_of(s, 32, "md5")?);
-            }
-            let name = file
-                .save_as
-                .clone()
-                .or_else(|| url_file_name(&url))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "model {:?}: cannot name the file of {url}; give `save_as`",
-                        model.name
-                    ))
-                })?;
-            if name.contains(['/', '\\']) || name == ".." || name == "." {
-                return Err(bad(format!(
-                    "model {:?}: save_as {name:?} must be a plain file name",
-                    model.name
-                )));
-            }
-            out.push(Planned {
-                model: m,
-                url,
-                dir: dir.clone(),
-                name,
-                sha256,
-                md5,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The last path segment of a URL, percent-decoded.
-fn url_file_name(url: &str) -> Option<String> {
-    let path = url.split(['?', '#']).next()?;
-    let after_scheme = path.split_once("://").map_or(path, |(_, rest)| rest);
-    let (_, path) = after_scheme.split_once('/')?;
-    let last = path.rsplit('/').find(|s| !s.is_empty())?;
-    let mut bytes = Vec::new();
-    let raw = last.as_bytes();
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            if let Some(b) = std::str::from_utf8(&raw[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                bytes.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        bytes.push(raw[i]);
-        i += 1;
-    }
-    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+/// Parse a manifest's text and plan its files, with absolute directories (relative ones from
+/// `base_dir`); the parser is the protocol crate's, shared with the daemon's drop folder.
+pub fn parse_and_plan(text: &str, json: bool, base_dir: &Path) -> Result<(Manifest, Vec<Planned>)> {
+    mdl_protocol::manifest::ManifestText::new(text, json)
+        .plan(base_dir)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Whether the local file exists and matches its checksum.
@@ -345,12 +164,11 @@ fn load(path: &Path) -> Result<(Manifest, Vec<Planned>)> {
     let json = manifest_path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let manifest = parse(&text, json)?;
     let base = manifest_path
         .parent()
         .unwrap_or(Path::new("/"))
         .to_path_buf();
-    let files = plan(&manifest, &base)?;
+    let (manifest, files) = parse_and_plan(&text, json, &base)?;
     Ok((manifest, files))
 }
 
@@ -506,63 +324,18 @@ fn print_report(ctx: &Ctx, models: &[ModelReport]) -> Result<()> {
 mod tests {
     use super::*;
 
-    const SHA: &str = "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6ffb7b3a26a1a";
-    const MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
-
-    #[test]
-    fn the_example_manifest_parses() {
-        let text = include_str!("../../../examples/manifest.toml");
-        let manifest = parse(text, false).unwrap();
-        let files = plan(&manifest, Path::new("/base")).unwrap();
-        assert!(!files.is_empty());
-        assert!(files.iter().all(|f| f.dir.starts_with("/base")));
-    }
-
-    #[test]
-    fn checksums_are_told_apart_by_length_and_names_default_to_the_url() {
-        let text = format!(
-            r#"
-dir = "models"
-[[models]]
-name = "a"
-dir = "ckpt"
-base_url = "https://h.example/repo/"
-[[models.files]]
-path = "sub/w%20x.bin"
-checksum = "{SHA}"
-[[models.files]]
-url = "https://o.example/v.bin?download=1"
-checksum = "{}"
-save_as = "vae.bin"
-"#,
-            MD5.to_uppercase()
-        );
-        let files = plan(&parse(&text, false).unwrap(), Path::new("/m")).unwrap();
-        assert_eq!(files[0].url, "https://h.example/repo/sub/w%20x.bin");
-        assert_eq!(files[0].name, "w x.bin");
-        assert_eq!(files[0].dir, Path::new("/m/models/ckpt"));
-        assert_eq!(files[0].sha256.as_deref(), Some(SHA));
-        assert_eq!(files[1].md5.as_deref(), Some(MD5));
-        assert_eq!(files[1].name, "vae.bin");
-
-        let json = format!(
-            r#"{{"models":[{{"name":"b","files":[{{"url":"https://x/y.bin","md5":"{MD5}"}}]}}]}}"#
-        );
-        let files = plan(&parse(&json, true).unwrap(), Path::new("/j")).unwrap();
-        assert_eq!(files[0].path(), Path::new("/j/y.bin"));
-    }
-
     #[test]
     fn bad_manifests_are_usage_errors() {
         for text in [
             "[[models]]\nname = \"a\"\n[[models.files]]\npath = \"x\"\n",
-            "[[models]]\nname = \"a\"\n[[models.files]]\nurl = \"https://x/y\"\nchecksum = \"abc\"\n",
-            "[[models]]\nname = \"a\"\n[[models.files]]\nurl = \"https://x/y\"\nsave_as = \"../z\"\n",
             "[[models]]\nname = \"a\"\ncolour = 1\n",
         ] {
-            let err = parse(text, false).and_then(|m| plan(&m, Path::new("/")));
-            let err = err.unwrap_err();
-            assert_eq!(crate::exit::code_for_error(&err), mdl_protocol::ErrorKind::InvalidRequest.exit_code(), "{err}");
+            let err = parse_and_plan(text, false, Path::new("/")).unwrap_err();
+            assert_eq!(
+                crate::exit::code_for_error(&err),
+                mdl_protocol::ErrorKind::InvalidRequest.exit_code(),
+                "{err}"
+            );
         }
     }
 }

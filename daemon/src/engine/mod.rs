@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::FileCheckpoint;
 use crate::ranges::RangeSet;
-use crate::settings::EngineSettings;
+use crate::settings::{EngineSettings, Live};
 use retry::{classify_status, parse_retry_after, Retries, StatusClass};
 use writer::WriterHandle;
 pub use writer::{CheckpointSink, Digests, HashPlan};
@@ -153,15 +153,22 @@ pub struct Engine {
     http: reqwest::Client,
     /// The proxies of `http`, and whether it is the offline client.
     network: (proxy::ProxyConfig, bool),
-    settings: Arc<EngineSettings>,
+    /// Replaced as a whole when the config file is reloaded ([`Engine::reload`]).
+    settings: Arc<Live<EngineSettings>>,
     global_limit: Arc<limit::RateLimiter>,
-    /// One semaphore per host: the connection cap that holds across all jobs.
-    host_slots:
-        Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    /// One semaphore per host with the limit it was sized for: the connection cap that holds
+    /// across all jobs.
+    host_slots: Arc<std::sync::Mutex<std::collections::HashMap<String, HostSlots>>>,
     /// One client per proxy configuration (and offline), built on first use.
     clients: Arc<
         std::sync::Mutex<std::collections::HashMap<(proxy::ProxyConfig, bool), reqwest::Client>>,
     >,
+}
+
+/// The connection slots of one host.
+struct HostSlots {
+    semaphore: Arc<tokio::sync::Semaphore>,
+    limit: usize,
 }
 
 impl Engine {
@@ -176,7 +183,7 @@ impl Engine {
         Ok(Engine {
             http,
             network,
-            settings: Arc::new(settings),
+            settings: Arc::new(Live::new(settings)),
             global_limit: Arc::new(limit::RateLimiter::new(None)),
             host_slots: Default::default(),
             clients: Arc::new(std::sync::Mutex::new(clients)),
@@ -188,7 +195,8 @@ impl Engine {
     /// that can open no connection. Limits and host slots stay shared.
     pub fn for_job(&self, job: &crate::job::JobRecord) -> Result<Engine, FetchError> {
         let daemon_env = |k: &str| std::env::var(k).ok();
-        let network = &self.settings.network;
+        let settings = self.settings();
+        let network = &settings.network;
         let offline = proxy::is_offline(job, network, &daemon_env);
         let config = if offline {
             proxy::ProxyConfig::default()
@@ -208,7 +216,7 @@ impl Engine {
         let http = match cached {
             Some(http) => http,
             None => {
-                let http = build_client(&self.settings, &key.0, offline)?;
+                let http = build_client(&settings, &key.0, offline)?;
                 if !offline {
                     tracing::info!(job = job.id, proxy = %key.0.describe(), "new HTTP client for a proxy configuration");
                 }
@@ -250,10 +258,13 @@ impl Engine {
             slots
                 .entry(host.clone())
                 .or_insert_with(|| {
-                    Arc::new(tokio::sync::Semaphore::new(
-                        self.settings.connections_for(&host),
-                    ))
+                    let limit = self.settings().connections_for(&host);
+                    HostSlots {
+                        semaphore: Arc::new(tokio::sync::Semaphore::new(limit)),
+                        limit,
+                    }
                 })
+                .semaphore
                 .clone()
         };
         semaphore
@@ -267,9 +278,35 @@ impl Engine {
         &self.global_limit
     }
 
-    /// The engine's settings.
-    pub fn settings(&self) -> &EngineSettings {
-        &self.settings
+    /// The engine's settings now (a snapshot: a reload does not change it under the caller).
+    pub fn settings(&self) -> Arc<EngineSettings> {
+        self.settings.get()
+    }
+
+    /// Apply reloaded settings: the runtime keys (endpoints, per-host limits) of `next` take
+    /// effect for every request from now on; the HTTP client's own settings (timeouts, user
+    /// agent, redirects) stay until the next start. Each host's connection cap is resized in
+    /// place: raised at once, lowered as connections finish (the removed permits are taken
+    /// and forgotten), so the cap holds across the change.
+    pub fn reload(&self, next: &EngineSettings) {
+        let next = self.settings().with_runtime_keys_of(next);
+        let mut slots = self.host_slots.lock().expect("host slots lock");
+        for (host, slot) in slots.iter_mut() {
+            let limit = next.connections_for(host);
+            if limit > slot.limit {
+                slot.semaphore.add_permits(limit - slot.limit);
+            } else if limit < slot.limit {
+                let surplus = (slot.limit - limit) as u32;
+                let semaphore = slot.semaphore.clone();
+                tokio::spawn(async move {
+                    if let Ok(permits) = semaphore.acquire_many_owned(surplus).await {
+                        permits.forget();
+                    }
+                });
+            }
+            slot.limit = limit;
+        }
+        self.settings.set(next);
     }
 
     /// Fetch one file into `spec.part_path`, resuming from `spec.checkpoint`. Returns the
@@ -470,7 +507,7 @@ enum AttemptError {
 
 impl<'a> Attempt<'a> {
     async fn run(&mut self, writer: &mut WriterHandle) -> Result<(), FetchError> {
-        let settings = &self.engine.settings;
+        let settings = &*self.engine.settings();
         let mut retries = Retries::new(settings, settings.max_attempts);
         loop {
             if self.cancel.is_cancelled() {
@@ -639,7 +676,7 @@ impl<'a> Attempt<'a> {
         ranges_ok: bool,
         writer: &mut WriterHandle,
     ) -> Result<(), AttemptError> {
-        let settings = &self.engine.settings;
+        let settings = &*self.engine.settings();
         let segments = settings.segments_for(&host_of(&self.spec.url));
         let big = self
             .checkpoint
@@ -731,7 +768,7 @@ impl<'a> Attempt<'a> {
         writer: &mut WriterHandle,
         mut may_split: bool,
     ) -> Result<Option<BodyStream>, AttemptError> {
-        let settings = &self.engine.settings;
+        let settings = &*self.engine.settings();
         let probe_start = (Instant::now(), self.pos);
         let mut last_progress = self.pos;
         let mut buffer = BytesMut::with_capacity(settings.write_buffer_bytes);
@@ -921,7 +958,7 @@ async fn send(
     engine: &Engine,
     request: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, AttemptError> {
-    let limit = engine.settings.response_timeout;
+    let limit = engine.settings().response_timeout;
     match tokio::time::timeout(limit, request.send()).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(request_error(&e)),

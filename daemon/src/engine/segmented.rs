@@ -90,7 +90,7 @@ impl<'a> Attempt<'a> {
         writer: &mut WriterHandle,
         segments: usize,
     ) -> Result<(), AttemptError> {
-        let settings = self.engine.settings.clone();
+        let settings = self.engine.settings();
         let total = self
             .checkpoint
             .total
@@ -243,7 +243,7 @@ impl<'a> Attempt<'a> {
 
 /// One connection's loop: take a range, fetch it, write it; steal when nothing is pending.
 async fn worker(shared: Arc<Shared>, id: WorkerId, mut first: Option<FirstResponse>) -> WorkerEnd {
-    let settings = shared.engine.settings.clone();
+    let settings = shared.engine.settings();
     let mut failures = 0u32;
     loop {
         if shared.cancel.is_cancelled() {
@@ -435,7 +435,7 @@ async fn stream_range(
     mut stream: BodyStream,
     start: u64,
 ) -> (StreamOutcome, u64) {
-    let settings = &shared.engine.settings;
+    let settings = &*shared.engine.settings();
     let buffer_size = segment_buffer_bytes(settings.write_buffer_bytes);
     let mut buffer = BytesMut::with_capacity(buffer_size);
     let mut buffer_start = start;

@@ -33,7 +33,7 @@ fn check_hex(name: &str, value: &Option<String>, len: usize) -> Result<Option<St
 /// Queue a download (or describe it, for a dry run). A Civitai search queues one job per
 /// result ([`super::search`]).
 pub async fn add(services: &Services, request: AddRequest) -> HandlerResult {
-    let checked = check(&services.settings, request)?;
+    let checked = check(&services.settings.get(), request)?;
     if let Source::Civitai(CivitaiTarget::Search(pairs)) = &checked.parsed_source {
         let pairs = pairs.clone();
         return search::run(services, checked.request, pairs).await;
@@ -43,7 +43,7 @@ pub async fn add(services: &Services, request: AddRequest) -> HandlerResult {
 
 /// Queue one source (not a search).
 pub async fn queue_one(services: &Services, request: AddRequest) -> HandlerResult {
-    queue_checked(services, check(&services.settings, request)?).await
+    queue_checked(services, check(&services.settings.get(), request)?).await
 }
 
 async fn queue_checked(services: &Services, checked: CheckedAdd) -> HandlerResult {

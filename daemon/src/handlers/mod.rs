@@ -8,6 +8,7 @@
 
 pub mod add;
 pub mod control;
+pub mod health;
 pub mod query;
 pub mod search;
 pub mod tokens;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::scheduler::{CallError, Scheduler, SchedulerHandle};
-use crate::settings::Settings;
+use crate::settings::{Live, Settings};
 use crate::store::StoreError;
 
 /// What every handler may use: the scheduler (the only door to mutable state) and the
@@ -32,8 +33,9 @@ pub struct Services {
     pub scheduler: SchedulerHandle,
     /// The HTTP engine (for dry runs and searches, which resolve sources).
     pub engine: Engine,
-    /// The settings the daemon started with.
-    pub settings: Arc<Settings>,
+    /// The settings in force: replaced as a whole when the config file is reloaded; take a
+    /// snapshot with `settings.get()` per request.
+    pub settings: Arc<Live<Settings>>,
     /// Cancelled to stop the daemon.
     pub shutdown: CancellationToken,
 }
@@ -110,6 +112,7 @@ pub async fn dispatch(services: &Services, request: Request) -> Reply {
             }
         }
         Request::Shutdown => return Reply::Shutdown,
+        Request::Health => health::health(services).await,
     };
     Reply::Response(result.unwrap_or_else(|e| {
         tracing::debug!(request = name, "request failed: {}", e.message);

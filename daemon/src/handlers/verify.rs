@@ -5,14 +5,16 @@
 //!    every completed job);
 //! 2. [`check`], on a blocking thread: size, sha256 (and md5 when that is all we know);
 //! 3. [`apply`], on the scheduler's state: each damaged or missing file goes back to pending
-//!    with an empty checkpoint, and its job back to the queue. Replies `Jobs` with the jobs
-//!    queued again.
+//!    with an empty checkpoint, and its job back to the queue; a file marked `missing` or
+//!    `modified` that hashes as verified after all (touched, or its snapshot link re-made) is
+//!    `completed` again with its new time stamp. Replies `Jobs` with the jobs queued again.
 
 use std::path::{Path, PathBuf};
 
 use mdl_protocol::{ErrorKind, ErrorReply, FileState, JobId, JobState, Response, VerifyRequest};
 
 use super::{no_such_job, HandlerResult, Services};
+use crate::engine::finalize::{file_stamp, link_file};
 use crate::engine::writer::{hash_file, HashPlan};
 use crate::scheduler::Scheduler;
 
@@ -31,21 +33,37 @@ pub struct Check {
     pub md5: Option<String>,
     /// The size it had.
     pub size: Option<u64>,
+    /// Links that must show it (a hub cache's snapshot entries); re-made when gone.
+    pub links: Vec<PathBuf>,
+    /// Its state now (`completed`, or `missing` / `modified` as the watcher marked it).
+    pub state: FileState,
 }
 
 /// Run a verify request: plan on the scheduler, hash on a blocking thread, apply on the
 /// scheduler.
 pub async fn run(services: &Services, request: VerifyRequest) -> HandlerResult {
     let checks = services.call(move |s| plan(s, &request)).await?;
-    let damaged = tokio::task::spawn_blocking(move || {
-        checks
-            .into_iter()
-            .filter(|c| !check(c))
-            .collect::<Vec<Check>>()
-    })
-    .await
-    .map_err(|e| ErrorReply::new(ErrorKind::Other, format!("verify failed: {e}")))?;
-    services.call(move |s| apply(s, damaged)).await
+    let (intact, damaged): (Vec<Check>, Vec<Check>) =
+        tokio::task::spawn_blocking(move || checks.into_iter().partition(check))
+            .await
+            .map_err(|e| ErrorReply::new(ErrorKind::Other, format!("verify failed: {e}")))?;
+    // Marked by the watcher, yet exactly as verified: completed again, with today's stamp.
+    let restored: Vec<(Check, Option<(u64, i64)>)> = intact
+        .into_iter()
+        .filter(|c| c.state != FileState::Completed)
+        .map(|c| {
+            let stamp = file_stamp(&c.path);
+            (c, stamp)
+        })
+        .collect();
+    services
+        .call(move |s| {
+            for (c, stamp) in restored {
+                s.mark_file(c.job, c.index, FileState::Completed, None, stamp)?;
+            }
+            apply(s, damaged)
+        })
+        .await
 }
 
 /// The completed files the request covers.
@@ -69,7 +87,10 @@ pub fn plan(scheduler: &mut Scheduler, request: &VerifyRequest) -> Result<Vec<Ch
             let Some(rel) = file.rel_path.as_deref() else {
                 continue;
             };
-            if file.state != FileState::Completed {
+            if !matches!(
+                file.state,
+                FileState::Completed | FileState::Missing | FileState::Modified
+            ) {
                 continue;
             }
             let path = job.dest_dir.join(rel);
@@ -83,6 +104,8 @@ pub fn plan(scheduler: &mut Scheduler, request: &VerifyRequest) -> Result<Vec<Ch
                 sha256: file.verified_sha256.clone().or(file.sha256.clone()),
                 md5: file.md5.clone(),
                 size: file.size,
+                links: file.links.iter().map(|l| job.dest_dir.join(l)).collect(),
+                state: file.state,
             });
         }
     }
@@ -114,8 +137,23 @@ fn under(path: &Path, root: &Path) -> bool {
     }
 }
 
-/// True when the file is present with the recorded size and digest.
+/// True when the file is present with the recorded size and digest (its links, re-made where
+/// gone, show it).
 pub fn check(c: &Check) -> bool {
+    if !check_file(c) {
+        return false;
+    }
+    c.links.iter().all(|link| {
+        let shows_it = match (std::fs::canonicalize(link), std::fs::canonicalize(&c.path)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        shows_it || link_file(&c.path, link).is_ok()
+    })
+}
+
+/// True when the file itself is present with the recorded size and digest.
+fn check_file(c: &Check) -> bool {
     let Ok(meta) = std::fs::metadata(&c.path) else {
         return false;
     };
@@ -200,8 +238,17 @@ mod tests {
             sha256: Some(sha.into()),
             md5: None,
             size: Some(5),
+            links: vec![dir.path().join("snapshot/f")],
+            state: FileState::Completed,
         };
         assert!(check(&c));
+        assert_eq!(
+            std::fs::read(dir.path().join("snapshot/f")).unwrap(),
+            b"hello"
+        );
+        std::fs::remove_file(dir.path().join("snapshot/f")).unwrap();
+        assert!(check(&c), "a missing link is re-made");
+        assert!(dir.path().join("snapshot/f").exists());
         c.size = Some(6);
         assert!(!check(&c));
         c.size = Some(5);

@@ -242,7 +242,7 @@ async fn get_json(
         path_and_query,
         headers,
         credentials,
-        engine.settings(),
+        &engine.settings(),
     )
     .await?;
     if response.is_success() {

@@ -337,7 +337,7 @@ impl Hub<'_> {
             &info_path,
             HeaderMap::new(),
             self.credentials,
-            self.engine.settings(),
+            &self.engine.settings(),
         )
         .await?;
         if !response.is_success() {
@@ -367,7 +367,7 @@ impl Hub<'_> {
             self.src.repo_type.plural(),
             self.src.repo_id
         );
-        let (http, settings) = (self.engine.http(), self.engine.settings());
+        let (http, settings) = (self.engine.http(), &*self.engine.settings());
         let endpoints = [endpoint.to_string()];
         let mut page = http_meta::get(
             http,

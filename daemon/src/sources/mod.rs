@@ -349,7 +349,7 @@ pub async fn plan(
     let engine = &engine
         .for_job(job)
         .map_err(|e| ErrorReply::new(e.kind(), e.to_string()))?;
-    let credentials = credentials(job, engine.settings());
+    let credentials = credentials(job, &engine.settings());
     let resolved = resolve(engine, job, &credentials)
         .await
         .map_err(|e| ErrorReply::new(e.kind(), e.to_string()))?;

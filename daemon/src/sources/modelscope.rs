@@ -307,7 +307,7 @@ async fn list_files(
         &list_path,
         HeaderMap::new(),
         credentials,
-        engine.settings(),
+        &engine.settings(),
     )
     .await?;
     let envelope: Envelope<FilesData> = match response.json() {

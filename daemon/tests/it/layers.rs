@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Each top-level module and its layer: a module may use only modules of a lower layer.
-const LAYERS: [(&str, u32); 11] = [
+const LAYERS: [(&str, u32); 12] = [
     ("server", 9),
+    ("watch", 9),
     ("handlers", 8),
     ("scheduler", 7),
     ("runner", 6),

@@ -19,6 +19,7 @@ mod segmented;
 mod socket;
 mod space;
 mod store;
+mod watch;
 
 use mdl_protocol::{AddRequest, Client, JobInfo};
 

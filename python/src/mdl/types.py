@@ -51,7 +51,8 @@ class FileInfo:
     size: Optional[int]
     #: Bytes fetched so far.
     bytes_done: int
-    #: ``pending``, ``downloading``, ``verifying``, ``completed`` or ``failed``.
+    #: ``pending``, ``downloading``, ``verifying``, ``completed`` or ``failed``; ``missing``
+    #: or ``modified`` for a completed file deleted or changed on disk since it was verified.
     state: str
     #: The expected or computed sha256 (lowercase hex).
     sha256: Optional[str]
