@@ -43,6 +43,17 @@ pub enum RunnerMessage {
         /// Flush the store after writing it.
         durable: bool,
     },
+    /// Which other job's verified file (with other bytes) is already at this final path?
+    OwnerOf {
+        /// The asking job.
+        job: JobId,
+        /// The final path it is about to install.
+        path: PathBuf,
+        /// The sha256 of the bytes it verified.
+        sha256: String,
+        /// The answer: the other job, if any.
+        reply: tokio::sync::oneshot::Sender<Option<JobId>>,
+    },
     /// Where is a verified, unchanged copy of a file with this sha256? (dedupe)
     FindBySha256 {
         /// The sha256, lowercase hex.
@@ -484,6 +495,23 @@ async fn finish_file(
         observer.replace(record, true);
         return Err(err);
     }
+    // Never replace another job's verified file with other bytes (two URLs with one name).
+    if let Some(other) = owner_of(ctx, job.id, &dest, &digests.sha256).await {
+        let _ = std::fs::remove_file(part);
+        crate::engine::sidecar::remove(part);
+        record.checkpoint = FileCheckpoint::default();
+        record.state = FileState::Failed;
+        observer.replace(record, true);
+        return Err(FetchError::failed(
+            ErrorKind::InvalidRequest,
+            format!(
+                "{} is already the verified download of job {other} with other bytes; not \
+                 replacing it: save this one under another name (--name) or --dest, or remove \
+                 job {other} first (`mdlctl rm {other} --delete-files`)",
+                dest.display()
+            ),
+        ));
+    }
     // The cache's own lock (huggingface_hub's per-blob lock), held until the links are made.
     let (layout, dir, rel_path) = (job.layout, job.dest_dir.clone(), rel_of(&record));
     let _lock =
@@ -523,6 +551,20 @@ fn rel_of(record: &FileRecord) -> String {
 /// when the settings allow it, else a copy (fsynced). The placed bytes are hashed again (reading
 /// is far cheaper than downloading), so a copy changed since it was verified is never reused;
 /// the caller verifies the digests like those of a download.
+/// The other job whose verified file with other bytes is at `path`, if any.
+async fn owner_of(ctx: &RunnerContext, job: JobId, path: &Path, sha256: &str) -> Option<JobId> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    ctx.scheduler
+        .send(RunnerMessage::OwnerOf {
+            job,
+            path: path.to_path_buf(),
+            sha256: sha256.to_string(),
+            reply,
+        })
+        .ok()?;
+    answer.await.ok()?
+}
+
 async fn reuse_local_copy(
     ctx: &RunnerContext,
     file: &FileRecord,

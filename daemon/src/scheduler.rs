@@ -118,6 +118,9 @@ pub struct Scheduler {
     flush_pending: bool,
     /// Events to send once the records they describe are flushed.
     pending_events: Vec<Event>,
+    /// Which completed file (job, index) holds each final path, so that a second job never
+    /// silently replaces another's verified file. Entries may be stale; lookups check them.
+    owners: HashMap<std::path::PathBuf, (JobId, u32)>,
     /// Replies to send once the records their calls wrote are flushed.
     pending_replies: Vec<Deliver>,
     /// Why the store cannot write now (a full data directory), until a flush succeeds again.
@@ -215,6 +218,7 @@ impl Scheduler {
             progress_interval: settings.progress_interval,
         };
         let from_file = settings.from_file.clone();
+        let owners = final_path_owners(&store)?;
         let mut scheduler = Scheduler {
             store,
             settings,
@@ -228,6 +232,7 @@ impl Scheduler {
             flush_pending: false,
             pending_events: Vec::new(),
             pending_replies: Vec::new(),
+            owners,
             store_write_error: None,
             watch: WatchStatus::default(),
         };
@@ -877,12 +882,23 @@ impl Scheduler {
                 durable,
             } => {
                 // A late checkpoint of a job that was removed meanwhile must not resurrect it.
-                if self.store.get_job(job)?.is_none() {
+                let Some(owner) = self.store.get_job(job)? else {
                     return Ok(());
+                };
+                if let (FileState::Completed, Some(rel)) = (record.state, &record.rel_path) {
+                    self.owners.insert(owner.dest_dir.join(rel), (job, index));
                 }
                 self.store.put_file(job, index, &record)?;
                 // Group commit: one flush for every checkpoint that arrived together.
                 self.flush_pending |= durable;
+            }
+            RunnerMessage::OwnerOf {
+                job,
+                path,
+                sha256,
+                reply,
+            } => {
+                let _ = reply.send(self.other_owner(job, &path, &sha256)?);
             }
             RunnerMessage::FindBySha256 { sha256, reply } => {
                 let _ = reply.send(self.find_verified(&sha256)?);
@@ -961,6 +977,34 @@ impl Scheduler {
             }
         }
         Ok(None)
+    }
+
+    /// Another job whose completed, verified file is at `path` with other bytes than `sha256`.
+    fn other_owner(
+        &self,
+        job: JobId,
+        path: &std::path::Path,
+        sha256: &str,
+    ) -> Result<Option<JobId>, StoreError> {
+        let Some(&(other, index)) = self.owners.get(path) else {
+            return Ok(None);
+        };
+        if other == job {
+            return Ok(None);
+        }
+        let (Some(record), Some(file)) = (
+            self.store.get_job(other)?,
+            self.store.get_file(other, index)?,
+        ) else {
+            return Ok(None);
+        };
+        let same_path = file
+            .rel_path
+            .as_ref()
+            .is_some_and(|rel| record.dest_dir.join(rel) == path);
+        let held = record.state == JobState::Completed && file.state == FileState::Completed;
+        let differs = file.verified_sha256.as_deref() != Some(sha256);
+        Ok((same_path && held && differs).then_some(other))
     }
 
     /// The wire view of one job, with live byte counts if it runs.
@@ -1080,4 +1124,22 @@ mod tests {
         let job = scheduler.job(info.id).unwrap().unwrap();
         assert!(job.finished_ms.is_some());
     }
+}
+
+/// Which completed file holds each final path, from the store (once, at start).
+fn final_path_owners(
+    store: &Store,
+) -> Result<HashMap<std::path::PathBuf, (JobId, u32)>, StoreError> {
+    let mut owners = HashMap::new();
+    for job in store.all_jobs()? {
+        if job.state != JobState::Completed {
+            continue;
+        }
+        for (index, file) in store.files(job.id)?.into_iter().enumerate() {
+            if let (FileState::Completed, Some(rel)) = (file.state, &file.rel_path) {
+                owners.insert(job.dest_dir.join(rel), (job.id, index as u32));
+            }
+        }
+    }
+    Ok(owners)
 }

@@ -181,7 +181,7 @@ const MAX_COMPONENT_BYTES: usize = 255;
 /// paths (`/x`, `\\x`, `C:x`), empty, `.` and `..` components, NUL and other control
 /// characters, names Windows reserves (`CON`, `PRN`, `AUX`, `NUL`, `COM1`–`COM9`,
 /// `LPT1`–`LPT9`, `CONIN$`, `CONOUT$`, with any extension), names ending in a dot or a space,
-/// and over-long components or paths.
+/// names like mdl's own partial files (`.mdl-…`), and over-long components or paths.
 pub fn checked_repo_path(raw: &str) -> Result<String, String> {
     if raw.is_empty() {
         return Err("empty path".into());
@@ -212,6 +212,11 @@ pub fn checked_repo_path(raw: &str) -> Result<String, String> {
         }
         if is_windows_reserved(component) {
             return Err(format!("{component:?} is a name Windows reserves"));
+        }
+        if component.starts_with(".mdl-") {
+            return Err(format!(
+                "{component:?} is named like mdl's own partial files"
+            ));
         }
     }
     Ok(raw.to_string())
@@ -370,6 +375,8 @@ mod tests {
             "CONIN$",
             "name.",
             "name ",
+            ".mdl-1-0.part",
+            "sub/.mdl-7-3.written",
         ] {
             assert!(checked_repo_path(bad).is_err(), "{bad:?} was accepted");
         }

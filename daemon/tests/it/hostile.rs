@@ -116,3 +116,46 @@ async fn hub_paths_that_would_escape_are_refused_naming_the_entry() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_second_job_never_replaces_another_jobs_verified_file_with_other_bytes() {
+    let server = FileServer::start().await;
+    let first = testkit::pseudo_random_bytes(4096, 1);
+    let second = testkit::pseudo_random_bytes(4096, 2);
+    server.add("/a/model.bin", first.clone());
+    server.add("/b/model.bin", second.clone());
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let dest = daemon.downloads.join("same");
+    let one = crate::add_url(&mut client, &server.url("/a/model.bin"), &dest, None).await;
+    assert_eq!(
+        daemon.wait_finished(one.id).await.state,
+        JobState::Completed
+    );
+    // Another URL whose file has the same name in the same directory.
+    let two = crate::add_url(&mut client, &server.url("/b/model.bin"), &dest, None).await;
+    let done = daemon.wait_finished(two.id).await;
+    assert_eq!(done.state, JobState::Failed, "{done:#?}");
+    let message = done.error.unwrap().message;
+    assert!(
+        message.contains(&format!("verified download of job {}", one.id))
+            && message.contains("--name"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(dest.join("model.bin")).unwrap(), first);
+    // The same bytes under the same name are fine (nothing is replaced by other bytes).
+    server.add("/c/model.bin", first.clone());
+    let three = crate::add_url(&mut client, &server.url("/c/model.bin"), &dest, None).await;
+    assert_eq!(
+        daemon.wait_finished(three.id).await.state,
+        JobState::Completed
+    );
+    // And after the first job is removed with its files, the name is free again.
+    client.remove(vec![one.id, three.id], true).await.unwrap();
+    let again = crate::add_url(&mut client, &server.url("/b/model.bin"), &dest, None).await;
+    assert_eq!(
+        daemon.wait_finished(again.id).await.state,
+        JobState::Completed
+    );
+    assert_eq!(std::fs::read(dest.join("model.bin")).unwrap(), second);
+}
