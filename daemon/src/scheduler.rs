@@ -118,6 +118,8 @@ pub struct Scheduler {
     flush_pending: bool,
     /// Events to send once the records they describe are flushed.
     pending_events: Vec<Event>,
+    /// Partial files to delete after the next commit (cancelled jobs), off this task.
+    pending_cleanups: Vec<finalize::Cleanup>,
     /// Which completed file (job, index) holds each final path, so that a second job never
     /// silently replaces another's verified file. Entries may be stale; lookups check them.
     owners: HashMap<std::path::PathBuf, (JobId, u32)>,
@@ -232,6 +234,7 @@ impl Scheduler {
             flush_pending: false,
             pending_events: Vec::new(),
             pending_replies: Vec::new(),
+            pending_cleanups: Vec::new(),
             owners,
             store_write_error: None,
             watch: WatchStatus::default(),
@@ -332,6 +335,10 @@ impl Scheduler {
         for deliver in std::mem::take(&mut self.pending_replies) {
             deliver(durable.clone());
         }
+        // Deleting files waits on the disk: never in this task.
+        for cleanup in std::mem::take(&mut self.pending_cleanups) {
+            tokio::task::spawn_blocking(move || cleanup.run());
+        }
     }
 
     /// Start queued jobs while slots are free.
@@ -414,7 +421,8 @@ impl Scheduler {
             job.finished_ms = None;
         }
         if state == JobState::Cancelled {
-            finalize::remove_partials(&job.dest_dir, job.id, job.file_count);
+            let cleanup = finalize::Cleanup::partials(&job.dest_dir, job.id, job.file_count);
+            self.pending_cleanups.push(cleanup);
         }
         self.store.put_job(&job)?;
         self.flush_pending = true;
@@ -653,9 +661,14 @@ impl Scheduler {
         }
     }
 
-    /// Forget a finished job and its partial files (`delete_files` deletes its completed
-    /// files too).
-    pub fn remove(&mut self, job: &JobRecord, delete_files: bool) -> Result<(), StoreError> {
+    /// Forget a finished job; returns the files to delete (its partial files, and with
+    /// `delete_files` its completed files), for the caller to delete off this task.
+    pub fn remove(
+        &mut self,
+        job: &JobRecord,
+        delete_files: bool,
+    ) -> Result<finalize::Cleanup, StoreError> {
+        let mut cleanup = finalize::Cleanup::partials(&job.dest_dir, job.id, job.file_count);
         if delete_files && job.state == JobState::Completed {
             for file in self.store.files(job.id)? {
                 // Never through a link that leads out of the destination.
@@ -663,15 +676,14 @@ impl Scheduler {
                     .rel_path
                     .and_then(|rel| names::safe_join(&job.dest_dir, &rel).ok())
                 {
-                    let _ = std::fs::remove_file(path);
+                    cleanup = cleanup.with_file(path);
                 }
             }
         }
-        finalize::remove_partials(&job.dest_dir, job.id, job.file_count);
         self.store.delete_job(job)?;
         self.flush_pending = true;
         self.pending_events.push(Event::Removed(job.id));
-        Ok(())
+        Ok(cleanup)
     }
 
     /// Change how many jobs run at once (kept across restarts).
@@ -1120,7 +1132,17 @@ mod tests {
         scheduler
             .transition(job, JobState::Cancelled, Event::Cancelled)
             .unwrap();
-        assert!(!part.exists());
+        // Deleted after the commit, on a blocking thread, never in the scheduler's task.
+        assert!(part.exists(), "deleted inside the scheduler's task");
+        commit(&mut scheduler).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while part.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the partial file stayed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let job = scheduler.job(info.id).unwrap().unwrap();
         assert!(job.finished_ms.is_some());
     }

@@ -196,12 +196,40 @@ pub fn remove_partial(part: &Path) {
     super::sidecar::remove(part);
 }
 
-/// Delete the partial files of a job's first `count` files (at least one) in `dest_dir`.
-pub fn remove_partials(dest_dir: &Path, job: mdl_protocol::JobId, count: u32) {
-    for index in 0..count.max(1) {
-        let part = crate::job::part_path(dest_dir, job, index);
-        let _ = std::fs::remove_file(&part);
-        super::sidecar::remove(&part);
+/// Files to delete once a change is saved, run off the scheduler's task: deleting on a hung
+/// network file system must never freeze every request.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    files: Vec<std::path::PathBuf>,
+    partials: Vec<std::path::PathBuf>,
+}
+
+impl Cleanup {
+    /// The partial files (and their sidecars) of a job's first `count` files (at least one).
+    pub fn partials(dest_dir: &Path, job: mdl_protocol::JobId, count: u32) -> Self {
+        Cleanup {
+            files: Vec::new(),
+            partials: (0..count.max(1))
+                .map(|index| crate::job::part_path(dest_dir, job, index))
+                .collect(),
+        }
+    }
+
+    /// Also delete this finished file.
+    pub fn with_file(mut self, path: std::path::PathBuf) -> Self {
+        self.files.push(path);
+        self
+    }
+
+    /// Delete everything (blocking; missing files are fine).
+    pub fn run(self) {
+        for path in self.files {
+            let _ = std::fs::remove_file(path);
+        }
+        for part in self.partials {
+            let _ = std::fs::remove_file(&part);
+            super::sidecar::remove(&part);
+        }
     }
 }
 

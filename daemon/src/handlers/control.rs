@@ -9,6 +9,7 @@ use mdl_protocol::{
 };
 
 use super::{invalid, no_such_job, HandlerResult, Services};
+use crate::engine::finalize::Cleanup;
 use crate::job::JobRecord;
 use crate::scheduler::{Scheduler, StopReason, StopWaiter};
 
@@ -129,8 +130,23 @@ pub fn set_priority(scheduler: &mut Scheduler, id: JobId, priority: i32) -> Hand
     Ok(Response::Job(scheduler.set_priority(job, priority)?))
 }
 
-/// Forget finished jobs, optionally deleting the files of completed ones.
-pub fn remove(scheduler: &mut Scheduler, request: RemoveRequest) -> HandlerResult {
+/// Forget finished jobs, optionally deleting the files of completed ones; the files are
+/// deleted on a blocking thread before the reply, never in the scheduler's task.
+pub async fn remove(services: &Services, request: RemoveRequest) -> HandlerResult {
+    let cleanups = services.call(move |s| remove_jobs(s, request)).await?;
+    tokio::task::spawn_blocking(move || cleanups.into_iter().for_each(Cleanup::run))
+        .await
+        .map_err(|e| {
+            mdl_protocol::ErrorReply::new(mdl_protocol::ErrorKind::Other, e.to_string())
+        })?;
+    Ok(Response::Ok)
+}
+
+/// Forget finished jobs on the scheduler's state; returns what to delete.
+pub fn remove_jobs(
+    scheduler: &mut Scheduler,
+    request: RemoveRequest,
+) -> Result<Vec<Cleanup>, ErrorReply> {
     let jobs = if request.ids.is_empty() {
         scheduler
             .jobs()?
@@ -151,10 +167,11 @@ pub fn remove(scheduler: &mut Scheduler, request: RemoveRequest) -> HandlerResul
         }
         jobs
     };
+    let mut cleanups = Vec::new();
     for job in jobs {
-        scheduler.remove(&job, request.delete_files)?;
+        cleanups.push(scheduler.remove(&job, request.delete_files)?);
     }
-    Ok(Response::Ok)
+    Ok(cleanups)
 }
 
 /// Change how many jobs run at once (kept across restarts).
@@ -244,7 +261,7 @@ mod tests {
             Response::Job(info) => assert_eq!(info.priority, 7),
             other => panic!("{other:?}"),
         }
-        let refused = remove(
+        let refused = remove_jobs(
             &mut s,
             RemoveRequest {
                 ids: vec![id],
@@ -262,7 +279,7 @@ mod tests {
             ids: vec![],
             delete_files: false,
         };
-        assert_eq!(remove(&mut s, all).unwrap(), Response::Ok);
+        assert_eq!(remove_jobs(&mut s, all).unwrap().len(), 1);
         assert!(s.job(id).unwrap().is_none());
     }
 

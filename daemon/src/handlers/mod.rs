@@ -91,7 +91,7 @@ pub async fn dispatch(services: &Services, request: Request) -> Reply {
             let f = move |s: &mut Scheduler| control::set_priority(s, req.id, req.priority);
             services.call(f).await
         }
-        Request::Remove(req) => services.call(move |s| control::remove(s, req)).await,
+        Request::Remove(req) => control::remove(services, req).await,
         Request::SetConcurrency(max) => {
             services
                 .call(move |s| control::set_concurrency(s, max))
