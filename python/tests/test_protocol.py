@@ -140,3 +140,18 @@ def test_the_script_in_the_protocol_document_runs(daemon: Daemon, mocks: Mocks) 
     assert out.returncode == 0, out.stderr
     assert "Welcome" in out.stdout and "Completed" in out.stdout.splitlines()[-1]
     assert Path(dest / "replay.bin").stat().st_size == 300 * 1024
+
+
+def test_the_forwarded_environment_is_the_protocol_crates_list() -> None:
+    """Python forwards exactly what `mdl_protocol::FORWARDED_ENV` names, in the same order:
+    the Rust list is the one source, this copy must not drift from it."""
+    import re
+    from pathlib import Path
+
+    import mdl.client
+
+    rust = (Path(__file__).resolve().parents[2] / "protocol/src/request.rs").read_text()
+    block = re.search(r"pub const FORWARDED_ENV: \[&str; \d+\] = \[(.*?)\];", rust, re.S)
+    assert block, "FORWARDED_ENV not found in protocol/src/request.rs"
+    names = tuple(re.findall(r'"([A-Za-z_]+)"', block.group(1)))
+    assert names and mdl.client.FORWARDED_ENV == names
