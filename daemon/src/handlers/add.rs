@@ -61,7 +61,55 @@ async fn queue_checked(services: &Services, checked: CheckedAdd) -> HandlerResul
                 checked.dest_dir.display()
             ))
         })?;
-    services.call(move |s| add_checked(s, checked)).await
+    // A verified copy counts only while its file is unchanged on disk: stat the candidates
+    // here too, and let the scheduler compare.
+    let key = checked.destination_key();
+    let candidates = services.call(move |s| completed_paths(s, &key)).await?;
+    let stamps = if candidates.is_empty() {
+        Stamps::new()
+    } else {
+        tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .map(|path| {
+                    let stamp = file_stamp(&path);
+                    (path, stamp)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| invalid(format!("cannot check the destination: {e}")))?
+    };
+    services
+        .call(move |s| add_checked(s, checked, &stamps))
+        .await
+}
+
+/// The size and whole-second mtime of files on disk, taken off the scheduler's task (`None`:
+/// not there).
+pub type Stamps = std::collections::HashMap<PathBuf, Option<(u64, i64)>>;
+
+/// The final paths of the completed files of completed jobs for this destination: what
+/// [`same_destination`] needs stamped. From the store only.
+fn completed_paths(
+    scheduler: &mut Scheduler,
+    key: &crate::store::DestinationKey,
+) -> Result<Vec<PathBuf>, ErrorReply> {
+    let mut paths = Vec::new();
+    for id in scheduler.jobs_for_destination(key) {
+        let Some(job) = scheduler.job(id)? else {
+            continue;
+        };
+        if job.state != JobState::Completed {
+            continue;
+        }
+        for file in scheduler.files(id)? {
+            if let Some(rel) = file.rel_path.as_deref() {
+                paths.push(job.dest_dir.join(rel));
+            }
+        }
+    }
+    Ok(paths)
 }
 
 /// An add whose arguments passed every check that needs no state.
@@ -76,6 +124,15 @@ pub struct CheckedAdd {
 }
 
 impl CheckedAdd {
+    /// Which existing jobs count as the same download.
+    fn destination_key(&self) -> crate::store::DestinationKey {
+        (
+            self.source.clone(),
+            self.dest_dir.clone(),
+            self.file_name.clone(),
+        )
+    }
+
     /// The job record this add queues (before it has an id).
     fn record(&self) -> JobRecord {
         let layout = sources::layout(&self.parsed_source, self.request.dest.is_some());
@@ -161,16 +218,14 @@ async fn dry_run(services: &Services, checked: CheckedAdd) -> HandlerResult {
 }
 
 /// Queue a checked add on the scheduler's state: join a job for the same destination, or
-/// complete at once from a verified copy, or queue a new job.
-pub fn add_checked(scheduler: &mut Scheduler, checked: CheckedAdd) -> HandlerResult {
-    if let Some(reply) = same_destination(
-        scheduler,
-        &checked.source,
-        &checked.dest_dir,
-        &checked.file_name,
-        &checked.sha256,
-        &checked.md5,
-    )? {
+/// complete at once from a verified copy (whose files `stamps` show unchanged), or queue a new
+/// job.
+pub fn add_checked(
+    scheduler: &mut Scheduler,
+    checked: CheckedAdd,
+    stamps: &Stamps,
+) -> HandlerResult {
+    if let Some(reply) = same_destination(scheduler, &checked, stamps)? {
         return Ok(reply);
     }
     let record = checked.record();
@@ -187,17 +242,12 @@ pub fn add_checked(scheduler: &mut Scheduler, checked: CheckedAdd) -> HandlerRes
 /// at once when a verified copy is still in place.
 fn same_destination(
     scheduler: &mut Scheduler,
-    source: &str,
-    dest_dir: &std::path::Path,
-    file_name: &Option<String>,
-    sha256: &Option<String>,
-    md5: &Option<String>,
+    checked: &CheckedAdd,
+    stamps: &Stamps,
 ) -> Result<Option<Response>, ErrorReply> {
-    let key = (
-        source.to_string(),
-        dest_dir.to_path_buf(),
-        file_name.clone(),
-    );
+    let (source, dest_dir) = (&checked.source, &checked.dest_dir);
+    let (sha256, md5) = (&checked.sha256, &checked.md5);
+    let key = checked.destination_key();
     let mut same = Vec::new();
     for id in scheduler.jobs_for_destination(&key) {
         same.extend(scheduler.job(id)?);
@@ -226,7 +276,7 @@ fn same_destination(
                     && files.iter().all(|f| {
                         f.state == FileState::Completed
                             && f.rel_path.as_ref().is_some_and(|rel| {
-                                let stamp = file_stamp(&dest_dir.join(rel));
+                                let stamp = stamps.get(&dest_dir.join(rel)).copied().flatten();
                                 stamp.is_some() && stamp == f.verified_stamp
                             })
                     });
@@ -293,7 +343,7 @@ mod tests {
         let settings = settings(dir.path());
         let add = |s: &mut Scheduler| {
             let checked = check(&settings, request("http://127.0.0.1/x.bin", dir.path())).unwrap();
-            match add_checked(s, checked).unwrap() {
+            match add_checked(s, checked, &Stamps::new()).unwrap() {
                 Response::Added(reply) => reply,
                 other => panic!("{other:?}"),
             }

@@ -217,7 +217,7 @@ mod tests {
             ..Default::default()
         };
         let checked = check(&scheduler_settings(dir), request).unwrap();
-        match add_checked(scheduler, checked).unwrap() {
+        match add_checked(scheduler, checked, &Default::default()).unwrap() {
             Response::Added(reply) => reply.job.id,
             other => panic!("{other:?}"),
         }

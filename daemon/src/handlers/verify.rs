@@ -1,9 +1,12 @@
 //! `verify`: re-hash finished files and queue the damaged ones again.
 //!
-//! Three steps, so that hashing (which may read gigabytes) never holds up the scheduler:
-//! 1. [`plan`], on the scheduler's state: the completed files to check (by job, by path, or
-//!    every completed job);
-//! 2. [`check`], on a blocking thread: size, sha256 (and md5 when that is all we know);
+//! Three steps, so that the file system (hashing may read gigabytes; a hung network mount may
+//! not answer at all) never holds up the scheduler:
+//! 1. [`plan`], on the scheduler's state, from the store alone: the completed files to check
+//!    (by job, or every completed job), with the paths the request names;
+//! 2. [`check`], on a blocking thread: which of them lie under those paths, then size, sha256
+//!    (and md5 when that is all we know); a damaged file's leftover partial is deleted here,
+//!    before its job can run again;
 //! 3. [`apply`], on the scheduler's state: each damaged or missing file goes back to pending
 //!    with an empty checkpoint, and its job back to the queue; a file marked `missing` or
 //!    `modified` that hashes as verified after all (touched, or its snapshot link re-made) is
@@ -14,8 +17,9 @@ use std::path::{Path, PathBuf};
 use mdl_protocol::{ErrorKind, ErrorReply, FileState, JobId, JobState, Response, VerifyRequest};
 
 use super::{no_such_job, HandlerResult, Services};
-use crate::engine::finalize::{file_stamp, link_file};
+use crate::engine::finalize::{self, file_stamp, link_file};
 use crate::engine::writer::{hash_file, HashPlan};
+use crate::job;
 use crate::scheduler::Scheduler;
 
 /// One finished file to check.
@@ -37,16 +41,58 @@ pub struct Check {
     pub links: Vec<PathBuf>,
     /// Its state now (`completed`, or `missing` / `modified` as the watcher marked it).
     pub state: FileState,
+    /// The partial file a new download of it would write (deleted when it is damaged).
+    pub partial: PathBuf,
+}
+
+/// What [`plan`] found: the candidates, and the paths the request limits them to.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Every completed file of the jobs the request names.
+    pub checks: Vec<Check>,
+    /// Only files under these paths count (none: every candidate).
+    pub roots: Vec<PathBuf>,
+}
+
+impl Plan {
+    /// On a blocking thread: keep the candidates under the request's paths (comparing
+    /// canonical forms), hash them, and delete the partial files of the damaged ones. Returns
+    /// (intact, damaged), or `NotFound` when the request named paths with nothing under them.
+    pub fn check(self) -> Result<(Vec<Check>, Vec<Check>), ErrorReply> {
+        let roots = self.roots;
+        let checks: Vec<Check> = self
+            .checks
+            .into_iter()
+            .filter(|c| roots.is_empty() || roots.iter().any(|r| under(&c.path, r)))
+            .collect();
+        if !roots.is_empty() && checks.is_empty() {
+            return Err(ErrorReply::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no finished download under {}",
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let (intact, damaged): (Vec<Check>, Vec<Check>) = checks.into_iter().partition(check);
+        for c in &damaged {
+            finalize::remove_partial(&c.partial);
+        }
+        Ok((intact, damaged))
+    }
 }
 
 /// Run a verify request: plan on the scheduler, hash on a blocking thread, apply on the
 /// scheduler.
 pub async fn run(services: &Services, request: VerifyRequest) -> HandlerResult {
-    let checks = services.call(move |s| plan(s, &request)).await?;
-    let (intact, damaged): (Vec<Check>, Vec<Check>) =
-        tokio::task::spawn_blocking(move || checks.into_iter().partition(check))
-            .await
-            .map_err(|e| ErrorReply::new(ErrorKind::Other, format!("verify failed: {e}")))?;
+    let plan = services.call(move |s| plan(s, &request)).await?;
+    let (intact, damaged) = tokio::task::spawn_blocking(move || plan.check())
+        .await
+        .map_err(|e| ErrorReply::new(ErrorKind::Other, format!("verify failed: {e}")))??;
     // Marked by the watcher, yet exactly as verified: completed again, with today's stamp.
     let restored: Vec<(Check, Option<(u64, i64)>)> = intact
         .into_iter()
@@ -66,8 +112,9 @@ pub async fn run(services: &Services, request: VerifyRequest) -> HandlerResult {
         .await
 }
 
-/// The completed files the request covers.
-pub fn plan(scheduler: &mut Scheduler, request: &VerifyRequest) -> Result<Vec<Check>, ErrorReply> {
+/// The completed files of the jobs the request covers, read from the store only (no file
+/// system access: [`Plan::check`] does that off the scheduler).
+pub fn plan(scheduler: &mut Scheduler, request: &VerifyRequest) -> Result<Plan, ErrorReply> {
     let jobs = if request.ids.is_empty() {
         scheduler.jobs()?
     } else {
@@ -94,9 +141,6 @@ pub fn plan(scheduler: &mut Scheduler, request: &VerifyRequest) -> Result<Vec<Ch
                 continue;
             }
             let path = job.dest_dir.join(rel);
-            if !roots.is_empty() && !roots.iter().any(|r| under(&path, r)) {
-                continue;
-            }
             checks.push(Check {
                 job: job.id,
                 index: index as u32,
@@ -106,24 +150,11 @@ pub fn plan(scheduler: &mut Scheduler, request: &VerifyRequest) -> Result<Vec<Ch
                 size: file.size,
                 links: file.links.iter().map(|l| job.dest_dir.join(l)).collect(),
                 state: file.state,
+                partial: job::part_path(&job.dest_dir, job.id, index as u32),
             });
         }
     }
-    if !roots.is_empty() && checks.is_empty() {
-        return Err(ErrorReply::new(
-            ErrorKind::NotFound,
-            format!(
-                "no finished download under {}",
-                request
-                    .paths
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    }
-    Ok(checks)
+    Ok(Plan { checks, roots })
 }
 
 /// `path` is `root` or below it (comparing canonical forms when both exist).
@@ -210,15 +241,14 @@ mod tests {
             ids: vec![],
             paths: vec![],
         };
-        assert!(plan(&mut s, &everything).unwrap().is_empty());
+        assert!(plan(&mut s, &everything).unwrap().checks.is_empty());
         let request = VerifyRequest {
             ids: vec![],
             paths: vec![dir.path().join("nothing").display().to_string()],
         };
-        assert_eq!(
-            plan(&mut s, &request).unwrap_err().kind,
-            ErrorKind::NotFound
-        );
+        let planned = plan(&mut s, &request).unwrap();
+        assert_eq!(planned.roots.len(), 1);
+        assert_eq!(planned.check().unwrap_err().kind, ErrorKind::NotFound);
         assert_eq!(
             apply(&mut s, Vec::new()).unwrap(),
             Response::Jobs(Vec::new())
@@ -240,6 +270,7 @@ mod tests {
             size: Some(5),
             links: vec![dir.path().join("snapshot/f")],
             state: FileState::Completed,
+            partial: dir.path().join(".mdl-1-0.part"),
         };
         assert!(check(&c));
         assert_eq!(

@@ -392,7 +392,7 @@ async fn same_destination_joins_or_completes_at_once() {
     let again = client
         .add(mdl_protocol::AddRequest {
             paused: false,
-            ..request
+            ..request.clone()
         })
         .await
         .unwrap();
@@ -403,6 +403,23 @@ async fn same_destination_joins_or_completes_at_once() {
         server.stats("/same.bin").requests,
         requests_before,
         "nothing downloaded again"
+    );
+    // A copy that changed on disk (stamped off the scheduler's task) is not taken as verified.
+    let path = std::path::PathBuf::from(&again.job.files[0].path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.push(0);
+    std::fs::write(&path, bytes).unwrap();
+    let changed = client
+        .add(mdl_protocol::AddRequest {
+            paused: true,
+            ..request
+        })
+        .await
+        .unwrap();
+    assert_ne!(
+        changed.outcome,
+        mdl_protocol::AddOutcome::AlreadyComplete,
+        "{changed:#?}"
     );
 }
 
