@@ -126,7 +126,11 @@ pub struct Scheduler {
     /// Replies to send once the records their calls wrote are flushed.
     pending_replies: Vec<Deliver>,
     /// Why the store cannot write now (a full data directory), until a flush succeeds again.
+    /// While it is set no job starts, running jobs are stopped, and the store is retried
+    /// every [`STORE_RETRY`].
     store_write_error: Option<String>,
+    /// A write failed: sled refuses every later one until the store is reopened.
+    store_needs_reopen: bool,
     /// What the disk watchers report about themselves (not persisted).
     watch: WatchStatus,
 }
@@ -180,6 +184,13 @@ pub struct WatchedFile {
 const META_MAX_CONCURRENT: &str = "max_concurrent";
 /// Key of the persisted global bandwidth limit.
 const META_BANDWIDTH: &str = "bandwidth_limit";
+/// A write that proves the store takes writes again after an outage.
+const META_PROBE: &str = "store_probe";
+/// Free space the data directory keeps for the store: no job starts below it (sled's log
+/// grows in segments of a few MiB).
+pub const STORE_HEADROOM: u64 = 16 * 1024 * 1024;
+/// How often a store that cannot write tries again.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Key of the stored hub tokens.
 const META_HUB_TOKENS: &str = "hub_tokens";
 /// Key of the config file's values for the runtime keys, as last applied.
@@ -237,6 +248,7 @@ impl Scheduler {
             pending_cleanups: Vec::new(),
             owners,
             store_write_error: None,
+            store_needs_reopen: false,
             watch: WatchStatus::default(),
         };
         // A key the config file changed while the daemon was down wins over `mdlctl`'s value.
@@ -257,6 +269,10 @@ impl Scheduler {
         let task = tokio::spawn(async move {
             self.schedule();
             self.commit().await;
+            // A deadline, not a fresh sleep per turn: a stream of requests must not postpone
+            // the store's retry forever.
+            let mut store_retry = tokio::time::interval(STORE_RETRY);
+            store_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     biased;
@@ -266,6 +282,9 @@ impl Scheduler {
                         None => break,
                     },
                     _ = self.shutdown.cancelled() => break,
+                    _ = store_retry.tick(), if self.store_write_error.is_some() => {
+                        self.try_recover_store().await;
+                    }
                 }
                 // Take what else is already waiting, then flush once for all of it.
                 for _ in 0..256 {
@@ -322,8 +341,8 @@ impl Scheduler {
         if std::mem::take(&mut self.flush_pending) {
             match self.store.flush().await {
                 Err(e) => {
-                    tracing::error!("cannot flush the store: {e}");
-                    self.store_write_error = Some(e.to_string());
+                    self.store_cannot_write(e.to_string());
+                    self.store_needs_reopen = true;
                     durable = Err(e.to_string());
                 }
                 Ok(()) => self.store_write_error = None,
@@ -341,9 +360,116 @@ impl Scheduler {
         }
     }
 
+    /// The store cannot take writes (`reason`): stop the running jobs (they keep their bytes
+    /// and wait in the queue), start none, keep answering reads, and retry until it can.
+    fn store_cannot_write(&mut self, reason: String) {
+        if self.store_write_error.is_none() {
+            tracing::error!(
+                data_dir = %self.settings.data_dir.display(),
+                "THE STORE CANNOT WRITE: {reason}. Running jobs are stopped and wait with \
+                 their bytes; mdld retries every {} s and resumes them by itself once the data \
+                 directory has {} MiB free",
+                STORE_RETRY.as_secs(),
+                STORE_HEADROOM / (1024 * 1024)
+            );
+        }
+        self.store_write_error = Some(reason);
+        for running in self.running.values_mut() {
+            running.stop.get_or_insert(StopReason::Requeue);
+            running.cancel.cancel();
+        }
+    }
+
+    /// After an outage: once every runner has stopped and the data directory has room, reopen
+    /// the store if a write failed (sled's error is sticky), prove a write lands, and let the
+    /// queue run again.
+    async fn try_recover_store(&mut self) {
+        if !self.running.is_empty() || !self.store_has_headroom() {
+            return;
+        }
+        if self.store_needs_reopen || self.store.is_detached() {
+            if let Err(e) = self.store.reopen() {
+                tracing::warn!("the store does not open again yet: {e}");
+                return;
+            }
+            self.store_needs_reopen = false;
+            match final_path_owners(&self.store) {
+                Ok(owners) => self.owners = owners,
+                Err(e) => tracing::error!("cannot read the completed files: {e}"),
+            }
+        }
+        let probe = self.store.put_meta(META_PROBE, &job::now_ms());
+        match probe {
+            Ok(()) => match self.store.flush().await {
+                Ok(()) => {
+                    tracing::warn!("the store takes writes again; the queue runs again");
+                    self.store_write_error = None;
+                    self.resume_paused_for_space();
+                    self.schedule();
+                    self.commit().await;
+                }
+                Err(e) => {
+                    self.store_needs_reopen = true;
+                    self.store_write_error = Some(e.to_string());
+                }
+            },
+            Err(e) => {
+                self.store_needs_reopen = true;
+                self.store_write_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Queue again the jobs that the same full disk paused (their download hit "no space" while
+    /// the store could not write either): the outage is over for them too.
+    fn resume_paused_for_space(&mut self) {
+        let jobs = match self.store.all_jobs() {
+            Ok(jobs) => jobs,
+            Err(e) => return tracing::error!("cannot read the jobs: {e}"),
+        };
+        for job in jobs {
+            let for_space = job
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::NoSpace);
+            if job.state == JobState::Paused && for_space {
+                let id = job.id;
+                match self.transition(job, JobState::Queued, Event::Resumed) {
+                    Ok(_) => tracing::info!(job = id, "resumed: the disk has space again"),
+                    Err(e) => tracing::error!(job = id, "cannot resume: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The data directory has the free space the store needs (unknown counts as enough); when
+    /// it has not, say so as the store's write error.
+    fn store_has_headroom(&mut self) -> bool {
+        match crate::engine::space::available_bytes(&self.settings.data_dir) {
+            Some(free) if free < STORE_HEADROOM => {
+                let reason = format!(
+                    "no space left for the store: {} has {} KiB free, mdld needs {} MiB",
+                    self.settings.data_dir.display(),
+                    free / 1024,
+                    STORE_HEADROOM / (1024 * 1024)
+                );
+                if self.store_write_error.is_none() {
+                    self.store_cannot_write(reason);
+                } else {
+                    self.store_write_error = Some(reason);
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Start queued jobs while slots are free.
     fn schedule(&mut self) {
-        if self.shutdown.is_cancelled() || self.running.len() as u32 >= self.max_concurrent {
+        if self.shutdown.is_cancelled()
+            || self.running.len() as u32 >= self.max_concurrent
+            || self.store_write_error.is_some()
+        {
             return;
         }
         let order = match self.store.queue_order() {
@@ -353,12 +479,17 @@ impl Scheduler {
                 return;
             }
         };
+        let mut checked_space = false;
         for id in order {
             if self.running.len() as u32 >= self.max_concurrent {
                 break;
             }
             if self.running.contains_key(&id) {
                 continue;
+            }
+            // Before writing anything: room for the store as well as for the download.
+            if !std::mem::replace(&mut checked_space, true) && !self.store_has_headroom() {
+                break;
             }
             if let Err(e) = self.start(id) {
                 tracing::error!(job = id, "cannot start job: {e}");
@@ -447,7 +578,8 @@ impl Scheduler {
 
     /// Put a completed (or missing, or modified) file of a job that is not running back to
     /// pending with an empty checkpoint (its bytes are damaged or gone), and the job back in
-    /// the queue.
+    /// the queue. The caller deletes a leftover partial file first, off this task (see
+    /// `handlers::verify`): nothing here touches the disk.
     pub fn requeue_file(&mut self, id: JobId, index: u32, note: &str) -> Result<bool, StoreError> {
         if self.running.contains_key(&id) {
             return Ok(false);
@@ -469,7 +601,6 @@ impl Scheduler {
         file.verified_stamp = None;
         file.verified_mtime_nanos = None;
         file.note = Some(note.to_string());
-        finalize::remove_partial(&job::part_path(&job.dest_dir, id, index));
         self.store.put_file(id, index, &file)?;
         if job.state != JobState::Queued {
             job.state = JobState::Queued;
@@ -962,6 +1093,11 @@ impl Scheduler {
             tracing::info!(job = id, state = state.as_str(), "job stopped");
         }
         self.transition(job, state, event)?;
+        // A full disk may be the data directory's too: then the store stops the queue, and
+        // resumes it (this job included) once there is space.
+        if matches!(&outcome, RunOutcome::Failed(e) if e.kind == ErrorKind::NoSpace) {
+            self.store_has_headroom();
+        }
         Ok(())
     }
 
@@ -1027,7 +1163,27 @@ impl Scheduler {
             .get(&job.id)
             .map(|r| r.live.snapshot())
             .unwrap_or_default();
-        job::job_info(job, &files, &live)
+        let mut info = job::job_info(job, &files, &live);
+        // Stopped for a store that cannot write: the record may still say running.
+        if let Some(reason) = &self.store_write_error {
+            if matches!(info.state, JobState::Running | JobState::Queued)
+                && !self.running.contains_key(&job.id)
+            {
+                info.state = JobState::Queued;
+                info.error = Some(ErrorInfo {
+                    kind: if reason.contains("space") {
+                        ErrorKind::NoSpace
+                    } else {
+                        ErrorKind::Other
+                    },
+                    message: format!(
+                        "waiting: the store cannot save progress ({reason}); resumes by itself \
+                         once the data directory has space"
+                    ),
+                });
+            }
+        }
+        info
     }
 
     /// Every job: runnable ones in run order, then the others by id.

@@ -270,6 +270,22 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     }
 }
 
+/// An error of the file system around the store (full, over quota, not allowed), not damage
+/// in it: the store must not be moved aside for it.
+fn is_environment_error(error: &StoreError) -> bool {
+    let io = match error {
+        StoreError::Sled(sled::Error::Io(e)) | StoreError::Sync(e) => e,
+        _ => return false,
+    };
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded
+            | std::io::ErrorKind::PermissionDenied
+            | std::io::ErrorKind::ReadOnlyFilesystem
+    ) || matches!(io.raw_os_error(), Some(28) | Some(122))
+}
+
 fn is_lock_error(error: &StoreError) -> bool {
     matches!(error, StoreError::Sled(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock"))
 }
@@ -287,6 +303,10 @@ pub struct Store {
     files_on_disk: std::sync::Arc<SledFiles>,
     /// What opening the store found and repaired.
     health: mdl_protocol::StoreHealth,
+    /// The store's directory (to open it again).
+    dir: std::path::PathBuf,
+    /// A reopen failed: the handles are a placeholder's (see [`Store::reopen`]).
+    detached: bool,
     db: sled::Db,
     jobs: sled::Tree,
     files: sled::Tree,
@@ -315,6 +335,10 @@ impl Store {
                         .ok()
                         .and_then(|p| p.trim().parse().ok()),
                 })
+            }
+            Err(e) if is_environment_error(&e) => {
+                tracing::error!(store = %dir.display(), "cannot open the store: {e}");
+                return Err(e);
             }
             Err(e) => {
                 let stamp = std::time::SystemTime::now()
@@ -345,12 +369,73 @@ impl Store {
             upgrade,
             files_on_disk: std::sync::Arc::new(SledFiles::open(dir)?),
             health: Default::default(),
+            dir: dir.to_path_buf(),
+            detached: false,
             db,
         };
         store.health = health;
         store.rebuild_queue()?;
         store.find_lost(dir)?;
         Ok(store)
+    }
+
+    /// Close the store and open it again, as a restart would (queue rebuilt, health checked
+    /// again). After one failed write sled refuses every later one until it is reopened (its
+    /// error is sticky), so this is how a store recovers once its full disk has space again.
+    /// Writes that were never flushed are gone, exactly as after a crash: nothing that was
+    /// acknowledged.
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        let (dir, upgrade) = (self.dir.clone(), self.upgrade);
+        // sled holds its lock until its last handle is gone: every handle is swapped for one of
+        // an empty in-memory store first, then dropped.
+        let placeholder = sled::Config::new().temporary(true).open()?;
+        drop(std::mem::replace(
+            &mut self.jobs,
+            placeholder.open_tree("jobs")?,
+        ));
+        drop(std::mem::replace(
+            &mut self.files,
+            placeholder.open_tree("files")?,
+        ));
+        drop(std::mem::replace(
+            &mut self.queue,
+            placeholder.open_tree("queue")?,
+        ));
+        drop(std::mem::replace(
+            &mut self.meta,
+            placeholder.open_tree("meta")?,
+        ));
+        drop(std::mem::replace(&mut self.db, placeholder));
+        // sled's flusher thread lets go of the lock a moment after the last handle.
+        let mut attempt = 0;
+        let reopened = loop {
+            match Store::open(&dir, upgrade) {
+                Err(e) if is_lock_error(&e) || matches!(e, StoreError::Locked { .. }) => {
+                    attempt += 1;
+                    if attempt >= 50 {
+                        break Err(e);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match reopened {
+            Ok(store) => {
+                *self = store;
+                Ok(())
+            }
+            Err(e) => {
+                // Reads see an empty store and every flush fails until a reopen succeeds.
+                self.detached = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// True while a [`Store::reopen`] has not succeeded: nothing written now is kept.
+    pub fn is_detached(&self) -> bool {
+        self.detached
     }
 
     /// What opening the store found and repaired.
@@ -704,6 +789,11 @@ impl Store {
     /// its log with `sync_file_range` on Linux, which flushes neither the drive's cache nor
     /// the file's size, and its blob files with no sync at all).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.detached {
+            return Err(StoreError::Sync(std::io::Error::other(
+                "the store is not open (reopening it failed); retrying",
+            )));
+        }
         self.db.flush_async().await?;
         let files = self.files_on_disk.clone();
         tokio::task::spawn_blocking(move || files.sync())
@@ -832,6 +922,29 @@ mod recovery_tests {
 
     fn open(dir: &Path) -> Store {
         Store::open(dir, |_, _| Ok(())).unwrap()
+    }
+
+    #[test]
+    fn reopen_in_the_same_process_takes_the_lock_again_and_keeps_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        let mut store = open(&store_dir);
+        let mut running = job(1, 0, 1);
+        running.state = JobState::Running;
+        store.put_job(&running).unwrap();
+        store.flush_blocking().unwrap();
+        store.put_job(&job(2, 0, 2)).unwrap();
+        store
+            .reopen()
+            .expect("sled's lock is let go and taken again");
+        assert!(!store.is_detached());
+        // As after a restart: the running job is queued again.
+        assert_eq!(store.get_job(1).unwrap().unwrap().state, JobState::Queued);
+        assert_eq!(store.queue_order().unwrap()[0], 1);
+        store.put_job(&job(3, 0, 3)).unwrap();
+        store.flush_blocking().unwrap();
+        drop(store);
+        assert!(open(&store_dir).get_job(3).unwrap().is_some());
     }
 
     #[test]

@@ -49,8 +49,9 @@ pub fn path_for(part: &Path) -> PathBuf {
 }
 
 /// The id of the running boot: `/proc/sys/kernel/random/boot_id` on Linux,
-/// `kern.bootsessionuuid` on macOS; `None` where it is unknown (then written ranges are never
-/// trusted across a restart, only durable ones). `MDL_BOOT_ID_FILE` names a file to read it
+/// `kern.bootsessionuuid` on macOS, the boot time on Windows ([`windows_boot_time`]); `None`
+/// where it is unknown (then written ranges are never trusted across a restart, only durable
+/// ones). `MDL_BOOT_ID_FILE` names a file to read it
 /// from instead (tests fake a reboot with it).
 pub fn boot_id() -> Option<String> {
     let read = |path: &Path| {
@@ -73,7 +74,29 @@ pub fn boot_id() -> Option<String> {
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         return (!id.is_empty()).then_some(id);
     }
+    windows_boot_time()
+}
+
+/// Only Windows has this stand-in; elsewhere there is none.
+#[cfg(not(windows))]
+fn windows_boot_time() -> Option<String> {
     None
+}
+
+/// Windows has no boot id; the boot time stands in for one: now minus the time since boot
+/// (`GetTickCount64`, which counts sleep and hibernation too), to the minute. Jitter or a
+/// clock change that moves it across a minute makes a restart look like a reboot, which only
+/// costs a re-fetch of the bytes after the last durable checkpoint; the final hash catches the
+/// rest.
+#[cfg(windows)]
+fn windows_boot_time() -> Option<String> {
+    // SAFETY: GetTickCount64 takes no arguments and only reads a system counter.
+    let uptime_ms = unsafe { windows_sys::Win32::System::SystemInformation::GetTickCount64() };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let booted = now.as_secs().checked_sub(uptime_ms / 1000)?;
+    Some(format!("windows-boot-{}", (booted + 30) / 60))
 }
 
 /// Read a sidecar; `None` when it is missing or neither slot is intact.

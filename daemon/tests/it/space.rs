@@ -146,3 +146,82 @@ async fn a_disk_that_fills_mid_download_pauses_and_keeps_the_bytes() {
         "resume fetched {sent_after} bytes; {kept} were kept"
     );
 }
+
+/// Fill `fs` to the last byte (another program takes the space); the file to delete frees it.
+fn fill(fs: &SmallFs) -> PathBuf {
+    use std::io::Write;
+    let filler = fs.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    // The last bytes, too: what a partial chunk still fits.
+    while file.write_all(&[0u8; 512]).is_ok() {}
+    filler
+}
+
+#[tokio::test]
+async fn a_full_data_directory_stops_the_jobs_keeps_answering_and_recovers_by_itself() {
+    // The data directory and the destination share one small file system, as `~/.local/share`
+    // and `~/Downloads` usually do.
+    let Some(fs) = SmallFs::mount(64) else { return };
+    let server = FileServer::start().await;
+    let file = server.add("/shared.bin", pseudo_random_bytes(12 * MIB as usize, 63));
+    server.set_behavior(
+        "/shared.bin",
+        Behavior {
+            rate_limit_bytes_per_sec: Some(3 * MIB),
+            ..Default::default()
+        },
+    );
+    let data_dir = fs.path().join("data");
+    let dest = fs.path().join("downloads");
+    let daemon = TestDaemon::start_with(|s| s.data_dir = data_dir.clone()).await;
+    let mut client = daemon.client().await;
+    let job = add_url(&mut client, &file.url, &dest, Some(&file.sha256)).await;
+    daemon
+        .wait_job(job.id, Duration::from_secs(20), |j| j.bytes_done >= 2 * MIB)
+        .await;
+
+    let filler = fill(&fs);
+    // The daemon says why, stops the job, and keeps answering reads.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.store_health().await.unwrap().write_error.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's write error is reported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = client.store_health().await.unwrap();
+    let reason = health.write_error.unwrap();
+    assert!(reason.contains("space"), "{reason}");
+    // The running job stops (keeping its bytes) and shows why it waits.
+    let waiting = daemon
+        .wait_job(job.id, Duration::from_secs(20), |j| {
+            j.state == JobState::Queued
+                && j.error
+                    .as_ref()
+                    .is_some_and(|e| e.kind == ErrorKind::NoSpace)
+        })
+        .await;
+    assert!(waiting.bytes_done >= 2 * MIB, "{waiting:#?}");
+    let listed = client.list().await.unwrap();
+    assert!(listed.iter().any(|j| j.id == job.id), "ls still answers");
+    // A change that cannot be saved is refused in words, not acknowledged.
+    let refused = client
+        .add(mdl_protocol::AddRequest {
+            source: format!("{}?second", file.url),
+            dest: Some(dest.display().to_string()),
+            ..Default::default()
+        })
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // Space comes back: no restart, no `resume`.
+    std::fs::remove_file(&filler).unwrap();
+    crate::expect_verified(&daemon, job.id, &dest.join("shared.bin"), &file.sha256).await;
+    assert!(client.store_health().await.unwrap().write_error.is_none());
+    // The store writes again, durably.
+    let again = add_url(&mut client, &format!("{}?third", file.url), &dest, None).await;
+    assert!(client.status(again.id).await.is_ok());
+}
