@@ -21,8 +21,13 @@ use testkit::pseudo_random_bytes;
 fn repo(name: &str) -> HfRepo {
     HfRepo::model(format!("acme/{name}")).with_files(vec![
         HfFile::regular("config.json", format!("{{\"name\": \"{name}\"}}\n")),
-        HfFile::lfs("model.safetensors", pseudo_random_bytes(256 * 1024, 31)),
+        weights(),
     ])
+}
+
+/// The LFS file of every test repo.
+fn weights() -> HfFile {
+    HfFile::lfs("model.safetensors", pseudo_random_bytes(256 * 1024, 31))
 }
 
 /// `olah-cli`: `MDL_OLAH`, else the venv `scripts/test.sh` makes, else `PATH`.
@@ -250,6 +255,50 @@ async fn two_hosts_share_an_nginx_proxy_cache_and_fall_back_to_the_hub() {
     };
     let mirror = nginx.url();
     let port = format!("127.0.0.1:{}", nginx.port);
+    mock.add_repo(repo("metadata"));
+    // huggingface_hub's HEAD metadata through the mirror, answered by the Hub (a miss) and
+    // then from nginx's cache: the 302 keeps X-Repo-Commit / X-Linked-Etag / X-Linked-Size,
+    // and its Location leads to the mirror's CDN path.
+    let lfs = weights();
+    let cdn_path = format!("/__cdn/http/{}/", host_port(&mock.cdn_endpoint()));
+    for round in ["miss", "hit"] {
+        let head = raw_head(nginx.port, "/acme/metadata/resolve/main/model.safetensors").await;
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+                .unwrap_or_else(|| panic!("{round}: no {name} in {head}"))
+        };
+        assert!(head.starts_with("HTTP/1.1 302"), "{round}: {head}");
+        assert_eq!(
+            header("X-Linked-Etag"),
+            format!("\"{}\"", lfs.sha256()),
+            "{round}"
+        );
+        assert_eq!(
+            header("X-Linked-Size"),
+            lfs.content.len().to_string(),
+            "{round}"
+        );
+        assert_eq!(header("X-Repo-Commit").len(), 40, "{round}: {head}");
+        assert!(
+            header("Location").starts_with(&format!("{mirror}{cdn_path}")),
+            "{round}: {head}"
+        );
+        if round == "miss" {
+            mock.clear_requests();
+        }
+    }
+    assert!(
+        !mock
+            .requests()
+            .iter()
+            .any(|r| r.path_and_query.contains("/acme/metadata/")),
+        "the second HEAD came from nginx's cache: {:#?}",
+        mock.requests()
+    );
     check_shared_mirror(&mock, &mirror, || nginx.stop(), &port).await;
     // The CDN served the weights once for both hosts (the first one's fetch through nginx).
     let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap_or_default();
@@ -257,4 +306,19 @@ async fn two_hosts_share_an_nginx_proxy_cache_and_fall_back_to_the_hub() {
         log.contains("/__cdn/"),
         "downloads went through the CDN path: {log}"
     );
+}
+
+/// A raw `HEAD` to `127.0.0.1:port` (HTTP/1.1, no redirects followed): the response head.
+async fn raw_head(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!(
+        "HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = String::new();
+    stream.read_to_string(&mut head).await.unwrap();
+    head
 }
