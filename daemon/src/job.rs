@@ -243,6 +243,10 @@ pub struct FileRecord {
     /// The path inside the source (repository path), for display and plans.
     #[serde(default)]
     pub source_path: Option<String>,
+    /// The commit that last touched the file, as the hub lists it (ModelScope's per-file
+    /// `Revision`): the ModelScope cache index's key.
+    #[serde(default)]
+    pub source_revision: Option<String>,
 }
 
 impl FileRecord {
@@ -265,6 +269,7 @@ impl FileRecord {
             links: Vec::new(),
             fallback_urls: Vec::new(),
             source_path: None,
+            source_revision: None,
         }
     }
 

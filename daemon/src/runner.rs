@@ -215,6 +215,7 @@ async fn run(
     if ctx.engine.offline() {
         return run_offline(&run, files).await;
     }
+    let installed = files.clone();
     // Several files in flight at once (a repository of small files), each under the engine's
     // per-host connection cap.
     let in_flight = ctx.engine.settings().files_in_flight.max(1);
@@ -251,7 +252,7 @@ async fn run(
     if let Some(err) = failure {
         return Err(err);
     }
-    sources::install(&job)
+    sources::install(&job, &installed)
 }
 
 /// An offline run: every file not yet in place comes from a local file (a hub cache's blob,
@@ -259,6 +260,7 @@ async fn run(
 /// What is in neither fails the job with a list of everything missing.
 async fn run_offline(run: &JobRun<'_>, files: Vec<FileRecord>) -> Result<(), FetchError> {
     let mut missing = Vec::new();
+    let installed = files.clone();
     for (index, file) in files.into_iter().enumerate() {
         if file.state == FileState::Completed {
             continue;
@@ -276,7 +278,7 @@ async fn run_offline(run: &JobRun<'_>, files: Vec<FileRecord>) -> Result<(), Fet
         }
     }
     if missing.is_empty() {
-        return sources::install(run.job);
+        return sources::install(run.job, &installed);
     }
     const SHOWN: usize = 20;
     let mut list = missing[..missing.len().min(SHOWN)].join(", ");

@@ -4,6 +4,7 @@
 pub mod hf_cache;
 pub mod locks;
 pub mod modelscope_cache;
+pub mod pickle;
 
 use std::path::Path;
 

@@ -268,10 +268,12 @@ async fn resolve_offline(job: &JobRecord) -> Result<Resolved, FetchError> {
 }
 
 /// The install step, once every file of a job is verified and in place: what a layout needs
-/// besides the files and their links (a Hugging Face cache's `refs/<revision>`).
-pub fn install(job: &JobRecord) -> Result<(), FetchError> {
+/// besides the files and their links (a Hugging Face cache's `refs/<revision>`, the ModelScope
+/// SDK's index files). `files` are the job's file records.
+pub fn install(job: &JobRecord, files: &[FileRecord]) -> Result<(), FetchError> {
     match (&job.parsed_source, job.layout) {
         (Source::HuggingFace(src), Layout::HfCache) => huggingface::install(job, src),
+        (Source::ModelScope(src), Layout::ModelScopeCache) => modelscope::install(job, src, files),
         _ => Ok(()),
     }
 }

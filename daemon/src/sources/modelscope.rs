@@ -188,6 +188,9 @@ struct MsEntry {
     sha256: Option<String>,
     #[serde(default)]
     size: Option<u64>,
+    /// The commit that last touched the file (the SDK cache's key).
+    #[serde(default)]
+    revision: Option<String>,
 }
 
 /// Resolve a ModelScope job into its files: the recursive file list of the revision, the
@@ -230,6 +233,7 @@ pub async fn resolve_offline(
             kind: "blob".into(),
             sha256: None,
             size: Some(size),
+            revision: None,
         })
         .collect();
     if entries.is_empty() {
@@ -270,6 +274,49 @@ pub async fn resolve_offline(
         files,
         revision: Some(revision),
     })
+}
+
+/// The install step of a job in the ModelScope cache, once every file is in place: the SDK's
+/// index files in the model folder (`.mdl`, `.msc` with each file's commit, `.mv`) and its
+/// link from a dotted name, so every `modelscope` version finds the download, offline too,
+/// and fetches none of it again. An offline job (whose files have no listed commit) keeps the
+/// index as it is, only adding `.mdl`.
+pub fn install(job: &JobRecord, src: &MsSource, files: &[FileRecord]) -> Result<(), FetchError> {
+    let model_dir = job
+        .dest_dir
+        .join(modelscope_cache::model_dir_rel(&src.owner, &src.name));
+    let entries: Vec<modelscope_cache::IndexEntry> = files
+        .iter()
+        .filter_map(|f| {
+            Some(modelscope_cache::IndexEntry {
+                path: f.source_path.clone()?,
+                revision: f.source_revision.clone()?,
+            })
+        })
+        .collect();
+    let revision = (!entries.is_empty()).then(|| requested_revision(job, src));
+    std::fs::create_dir_all(&model_dir)
+        .and_then(|()| {
+            modelscope_cache::write_index(
+                &model_dir,
+                &src.owner,
+                &src.name,
+                &entries,
+                revision.as_deref(),
+            )
+        })
+        .map_err(|e| {
+            crate::engine::io_failure("cannot write the ModelScope cache's index (.msc)", e)
+        })?;
+    if let Err(e) = modelscope_cache::link_dotted_name(&model_dir, &src.name) {
+        tracing::warn!(
+            "cannot link {}/{} to {}: {e}",
+            src.owner,
+            src.name,
+            model_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The revision a job asks for: `--revision`, else the one in the source, else `master`
@@ -414,6 +461,7 @@ fn file_records(
             .map(|s| s.to_ascii_lowercase());
         file.rel_path = Some(format!("{base}{path}"));
         file.source_path = Some(path);
+        file.source_revision = entry.revision.filter(|r| !r.trim().is_empty());
         files.push(file);
     }
     Ok(files)

@@ -14,6 +14,9 @@ pub struct Process {
     /// The loopback port it listens on.
     pub port: u16,
     name: &'static str,
+    /// Stopped with `SIGTERM` first (a master process that must stop its workers, as nginx's
+    /// do not die with their master), then killed.
+    graceful: bool,
 }
 
 impl Process {
@@ -29,8 +32,23 @@ impl Process {
 
     /// Stop it now (as its guard dropping would).
     pub fn stop(&mut self) {
+        if self.graceful && matches!(self.child.try_wait(), Ok(None)) {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stop it with `SIGTERM` (then `SIGKILL` after 10 s) rather than `SIGKILL` at once.
+    pub fn graceful(mut self) -> Self {
+        self.graceful = true;
+        self
     }
 }
 
@@ -60,6 +78,16 @@ pub fn skip(test: &str, why: &str) {
     eprintln!("SKIP {test}: {why} (scripts/test.sh installs it)");
 }
 
+/// [`skip`], except under `CI=true`, where a missing component is a failure: CI must run
+/// every test (`scripts/test.sh` installs what they need).
+pub fn skip_unless_ci(test: &str, why: &str) {
+    assert!(
+        std::env::var("CI").map_or(true, |v| v.is_empty() || v == "false" || v == "0"),
+        "{test}: {why}, and CI=true needs it (scripts/test.sh installs it)"
+    );
+    skip(test, why);
+}
+
 /// A free loopback port (bound and released; the component binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -84,6 +112,7 @@ pub fn spawn(name: &'static str, mut command: Command, dir: &Path, port: u16) ->
         log,
         port,
         name,
+        graceful: false,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

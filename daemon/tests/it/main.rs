@@ -11,6 +11,7 @@ mod hostile;
 mod layers;
 mod mirror;
 mod modelscope;
+mod modelscope_sdk;
 mod offline;
 mod protocol;
 mod proxy;
