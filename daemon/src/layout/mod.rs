@@ -4,7 +4,6 @@
 pub mod hf_cache;
 pub mod locks;
 pub mod modelscope_cache;
-pub mod pickle;
 
 use std::path::Path;
 

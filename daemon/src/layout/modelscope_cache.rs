@@ -23,7 +23,27 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::pickle::{self, Value};
+use serde::{Deserialize, Serialize};
+
+/// `.mdl`'s dict.
+#[derive(Debug, Serialize, Deserialize)]
+struct ModelMeta {
+    id: String,
+}
+
+/// One dict of `.msc`'s list, with the SDK's key names.
+#[derive(Debug, Serialize, Deserialize)]
+struct PickledEntry {
+    #[serde(rename = "Path")]
+    path: String,
+    #[serde(rename = "Revision")]
+    revision: String,
+}
+
+/// Pickle `value` as Python's `pickle` reads it (dicts with `str` keys, lists, `str`).
+fn pickled<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    serde_pickle::to_vec(value, serde_pickle::SerOptions::new()).map_err(io::Error::other)
+}
 
 /// `.mdl`, `.msc` and `.mv`: the SDK's index files in a model folder.
 pub const MODEL_META_FILE: &str = ".mdl";
@@ -96,17 +116,13 @@ pub fn read_index(model_dir: &Path) -> Result<Vec<IndexEntry>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let value = pickle::loads(&data).map_err(|e| format!("{}: {e}", path.display()))?;
-    let Value::List(items) = value else {
-        return Err(format!("{}: not a list", path.display()));
-    };
+    let items: Vec<PickledEntry> = serde_pickle::from_slice(&data, serde_pickle::DeOptions::new())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(items
-        .iter()
-        .filter_map(|item| {
-            Some(IndexEntry {
-                path: item.get("Path")?.as_str()?.to_string(),
-                revision: item.get("Revision")?.as_str()?.to_string(),
-            })
+        .into_iter()
+        .map(|item| IndexEntry {
+            path: item.path,
+            revision: item.revision,
         })
         .collect())
 }
@@ -123,28 +139,19 @@ pub fn write_index(
     revision: Option<&str>,
 ) -> io::Result<()> {
     let id = format!("{owner}/{}", name.replace('.', "___"));
-    let meta = Value::Dict(vec![(Value::Str("id".into()), Value::Str(id))]);
-    write_atomic(model_dir, MODEL_META_FILE, &pickle::dumps(&meta, &["id"]))?;
+    write_atomic(model_dir, MODEL_META_FILE, &pickled(&ModelMeta { id })?)?;
     if !entries.is_empty() {
         let mut index = read_index(model_dir).unwrap_or_default();
         index.retain(|old| !entries.iter().any(|new| new.path == old.path));
         index.extend(entries.iter().cloned());
-        let list = Value::List(
-            index
-                .into_iter()
-                .map(|e| {
-                    Value::Dict(vec![
-                        (Value::Str("Path".into()), Value::Str(e.path)),
-                        (Value::Str("Revision".into()), Value::Str(e.revision)),
-                    ])
-                })
-                .collect(),
-        );
-        write_atomic(
-            model_dir,
-            CACHE_INDEX_FILE,
-            &pickle::dumps(&list, &["Path", "Revision"]),
-        )?;
+        let list: Vec<PickledEntry> = index
+            .into_iter()
+            .map(|e| PickledEntry {
+                path: e.path,
+                revision: e.revision,
+            })
+            .collect();
+        write_atomic(model_dir, CACHE_INDEX_FILE, &pickled(&list)?)?;
     }
     if let Some(revision) = revision {
         let now = std::time::SystemTime::now()
@@ -192,6 +199,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn index_files_the_sdk_wrote_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // `pickle.dumps([...], protocol=4)` (framed, memoized, as `pickle.dump` writes by
+        // default) with a key mdl does not know, and `protocol=2`.
+        for hex_pickle in [
+            "80049545000000000000005d94287d94288c0450617468948c05612e62696e948c085265766973696f\
+             6e948c027231948c054578747261948c017894757d942868028c01629468048c0272329475652e",
+            "80025d71007d71012858040000005061746871025805000000612e62696e71035808000000526576\
+             6973696f6e710458020000007231710575612e",
+        ] {
+            std::fs::write(dir.path().join(".msc"), hex::decode(hex_pickle).unwrap()).unwrap();
+            let entries = read_index(dir.path()).unwrap();
+            assert_eq!(entries[0].path, "a.bin");
+            assert_eq!(entries[0].revision, "r1");
+        }
+        std::fs::write(dir.path().join(".msc"), b"not a pickle").unwrap();
+        assert!(read_index(dir.path()).is_err());
+    }
+
+    #[test]
     fn dotted_names_are_escaped() {
         assert_eq!(
             model_dir_rel("qwen", "Qwen2.5-0.5B"),
@@ -223,11 +250,12 @@ mod tests {
             read_index(&model).unwrap(),
             vec![entry("a", "r1"), entry("b", "r2")]
         );
-        let meta = pickle::loads(&std::fs::read(model.join(".mdl")).unwrap()).unwrap();
-        assert_eq!(
-            meta.get("id").and_then(Value::as_str),
-            Some("acme/tiny___v2")
-        );
+        let meta: ModelMeta = serde_pickle::from_slice(
+            &std::fs::read(model.join(".mdl")).unwrap(),
+            serde_pickle::DeOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(meta.id, "acme/tiny___v2");
         let mv = std::fs::read_to_string(model.join(".mv")).unwrap();
         assert!(mv.starts_with("Revision:master,CreatedAt:"), "{mv}");
         link_dotted_name(&model, "tiny.v2").unwrap();

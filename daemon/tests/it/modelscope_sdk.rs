@@ -5,7 +5,7 @@
 //! Python subprocess whose endpoint is a closed loopback port and whose sockets refuse every
 //! connection: `snapshot_download(..., local_files_only=True)` (the SDK has no offline
 //! variable; `local_files_only` is its offline mode) returns the model folder with
-//! the right files, the index files are byte for byte what the SDK's `pickle.dump` writes, and
+//! the right files, the index files unpickle to exactly what the SDK's `pickle.dump` writes, and
 //! the SDK's own cache class answers as `modelscope` ≤ 1.37 asks (`.msc` not empty for
 //! `local_files_only`, every listed file "already cached" for an online run, so nothing is
 //! fetched again), and its cache scanner names the model and its revision.
@@ -66,8 +66,8 @@ out["files"] = {
 raw = lambda n: open(os.path.join(path, n), "rb").read()
 entries = [{"Path": f["Path"], "Revision": f["Revision"]}
            for f in sorted(listing, key=lambda f: f["Path"])]
-out["mdl_exact"] = raw(".mdl") == pickle.dumps({"id": owner + "/" + name.replace(".", "___")})
-out["msc_exact"] = raw(".msc") == pickle.dumps(entries)
+out["mdl_exact"] = pickle.loads(raw(".mdl")) == {"id": owner + "/" + name.replace(".", "___")}
+out["msc_exact"] = sorted(pickle.loads(raw(".msc")), key=lambda e: e["Path"]) == entries
 out["mv"] = raw(".mv").decode()
 
 # modelscope <= 1.37: ModelFileSystemCache(<cache>/models, owner, name with ___).
