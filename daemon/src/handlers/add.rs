@@ -41,6 +41,85 @@ pub async fn add(services: &Services, request: AddRequest) -> HandlerResult {
     queue_checked(services, checked).await
 }
 
+/// How many sources of an `AddMany` one scheduler call queues: the calls are sent together
+/// and the scheduler commits the batch it takes at once, so other requests can go between
+/// them without a flush per source.
+const ADD_MANY_CALL: usize = 1000;
+
+/// Queue many sources: each checked like [`add`] (a search or a dry run is handled alone),
+/// their destinations created once each, then queued in a few scheduler calls sent together,
+/// which the scheduler commits with one store flush. Replies `AddedMany`, one reply per
+/// source in order.
+pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> HandlerResult {
+    let settings = services.settings.get();
+    let mut replies: Vec<Option<Response>> = vec![None; requests.len()];
+    let mut batch: Vec<(usize, CheckedAdd)> = Vec::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        match check(&settings, request) {
+            Err(e) => replies[i] = Some(Response::Error(e)),
+            Ok(checked)
+                if checked.request.dry_run
+                    || matches!(
+                        checked.parsed_source,
+                        Source::Civitai(CivitaiTarget::Search(_))
+                    ) =>
+            {
+                let request = checked.request.clone();
+                replies[i] = Some(add(services, request).await.unwrap_or_else(Response::Error));
+            }
+            Ok(checked) => batch.push((i, checked)),
+        }
+    }
+    // File-system work stays out of the scheduler's task: each destination once.
+    let dirs: std::collections::BTreeSet<PathBuf> =
+        batch.iter().map(|(_, c)| c.dest_dir.clone()).collect();
+    let failed = tokio::task::spawn_blocking(move || {
+        dirs.into_iter()
+            .filter_map(|dir| {
+                let error = std::fs::create_dir_all(&dir).err()?;
+                let message = format!("cannot create the destination {}: {error}", dir.display());
+                Some((dir, message))
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    })
+    .await
+    .map_err(|e| invalid(format!("cannot create the destinations: {e}")))?;
+    let mut calls = Vec::new();
+    let mut chunk = Vec::new();
+    for (i, checked) in batch {
+        if let Some(message) = failed.get(&checked.dest_dir) {
+            replies[i] = Some(Response::Error(invalid(message.clone())));
+            continue;
+        }
+        chunk.push((i, checked));
+        if chunk.len() == ADD_MANY_CALL {
+            calls.push(std::mem::take(&mut chunk));
+        }
+    }
+    if !chunk.is_empty() {
+        calls.push(chunk);
+    }
+    let calls = calls.into_iter().map(|chunk| {
+        services.call(move |s| {
+            Ok(chunk
+                .into_iter()
+                .map(|(i, checked)| (i, add_checked(s, checked).unwrap_or_else(Response::Error)))
+                .collect::<Vec<_>>())
+        })
+    });
+    for result in futures::future::join_all(calls).await {
+        for (i, reply) in result? {
+            replies[i] = Some(reply);
+        }
+    }
+    Ok(Response::AddedMany(
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Response::Error(invalid("no reply for this source"))))
+            .collect(),
+    ))
+}
+
 /// Queue one source (not a search).
 pub async fn queue_one(services: &Services, request: AddRequest) -> HandlerResult {
     queue_checked(services, check(&services.settings.get(), request)?).await
@@ -199,7 +278,7 @@ fn same_destination(
         file_name.clone(),
     );
     let mut same = Vec::new();
-    for id in scheduler.jobs_for_destination(&key) {
+    for id in scheduler.jobs_for_destination(&key)? {
         same.extend(scheduler.job(id)?);
     }
     for existing in same.iter().rev() {
