@@ -341,14 +341,17 @@ impl Scheduler {
         if self.shutdown.is_cancelled() || self.running.len() as u32 >= self.max_concurrent {
             return;
         }
-        let order = match self.store.queue_order() {
-            Ok(order) => order,
-            Err(e) => {
-                tracing::error!("cannot read the queue: {e}");
-                return;
-            }
-        };
-        for id in order {
+        // Walk the queue index from its head, only as far as needed: the running jobs come
+        // first (they keep their place), so this reads about as many entries as jobs run,
+        // however long the queue is.
+        for id in self.store.queue_ids() {
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!("cannot read the queue: {e}");
+                    return;
+                }
+            };
             if self.running.len() as u32 >= self.max_concurrent {
                 break;
             }
@@ -538,7 +541,12 @@ impl Scheduler {
     /// integrity watcher watches.
     pub fn completed_files(&self) -> Result<Vec<WatchedFile>, StoreError> {
         let mut out = Vec::new();
-        for job in self.store.all_jobs()? {
+        for job in self.store.jobs_after(None) {
+            let job = job?;
+            // Only a completed job's files are watched: skip the others' file records.
+            if job.state != JobState::Completed || self.running.contains_key(&job.id) {
+                continue;
+            }
             for (index, file) in self.store.files(job.id)?.iter().enumerate() {
                 out.extend(self.watched(&job, index as u32, file));
             }
@@ -791,7 +799,11 @@ impl Scheduler {
         let queued = self
             .store
             .queue_order()
-            .map(|ids| ids.iter().filter(|id| !self.running.contains_key(id)).count())
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| !self.running.contains_key(id))
+                    .count()
+            })
             .unwrap_or(0);
         DaemonInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -899,7 +911,8 @@ impl Scheduler {
                 // Which completed file holds each final path (so that a second job never
                 // silently replaces another's verified file): an index in the store.
                 if let (FileState::Completed, Some(rel)) = (record.state, &record.rel_path) {
-                    self.store.set_owner(&owner.dest_dir.join(rel), job, index)?;
+                    self.store
+                        .set_owner(&owner.dest_dir.join(rel), job, index)?;
                 }
                 self.store.put_file(job, index, &record)?;
                 // Group commit: one flush for every checkpoint that arrived together.

@@ -282,7 +282,10 @@ where
 /// Send a listing page by page as `JobsPart`s (each split further if over the frame cap),
 /// closed by `Jobs` (an error reply instead if a page cannot be read). False when the peer
 /// is gone or stopped reading.
-async fn send_pages(conn: &mut Connection<LocalStream>, mut pages: handlers::query::JobPages) -> bool {
+async fn send_pages(
+    conn: &mut Connection<LocalStream>,
+    mut pages: handlers::query::JobPages,
+) -> bool {
     loop {
         match pages.next().await {
             Ok(Some(page)) if page.is_empty() => {}

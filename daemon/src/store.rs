@@ -277,7 +277,7 @@ fn sync_directory(_dir: &Path) -> std::io::Result<()> {
 /// sled's page cache. Its default (1 GiB) lets the cache grow with the history; records are
 /// small and read one at a time, so a modest cache keeps the daemon light (the OS page cache
 /// still holds the file).
-const CACHE_CAPACITY: u64 = 8 * 1024 * 1024;
+const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
 
 /// The version of the index trees (`by_destination`, `by_sha256`, `owners`) recorded in
 /// `meta/index_format` once they are complete; a store without it gets them rebuilt.
@@ -502,15 +502,17 @@ impl Store {
         let mut rewrite = Vec::new();
         for entry in self.jobs.iter() {
             let (key, value) = entry?;
-            let (job, schema) =
-                match decode_upgraded::<JobRecord>(&format!("jobs/{key:?}"), &value, self.upgrade)
-                {
-                    Ok(decoded) => decoded,
-                    Err(e) => {
-                        bad.push(("jobs", key.to_vec(), value.to_vec(), e.to_string()));
-                        continue;
-                    }
-                };
+            let (job, schema) = match decode_upgraded::<JobRecord>(
+                &format!("jobs/{key:?}"),
+                &value,
+                self.upgrade,
+            ) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    bad.push(("jobs", key.to_vec(), value.to_vec(), e.to_string()));
+                    continue;
+                }
+            };
             if rebuild {
                 self.index_destination(&job)?;
                 if job.state == JobState::Completed {
@@ -594,7 +596,8 @@ impl Store {
         }
         // Compact: only the jobs that exist stay in the journal.
         let tmp = journal_path(dir).with_extension("journal.tmp");
-        let mut kept = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(StoreError::Sync)?);
+        let mut kept =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(StoreError::Sync)?);
         for line in lines() {
             let JournalLine::Added { id, source, dest } = line else {
                 continue;
@@ -684,7 +687,11 @@ impl Store {
     /// The ids of the jobs that download `key`, oldest first.
     pub fn jobs_for_destination(&self, key: &DestinationKey) -> Result<Vec<JobId>, StoreError> {
         let mut ids = Vec::new();
-        for entry in self.by_destination.scan_prefix(destination_digest(key)).keys() {
+        for entry in self
+            .by_destination
+            .scan_prefix(destination_digest(key))
+            .keys()
+        {
             let entry = entry?;
             let Some(id) = entry
                 .get(16..24)
@@ -770,18 +777,20 @@ impl Store {
 
     /// The runnable jobs' ids in run order.
     pub fn queue_order(&self) -> Result<Vec<JobId>, StoreError> {
-        self.queue
-            .iter()
-            .values()
-            .map(|v| {
-                let v = v?;
-                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Record {
-                    key: "queue".into(),
-                    message: "bad job id".into(),
-                })?;
-                Ok(u64::from_be_bytes(bytes))
-            })
-            .collect()
+        self.queue_ids().collect()
+    }
+
+    /// The runnable jobs' ids in run order, read lazily (the iterator does not borrow the
+    /// store, and sees writes made while it runs as sled's iterators do).
+    pub fn queue_ids(&self) -> impl Iterator<Item = Result<JobId, StoreError>> + 'static {
+        self.queue.iter().values().map(|v| {
+            let v = v?;
+            let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Record {
+                key: "queue".into(),
+                message: "bad job id".into(),
+            })?;
+            Ok(u64::from_be_bytes(bytes))
+        })
     }
 
     fn index_sha256(&self, id: JobId, index: u32, file: &FileRecord) -> Result<(), StoreError> {
@@ -1005,7 +1014,10 @@ mod tests {
         }
         let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
         assert_eq!(store.files_with_sha256(&sha).unwrap(), vec![(1, 0)]);
-        assert!(store.files_with_sha256(&"cd".repeat(32)).unwrap().is_empty());
+        assert!(store
+            .files_with_sha256(&"cd".repeat(32))
+            .unwrap()
+            .is_empty());
         store
             .delete_job(&store.get_job(1).unwrap().unwrap())
             .unwrap();

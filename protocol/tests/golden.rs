@@ -267,7 +267,10 @@ fn response_and_event_frames_still_decode() {
                 outcome: AddOutcome::Created,
                 job: job(),
             }),
-            Response::Error(ErrorReply::new(ErrorKind::InvalidRequest, "the source is empty")),
+            Response::Error(ErrorReply::new(
+                ErrorKind::InvalidRequest,
+                "the source is empty",
+            )),
         ]),
     );
     check(

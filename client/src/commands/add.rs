@@ -131,9 +131,13 @@ async fn add_many(
         match client.request(&Request::AddMany(chunk.to_vec())).await {
             Ok(Response::AddedMany(replies)) => responses.extend(replies),
             Ok(Response::Error(e))
-                if e.kind == ErrorKind::InvalidRequest && e.message.starts_with("cannot decode") =>
+                if e.kind == ErrorKind::InvalidRequest
+                    && e.message.starts_with("cannot decode") =>
             {
-                ctx.debug(1, format_args!("the daemon has no AddMany: one add per source"));
+                ctx.debug(
+                    1,
+                    format_args!("the daemon has no AddMany: one add per source"),
+                );
                 *client = ctx.connect().await?;
                 for request in std::iter::once(chunk).chain(chunks).flatten() {
                     responses.push(client.request(&Request::Add(request.clone())).await?);
