@@ -120,9 +120,6 @@ pub struct Scheduler {
     pending_events: Vec<Event>,
     /// Partial files to delete after the next commit (cancelled jobs), off this task.
     pending_cleanups: Vec<finalize::Cleanup>,
-    /// Which completed file (job, index) holds each final path, so that a second job never
-    /// silently replaces another's verified file. Entries may be stale; lookups check them.
-    owners: HashMap<std::path::PathBuf, (JobId, u32)>,
     /// Replies to send once the records their calls wrote are flushed.
     pending_replies: Vec<Deliver>,
     /// Why the store cannot write now (a full data directory), until a flush succeeds again.
@@ -231,7 +228,6 @@ impl Scheduler {
             progress_interval: settings.progress_interval,
         };
         let from_file = settings.from_file.clone();
-        let owners = final_path_owners(&store)?;
         let mut scheduler = Scheduler {
             store,
             settings,
@@ -246,7 +242,6 @@ impl Scheduler {
             pending_events: Vec::new(),
             pending_replies: Vec::new(),
             pending_cleanups: Vec::new(),
-            owners,
             store_write_error: None,
             store_needs_reopen: false,
             watch: WatchStatus::default(),
@@ -393,10 +388,6 @@ impl Scheduler {
                 return;
             }
             self.store_needs_reopen = false;
-            match final_path_owners(&self.store) {
-                Ok(owners) => self.owners = owners,
-                Err(e) => tracing::error!("cannot read the completed files: {e}"),
-            }
         }
         let probe = self.store.put_meta(META_PROBE, &job::now_ms());
         match probe {
@@ -472,15 +463,18 @@ impl Scheduler {
         {
             return;
         }
-        let order = match self.store.queue_order() {
-            Ok(order) => order,
-            Err(e) => {
-                tracing::error!("cannot read the queue: {e}");
-                return;
-            }
-        };
         let mut checked_space = false;
-        for id in order {
+        // Walk the queue index from its head, only as far as needed: the running jobs come
+        // first (they keep their place), so this reads about as many entries as jobs run,
+        // however long the queue is.
+        for id in self.store.queue_ids() {
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::error!("cannot read the queue: {e}");
+                    return;
+                }
+            };
             if self.running.len() as u32 >= self.max_concurrent {
                 break;
             }
@@ -674,7 +668,12 @@ impl Scheduler {
     /// integrity watcher watches.
     pub fn completed_files(&self) -> Result<Vec<WatchedFile>, StoreError> {
         let mut out = Vec::new();
-        for job in self.store.all_jobs()? {
+        for job in self.store.jobs_after(None) {
+            let job = job?;
+            // Only a completed job's files are watched: skip the others' file records.
+            if job.state != JobState::Completed || self.running.contains_key(&job.id) {
+                continue;
+            }
             for (index, file) in self.store.files(job.id)?.iter().enumerate() {
                 out.extend(self.watched(&job, index as u32, file));
             }
@@ -902,7 +901,10 @@ impl Scheduler {
     }
 
     /// The jobs that download `source` to `dest_dir` (under `file_name`), oldest first.
-    pub fn jobs_for_destination(&self, key: &crate::store::DestinationKey) -> Vec<JobId> {
+    pub fn jobs_for_destination(
+        &self,
+        key: &crate::store::DestinationKey,
+    ) -> Result<Vec<JobId>, StoreError> {
         self.store.jobs_for_destination(key)
     }
 
@@ -920,10 +922,15 @@ impl Scheduler {
 
     /// The daemon's own status.
     pub fn daemon_info(&self) -> DaemonInfo {
+        // The queue index holds the queued and the running jobs: no scan of the history.
         let queued = self
             .store
-            .all_jobs()
-            .map(|jobs| jobs.iter().filter(|j| j.state == JobState::Queued).count())
+            .queue_order()
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| !self.running.contains_key(id))
+                    .count()
+            })
             .unwrap_or(0);
         DaemonInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -1028,8 +1035,11 @@ impl Scheduler {
                 let Some(owner) = self.store.get_job(job)? else {
                     return Ok(());
                 };
+                // Which completed file holds each final path (so that a second job never
+                // silently replaces another's verified file): an index in the store.
                 if let (FileState::Completed, Some(rel)) = (record.state, &record.rel_path) {
-                    self.owners.insert(owner.dest_dir.join(rel), (job, index));
+                    self.store
+                        .set_owner(&owner.dest_dir.join(rel), job, index)?;
                 }
                 self.store.put_file(job, index, &record)?;
                 // Group commit: one flush for every checkpoint that arrived together.
@@ -1104,7 +1114,7 @@ impl Scheduler {
     /// A completed file with this sha256 that still looks as it was verified (same size and
     /// modification time, to the nanosecond where recorded), from any job and any source.
     pub fn find_verified(&self, sha256: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
-        for (id, index) in self.store.files_with_sha256(sha256) {
+        for (id, index) in self.store.files_with_sha256(sha256)? {
             let (Some(job), Some(file)) =
                 (self.store.get_job(id)?, self.store.get_file(id, index)?)
             else {
@@ -1134,7 +1144,7 @@ impl Scheduler {
         path: &std::path::Path,
         sha256: &str,
     ) -> Result<Option<JobId>, StoreError> {
-        let Some(&(other, index)) = self.owners.get(path) else {
+        let Some((other, index)) = self.store.owner_of(path)? else {
             return Ok(None);
         };
         if other == job {
@@ -1186,15 +1196,53 @@ impl Scheduler {
         info
     }
 
-    /// Every job: runnable ones in run order, then the others by id.
+    /// Every job: runnable ones in run order, then the others by id (for tests and small
+    /// stores; a listing streams [`Scheduler::queued_job_infos`] and
+    /// [`Scheduler::job_infos_after`] page by page instead).
     pub fn all_job_infos(&self) -> Vec<JobInfo> {
-        let jobs = self.store.all_jobs().unwrap_or_default();
+        let (mut infos, skip) = self.queued_job_infos();
+        let mut after = None;
+        while let Ok((page, next)) = self.job_infos_after(after, 1024, &skip) {
+            infos.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        infos
+    }
+
+    /// The runnable jobs in run order, and their ids (to leave out of the pages that follow).
+    pub fn queued_job_infos(&self) -> (Vec<JobInfo>, std::collections::HashSet<JobId>) {
         let order = self.store.queue_order().unwrap_or_default();
-        let position: HashMap<JobId, usize> =
-            order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let mut jobs: Vec<&JobRecord> = jobs.iter().collect();
-        jobs.sort_by_key(|j| (position.get(&j.id).copied().unwrap_or(usize::MAX), j.id));
-        jobs.into_iter().map(|j| self.job_info(j)).collect()
+        let infos = order
+            .iter()
+            .filter_map(|id| self.store.get_job(*id).ok().flatten())
+            .map(|job| self.job_info(&job))
+            .collect();
+        (infos, order.into_iter().collect())
+    }
+
+    /// Up to `limit` jobs with ids above `after` (all with `None`) that are not runnable and
+    /// not in `skip`, by id; and the id to continue after, unless this was the last page.
+    /// Records are read one at a time: memory holds one page.
+    pub fn job_infos_after(
+        &self,
+        after: Option<JobId>,
+        limit: usize,
+        skip: &std::collections::HashSet<JobId>,
+    ) -> Result<(Vec<JobInfo>, Option<JobId>), StoreError> {
+        let mut infos = Vec::new();
+        for job in self.store.jobs_after(after) {
+            let job = job?;
+            if !crate::store::is_runnable(job.state) && !skip.contains(&job.id) {
+                infos.push(self.job_info(&job));
+                if infos.len() >= limit {
+                    return Ok((infos, Some(job.id)));
+                }
+            }
+        }
+        Ok((infos, None))
     }
 }
 
@@ -1302,22 +1350,4 @@ mod tests {
         let job = scheduler.job(info.id).unwrap().unwrap();
         assert!(job.finished_ms.is_some());
     }
-}
-
-/// Which completed file holds each final path, from the store (once, at start).
-fn final_path_owners(
-    store: &Store,
-) -> Result<HashMap<std::path::PathBuf, (JobId, u32)>, StoreError> {
-    let mut owners = HashMap::new();
-    for job in store.all_jobs()? {
-        if job.state != JobState::Completed {
-            continue;
-        }
-        for (index, file) in store.files(job.id)?.into_iter().enumerate() {
-            if let (FileState::Completed, Some(rel)) = (file.state, &file.rel_path) {
-                owners.insert(job.dest_dir.join(rel), (job.id, index as u32));
-            }
-        }
-    }
-    Ok(owners)
 }

@@ -116,6 +116,11 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
                     return;
                 }
             }
+            Reply::Jobs(pages) => {
+                if !send_pages(&mut conn, pages).await {
+                    return;
+                }
+            }
             Reply::Events(subscription) => {
                 stream_events(conn, subscription, heartbeat, shutdown).await;
                 return;
@@ -206,13 +211,15 @@ pub enum Listing {
     Reply,
     /// `SnapshotPart`... then `Snapshot`.
     Snapshot,
+    /// One page of a longer reply: `JobsPart`s only (the caller closes with `Jobs`).
+    Page,
 }
 
 impl Listing {
     fn wrap(self, jobs: Vec<JobInfo>, last: bool) -> Response {
         match (self, last) {
             (Listing::Reply, true) => Response::Jobs(jobs),
-            (Listing::Reply, false) => Response::JobsPart(jobs),
+            (Listing::Reply, false) | (Listing::Page, _) => Response::JobsPart(jobs),
             (Listing::Snapshot, true) => Response::Event(Event::Snapshot(jobs)),
             (Listing::Snapshot, false) => Response::Event(Event::SnapshotPart(jobs)),
         }
@@ -270,6 +277,27 @@ where
         }
     }
     true
+}
+
+/// Send a listing page by page as `JobsPart`s (each split further if over the frame cap),
+/// closed by `Jobs` (an error reply instead if a page cannot be read). False when the peer
+/// is gone or stopped reading.
+async fn send_pages(
+    conn: &mut Connection<LocalStream>,
+    mut pages: handlers::query::JobPages,
+) -> bool {
+    loop {
+        match pages.next().await {
+            Ok(Some(page)) if page.is_empty() => {}
+            Ok(Some(page)) => {
+                if !send_in_parts(conn, page, Listing::Page).await {
+                    return false;
+                }
+            }
+            Ok(None) => return send(conn, &Response::Jobs(Vec::new())).await,
+            Err(e) => return send(conn, &Response::Error(e)).await,
+        }
+    }
 }
 
 /// Send one frame within [`WRITE_TIMEOUT`]; false when the peer is gone or stopped reading.

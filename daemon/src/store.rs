@@ -8,7 +8,19 @@
 //!   tree in key order gives "higher priority first, FIFO within a priority". It holds every
 //!   job that may run (queued or running); it is an index, rebuilt from `jobs` when the store
 //!   opens, so it can never disagree with the records after a crash;
-//! * `meta`: the id counter and runtime settings that survive restarts.
+//! * `meta`: the id counter and runtime settings that survive restarts;
+//! * `by_destination`: a 16-byte digest of a job's [`DestinationKey`] ++ job id → nothing: which
+//!   jobs download a source to a destination (duplicate detection in `add`);
+//! * `by_sha256`: verified sha256 (32 bytes) ++ job id ++ file index → nothing (dedupe);
+//! * `owners`: a 16-byte digest of a final path → job id ++ file index: which completed file
+//!   holds each final path (a second job never replaces another's verified file).
+//!
+//! The last three are indexes that hold ids, never records: memory does not grow with the
+//! history, and records are read from sled when needed. An index entry is written before the
+//! record it points to (sled recovers a prefix of its log), and entries may be stale (a hash
+//! collision, a record changed or removed since): every lookup checks the record. A store
+//! without the indexes (written before they existed) gets them rebuilt once when it opens;
+//! `meta/index_format` records that they are complete.
 //!
 //! Every record is an envelope `{"schema": N, "record": {...}}` in JSON: the schema number
 //! lets a newer daemon migrate old records, and JSON lets new optional fields default.
@@ -18,7 +30,7 @@
 
 use std::path::Path;
 
-use mdl_protocol::{JobId, JobState};
+use mdl_protocol::{FileState, JobId, JobState};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::job::{FileRecord, JobRecord};
@@ -127,11 +139,15 @@ fn decode_upgraded<T: DeserializeOwned>(
             found: envelope.schema,
         });
     }
+    if envelope.schema == SCHEMA_VERSION {
+        // The common case, straight from the text (no intermediate JSON value).
+        let record =
+            serde_json::from_str(envelope.record.get()).map_err(|e| unreadable(e.to_string()))?;
+        return Ok((record, envelope.schema));
+    }
     let mut record: serde_json::Value =
         serde_json::from_str(envelope.record.get()).map_err(|e| unreadable(e.to_string()))?;
-    if envelope.schema < SCHEMA_VERSION {
-        upgrade(envelope.schema, &mut record).map_err(unreadable)?;
-    }
+    upgrade(envelope.schema, &mut record).map_err(unreadable)?;
     let record = serde_json::from_value(record).map_err(|e| unreadable(e.to_string()))?;
     Ok((record, envelope.schema))
 }
@@ -258,8 +274,22 @@ fn sync_directory(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// sled's page cache. Its default (1 GiB) lets the cache grow with the history; records are
+/// small and read one at a time, so a modest cache keeps the daemon light (the OS page cache
+/// still holds the file).
+const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
+
+/// The version of the index trees (`by_destination`, `by_sha256`, `owners`) recorded in
+/// `meta/index_format` once they are complete; a store without it gets them rebuilt.
+const INDEX_FORMAT: u32 = 1;
+/// The meta key of [`INDEX_FORMAT`].
+const META_INDEX_FORMAT: &str = "index_format";
+
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
-    let config = sled::Config::new().path(dir).flush_every_ms(Some(500));
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_CAPACITY)
+        .flush_every_ms(Some(500));
     // sled may panic on some damaged snapshots instead of returning an error.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open())) {
         Ok(result) => Ok(result?),
@@ -290,13 +320,55 @@ fn is_lock_error(error: &StoreError) -> bool {
     matches!(error, StoreError::Sled(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock"))
 }
 
+/// The first 16 bytes of the sha256 of `parts`, each ended by a NUL (index keys).
+fn digest16(parts: &[&[u8]]) -> [u8; 16] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update(part);
+        hasher.update([0u8]);
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hasher.finalize()[..16]);
+    out
+}
+
+/// The `by_destination` prefix of a destination key.
+fn destination_digest(key: &DestinationKey) -> [u8; 16] {
+    let name = match &key.2 {
+        Some(name) => [b"=".as_slice(), name.as_bytes()].concat(),
+        None => b"-".to_vec(),
+    };
+    digest16(&[
+        key.0.as_bytes(),
+        key.1.as_os_str().as_encoded_bytes(),
+        &name,
+    ])
+}
+
+/// The `by_sha256` prefix of a sha256: its 32 bytes (or, for text that is not 64 hex digits,
+/// a digest of it).
+fn sha256_prefix(sha256: &str) -> Vec<u8> {
+    match hex::decode(sha256) {
+        Ok(bytes) if bytes.len() == 32 => bytes,
+        _ => digest16(&[b"text", sha256.as_bytes()]).to_vec(),
+    }
+}
+
+/// The `owners` key of a final path.
+fn owner_key(path: &Path) -> [u8; 16] {
+    digest16(&[path.as_os_str().as_encoded_bytes()])
+}
+
+/// A (job, file index) pair as 12 bytes.
+fn decode_file_ref(bytes: &[u8]) -> Option<(JobId, u32)> {
+    let id = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let index = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+    Some((id, index))
+}
+
 /// The sled store.
 pub struct Store {
-    /// In-memory index: which jobs download a source to a destination (the key of a job
-    /// never changes), so `add` finds a duplicate without decoding every record.
-    by_destination: std::sync::Mutex<std::collections::HashMap<DestinationKey, Vec<JobId>>>,
-    /// In-memory index: verified sha256 → the files (job, index) that have it (dedupe).
-    by_sha256: std::sync::Mutex<std::collections::HashMap<String, Vec<(JobId, u32)>>>,
     /// Upgrades job records of older schemas.
     upgrade: Upgrade,
     /// sled's files and the journal, synced after each flush.
@@ -312,6 +384,12 @@ pub struct Store {
     files: sled::Tree,
     queue: sled::Tree,
     meta: sled::Tree,
+    /// Index: destination digest ++ job id.
+    by_destination: sled::Tree,
+    /// Index: sha256 ++ job id ++ file index.
+    by_sha256: sled::Tree,
+    /// Index: final path digest → job id ++ file index.
+    owners: sled::Tree,
 }
 
 impl Store {
@@ -364,8 +442,9 @@ impl Store {
             files: db.open_tree("files")?,
             queue: db.open_tree("queue")?,
             meta: db.open_tree("meta")?,
-            by_destination: Default::default(),
-            by_sha256: Default::default(),
+            by_destination: db.open_tree("by_destination")?,
+            by_sha256: db.open_tree("by_sha256")?,
+            owners: db.open_tree("owners")?,
             upgrade,
             files_on_disk: std::sync::Arc::new(SledFiles::open(dir)?),
             health: Default::default(),
@@ -389,22 +468,17 @@ impl Store {
         // sled holds its lock until its last handle is gone: every handle is swapped for one of
         // an empty in-memory store first, then dropped.
         let placeholder = sled::Config::new().temporary(true).open()?;
-        drop(std::mem::replace(
-            &mut self.jobs,
-            placeholder.open_tree("jobs")?,
-        ));
-        drop(std::mem::replace(
-            &mut self.files,
-            placeholder.open_tree("files")?,
-        ));
-        drop(std::mem::replace(
-            &mut self.queue,
-            placeholder.open_tree("queue")?,
-        ));
-        drop(std::mem::replace(
-            &mut self.meta,
-            placeholder.open_tree("meta")?,
-        ));
+        for (tree, name) in [
+            (&mut self.jobs, "jobs"),
+            (&mut self.files, "files"),
+            (&mut self.queue, "queue"),
+            (&mut self.meta, "meta"),
+            (&mut self.by_destination, "by_destination"),
+            (&mut self.by_sha256, "by_sha256"),
+            (&mut self.owners, "owners"),
+        ] {
+            drop(std::mem::replace(tree, placeholder.open_tree(name)?));
+        }
         drop(std::mem::replace(&mut self.db, placeholder));
         // sled's flusher thread lets go of the lock a moment after the last handle.
         let mut attempt = 0;
@@ -476,7 +550,19 @@ impl Store {
         Ok(())
     }
 
+    /// Check every record, rebuild the queue index, and (once, for a store written before
+    /// them) the id indexes. Streams through the trees: memory holds ids, never all records.
     fn rebuild_queue(&mut self) -> Result<(), StoreError> {
+        let rebuild = !matches!(
+            self.get_meta::<u32>(META_INDEX_FORMAT),
+            Ok(Some(INDEX_FORMAT))
+        );
+        if rebuild {
+            tracing::info!("building the store's indexes (once)");
+            self.by_destination.clear()?;
+            self.by_sha256.clear()?;
+            self.owners.clear()?;
+        }
         let mut bad = Vec::new();
         for entry in self.files.iter() {
             let (key, value) = entry?;
@@ -487,34 +573,67 @@ impl Store {
                     continue;
                 }
             };
-            if let (Ok(id), Ok(index)) = (key[..8].try_into(), key[8..].try_into()) {
-                self.index_sha256(u64::from_be_bytes(id), u32::from_be_bytes(index), &file);
+            if let (true, Some((id, index))) = (rebuild, decode_file_ref(&key)) {
+                self.index_sha256(id, index, &file)?;
             }
         }
         self.queue.clear()?;
-        let mut jobs = Vec::new();
+        // Jobs to write again: running ones (queued again) and ones of an older schema.
+        let mut rewrite = Vec::new();
         for entry in self.jobs.iter() {
             let (key, value) = entry?;
-            match decode_upgraded::<JobRecord>(&format!("jobs/{key:?}"), &value, self.upgrade) {
-                Ok(decoded) => jobs.push(decoded),
-                Err(e) => bad.push(("jobs", key.to_vec(), value.to_vec(), e.to_string())),
+            let (job, schema) = match decode_upgraded::<JobRecord>(
+                &format!("jobs/{key:?}"),
+                &value,
+                self.upgrade,
+            ) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    bad.push(("jobs", key.to_vec(), value.to_vec(), e.to_string()));
+                    continue;
+                }
+            };
+            if rebuild {
+                self.index_destination(&job)?;
+                if job.state == JobState::Completed {
+                    for entry in self.files.scan_prefix(job.id.to_be_bytes()) {
+                        let (key, value) = entry?;
+                        let (Ok(file), Some((_, index))) = (
+                            decode_record::<FileRecord>("files", &value),
+                            decode_file_ref(&key),
+                        ) else {
+                            continue;
+                        };
+                        if let (FileState::Completed, Some(rel)) = (file.state, &file.rel_path) {
+                            self.set_owner(&job.dest_dir.join(rel), job.id, index)?;
+                        }
+                    }
+                }
             }
-        }
-        for (tree, key, value, message) in bad {
-            self.set_aside(tree, &key, &value, message)?;
-        }
-        for (mut job, schema) in jobs {
-            self.index_destination(&job);
-            if matches!(job.state, JobState::Running | JobState::Verifying) {
-                job.state = JobState::Queued;
-                self.put_job(&job)?;
-            } else if schema < SCHEMA_VERSION {
-                self.put_job(&job)?;
+            if matches!(job.state, JobState::Running | JobState::Verifying)
+                || schema < SCHEMA_VERSION
+            {
+                rewrite.push(job.id);
             }
             if is_runnable(job.state) {
                 self.queue
                     .insert(queue_key(job.priority, job.seq), &job.id.to_be_bytes())?;
             }
+        }
+        for (tree, key, value, message) in bad {
+            self.set_aside(tree, &key, &value, message)?;
+        }
+        for id in rewrite {
+            let Some(mut job) = self.get_job(id)? else {
+                continue;
+            };
+            if matches!(job.state, JobState::Running | JobState::Verifying) {
+                job.state = JobState::Queued;
+            }
+            self.put_job(&job)?;
+        }
+        if rebuild {
+            self.put_meta(META_INDEX_FORMAT, &INDEX_FORMAT)?;
         }
         Ok(())
     }
@@ -523,20 +642,24 @@ impl Store {
     /// (with their partial files), keep the id counter above every id ever given, and
     /// compact the journal.
     fn find_lost(&mut self, dir: &Path) -> Result<(), StoreError> {
-        let text = std::fs::read_to_string(journal_path(dir)).unwrap_or_default();
-        let mut expected = std::collections::BTreeMap::new();
-        for line in text.lines() {
-            match serde_json::from_str::<JournalLine>(line) {
-                Ok(JournalLine::Added { id, source, dest }) => {
-                    expected.insert(id, (source, dest));
-                }
-                Ok(JournalLine::Removed { id }) => {
-                    expected.remove(&id);
-                }
-                Err(_) => {} // a line torn by a crash: its job was never acknowledged
-            }
+        // Two passes over the file, holding ids only (the journal grows with the history).
+        let lines = || {
+            use std::io::BufRead;
+            std::fs::File::open(journal_path(dir))
+                .into_iter()
+                .flat_map(|file| std::io::BufReader::new(file).lines())
+                .map_while(Result::ok)
+                // A line torn by a crash: its job was never acknowledged.
+                .filter_map(|line| serde_json::from_str::<JournalLine>(&line).ok())
+        };
+        let mut expected = std::collections::BTreeSet::new();
+        for line in lines() {
+            match line {
+                JournalLine::Added { id, .. } => expected.insert(id),
+                JournalLine::Removed { id } => expected.remove(&id),
+            };
         }
-        let max_id = expected.keys().next_back().copied().unwrap_or(0);
+        let max_id = expected.last().copied().unwrap_or(0);
         let counter = self
             .meta
             .get("next_id")?
@@ -551,10 +674,23 @@ impl Store {
             );
             self.meta.insert("next_id", &max_id.to_be_bytes())?;
         }
-        let mut kept = Vec::new();
-        for (id, (source, dest)) in expected {
+        // Compact: only the jobs that exist stay in the journal.
+        let tmp = journal_path(dir).with_extension("journal.tmp");
+        let mut kept =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(StoreError::Sync)?);
+        for line in lines() {
+            let JournalLine::Added { id, source, dest } = line else {
+                continue;
+            };
+            if !expected.remove(&id) {
+                continue;
+            }
             if self.jobs.contains_key(id.to_be_bytes())? {
-                kept.push(JournalLine::Added { id, source, dest });
+                use std::io::Write;
+                let line = JournalLine::Added { id, source, dest };
+                let mut text = serde_json::to_vec(&line).expect("journal lines serialize");
+                text.push(b'\n');
+                kept.write_all(&text).map_err(StoreError::Sync)?;
                 continue;
             }
             let prefix = format!(".mdl-{id}-");
@@ -593,14 +729,10 @@ impl Store {
                 serde_json::to_vec_pretty(&self.health).unwrap_or_default(),
             );
         }
-        // Compact: only the jobs that exist stay in the journal.
-        let mut text = Vec::new();
-        for line in &kept {
-            text.extend(serde_json::to_vec(line).expect("journal lines serialize"));
-            text.push(b'\n');
-        }
-        let tmp = journal_path(dir).with_extension("journal.tmp");
-        std::fs::write(&tmp, &text).map_err(StoreError::Sync)?;
+        drop(
+            kept.into_inner()
+                .map_err(|e| StoreError::Sync(e.into_error()))?,
+        );
         std::fs::rename(&tmp, journal_path(dir)).map_err(StoreError::Sync)?;
         self.files_on_disk = std::sync::Arc::new(SledFiles::open(dir)?);
         Ok(())
@@ -622,25 +754,46 @@ impl Store {
         Ok(u64::from_be_bytes(bytes))
     }
 
-    fn index_destination(&self, job: &JobRecord) {
-        let mut index = self.by_destination.lock().expect("destination index lock");
-        let ids = index.entry(destination_key(job)).or_default();
-        if !ids.contains(&job.id) {
-            ids.push(job.id);
-        }
+    fn index_destination(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let key = [
+            destination_digest(&destination_key(job)).as_slice(),
+            &job.id.to_be_bytes(),
+        ]
+        .concat();
+        self.by_destination.insert(key, &[])?;
+        Ok(())
     }
 
     /// The ids of the jobs that download `key`, oldest first.
-    pub fn jobs_for_destination(&self, key: &DestinationKey) -> Vec<JobId> {
-        let index = self.by_destination.lock().expect("destination index lock");
-        let mut ids = index.get(key).cloned().unwrap_or_default();
-        ids.sort_unstable();
-        ids
+    pub fn jobs_for_destination(&self, key: &DestinationKey) -> Result<Vec<JobId>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in self
+            .by_destination
+            .scan_prefix(destination_digest(key))
+            .keys()
+        {
+            let entry = entry?;
+            let Some(id) = entry
+                .get(16..24)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            // The index may be stale (or collide): the record decides.
+            if self
+                .get_job(id)?
+                .is_some_and(|job| destination_key(&job) == *key)
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Write a job record and keep the queue index in step with its state and priority.
     pub fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
-        self.index_destination(job);
+        self.index_destination(job)?;
         let key = job.id.to_be_bytes();
         if !self.jobs.contains_key(key)? {
             self.files_on_disk.append(&JournalLine::Added {
@@ -684,38 +837,75 @@ impl Store {
             .collect()
     }
 
+    /// The jobs with ids above `after` (all with `None`), by id, decoded one at a time.
+    pub fn jobs_after(
+        &self,
+        after: Option<JobId>,
+    ) -> impl Iterator<Item = Result<JobRecord, StoreError>> + '_ {
+        let range = match after {
+            Some(id) => self.jobs.range((
+                std::ops::Bound::Excluded(id.to_be_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.jobs.iter(),
+        };
+        range.map(|entry| {
+            let (key, value) = entry?;
+            decode_job(&format!("jobs/{key:?}"), &value, self.upgrade)
+        })
+    }
+
     /// The runnable jobs' ids in run order.
     pub fn queue_order(&self) -> Result<Vec<JobId>, StoreError> {
-        self.queue
-            .iter()
-            .values()
-            .map(|v| {
-                let v = v?;
-                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Record {
-                    key: "queue".into(),
-                    message: "bad job id".into(),
-                })?;
-                Ok(u64::from_be_bytes(bytes))
-            })
-            .collect()
+        self.queue_ids().collect()
     }
 
-    fn index_sha256(&self, id: JobId, index: u32, file: &FileRecord) {
+    /// The runnable jobs' ids in run order, read lazily (the iterator does not borrow the
+    /// store, and sees writes made while it runs as sled's iterators do).
+    pub fn queue_ids(&self) -> impl Iterator<Item = Result<JobId, StoreError>> + 'static {
+        self.queue.iter().values().map(|v| {
+            let v = v?;
+            let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Record {
+                key: "queue".into(),
+                message: "bad job id".into(),
+            })?;
+            Ok(u64::from_be_bytes(bytes))
+        })
+    }
+
+    fn index_sha256(&self, id: JobId, index: u32, file: &FileRecord) -> Result<(), StoreError> {
         if let Some(sha) = &file.verified_sha256 {
-            let mut by_sha = self.by_sha256.lock().expect("sha256 index lock");
-            let entries = by_sha.entry(sha.clone()).or_default();
-            if !entries.contains(&(id, index)) {
-                entries.push((id, index));
-            }
+            let key = [sha256_prefix(sha).as_slice(), &file_key(id, index)].concat();
+            self.by_sha256.insert(key, &[])?;
         }
+        Ok(())
     }
 
-    /// The files (job, index) verified with this sha256, oldest first.
-    pub fn files_with_sha256(&self, sha256: &str) -> Vec<(JobId, u32)> {
-        let by_sha = self.by_sha256.lock().expect("sha256 index lock");
-        let mut found = by_sha.get(sha256).cloned().unwrap_or_default();
-        found.sort_unstable();
-        found
+    /// The files (job, index) once verified with this sha256, oldest first. Entries may be
+    /// stale: the caller checks the file record.
+    pub fn files_with_sha256(&self, sha256: &str) -> Result<Vec<(JobId, u32)>, StoreError> {
+        let prefix = sha256_prefix(sha256);
+        let mut found = Vec::new();
+        for key in self.by_sha256.scan_prefix(&prefix).keys() {
+            let key = key?;
+            found.extend(decode_file_ref(&key[prefix.len()..]));
+        }
+        Ok(found)
+    }
+
+    /// Record that the completed file (job, index) holds the final path `path`.
+    pub fn set_owner(&self, path: &Path, id: JobId, index: u32) -> Result<(), StoreError> {
+        self.owners.insert(owner_key(path), &file_key(id, index))?;
+        Ok(())
+    }
+
+    /// The completed file (job, index) last recorded at the final path `path`, if any. It may
+    /// be stale: the caller checks the records.
+    pub fn owner_of(&self, path: &Path) -> Result<Option<(JobId, u32)>, StoreError> {
+        Ok(self
+            .owners
+            .get(owner_key(path))?
+            .and_then(|v| decode_file_ref(&v)))
     }
 
     /// One file record.
@@ -728,7 +918,7 @@ impl Store {
 
     /// Write one file record.
     pub fn put_file(&self, id: JobId, index: u32, file: &FileRecord) -> Result<(), StoreError> {
-        self.index_sha256(id, index, file);
+        self.index_sha256(id, index, file)?;
         self.files
             .insert(file_key(id, index), encode_record(file))?;
         Ok(())
@@ -745,21 +935,30 @@ impl Store {
 
     /// Remove a job and its files.
     pub fn delete_job(&self, job: &JobRecord) -> Result<(), StoreError> {
-        if let Some(ids) = self
-            .by_destination
-            .lock()
-            .expect("destination index lock")
-            .get_mut(&destination_key(job))
-        {
-            ids.retain(|id| *id != job.id);
-        }
-        for entries in self
-            .by_sha256
-            .lock()
-            .expect("sha256 index lock")
-            .values_mut()
-        {
-            entries.retain(|(id, _)| *id != job.id);
+        let key = [
+            destination_digest(&destination_key(job)).as_slice(),
+            &job.id.to_be_bytes(),
+        ]
+        .concat();
+        self.by_destination.remove(key)?;
+        for entry in self.files.scan_prefix(job.id.to_be_bytes()) {
+            let (key, value) = entry?;
+            let (Ok(file), Some((_, index))) = (
+                decode_record::<FileRecord>("files", &value),
+                decode_file_ref(&key),
+            ) else {
+                continue;
+            };
+            if let Some(sha) = &file.verified_sha256 {
+                self.by_sha256
+                    .remove([sha256_prefix(sha).as_slice(), &key].concat())?;
+            }
+            if let Some(rel) = &file.rel_path {
+                let path = job.dest_dir.join(rel);
+                if self.owner_of(&path)? == Some((job.id, index)) {
+                    self.owners.remove(owner_key(&path))?;
+                }
+            }
         }
         self.queue.remove(queue_key(job.priority, job.seq))?;
         self.jobs.remove(job.id.to_be_bytes())?;
@@ -899,12 +1098,89 @@ mod tests {
             store.flush_blocking().unwrap();
         }
         let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
-        assert_eq!(store.files_with_sha256(&sha), vec![(1, 0)]);
-        assert!(store.files_with_sha256(&"cd".repeat(32)).is_empty());
+        assert_eq!(store.files_with_sha256(&sha).unwrap(), vec![(1, 0)]);
+        assert!(store
+            .files_with_sha256(&"cd".repeat(32))
+            .unwrap()
+            .is_empty());
         store
             .delete_job(&store.get_job(1).unwrap().unwrap())
             .unwrap();
-        assert!(store.files_with_sha256(&sha).is_empty());
+        assert!(store.files_with_sha256(&sha).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_store_without_the_index_trees_gets_them_rebuilt_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "ef".repeat(32);
+        let mut done = job(1, 0, 1);
+        done.state = JobState::Completed;
+        let key = destination_key(&done);
+        {
+            let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
+            store.put_job(&done).unwrap();
+            store.put_job(&job(2, 0, 2)).unwrap();
+            let mut file = FileRecord::new("http://h/f".into());
+            file.state = FileState::Completed;
+            file.rel_path = Some("f.bin".into());
+            file.verified_sha256 = Some(sha.clone());
+            store.put_file(1, 0, &file).unwrap();
+            // What a store written before the index trees looks like: no trees, no marker.
+            for name in ["by_destination", "by_sha256", "owners"] {
+                assert!(store.db.drop_tree(name).unwrap(), "{name}");
+            }
+            store.meta.remove(META_INDEX_FORMAT).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
+        assert_eq!(store.jobs_for_destination(&key).unwrap(), vec![1]);
+        assert_eq!(store.files_with_sha256(&sha).unwrap(), vec![(1, 0)]);
+        assert_eq!(
+            store.owner_of(&done.dest_dir.join("f.bin")).unwrap(),
+            Some((1, 0))
+        );
+        assert_eq!(
+            store.get_meta::<u32>(META_INDEX_FORMAT).unwrap(),
+            Some(INDEX_FORMAT)
+        );
+        // Only once: a later open trusts the indexes it finds (an entry removed by hand
+        // stays removed).
+        store.owners.clear().unwrap();
+        store.flush_blocking().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
+        assert_eq!(store.owner_of(&done.dest_dir.join("f.bin")).unwrap(), None);
+    }
+
+    #[test]
+    fn index_lookups_check_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), |_, _| Ok(())).unwrap();
+        let first = job(1, 0, 1);
+        store.put_job(&first).unwrap();
+        let key = destination_key(&first);
+        // A stale entry (a job that is gone) and one whose record has another destination
+        // (what a digest collision would look like) under the same prefix.
+        for id in [7u64, 2] {
+            let entry = [destination_digest(&key).as_slice(), &id.to_be_bytes()].concat();
+            store.by_destination.insert(entry, &[]).unwrap();
+        }
+        store.put_job(&job(2, 0, 2)).unwrap();
+        assert_eq!(store.jobs_for_destination(&key).unwrap(), vec![1]);
+        assert_eq!(
+            store
+                .jobs_for_destination(&destination_key(&job(2, 0, 2)))
+                .unwrap(),
+            vec![2]
+        );
+        // Removing a job forgets its entries; the other job's stay.
+        store.delete_job(&first).unwrap();
+        assert!(store.jobs_for_destination(&key).unwrap().is_empty());
+        assert_eq!(
+            store.by_destination.len(),
+            3,
+            "the stale 7, the colliding 2 and job 2's own entry"
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub enum Request {
     /// The health of what the daemon watches: completed files intact / missing / modified,
     /// the drop folder, the config file and its last reload (replies `Health`).
     Health,
+    /// Queue several downloads at once (replies `AddedMany`, one reply per source in order,
+    /// each what `Add` would reply). Every job it queues is made durable by one store write
+    /// before the reply: the way to queue thousands of sources quickly. Appended.
+    AddMany(Vec<AddRequest>),
 }
 
 impl Request {
@@ -95,6 +99,7 @@ impl Request {
             Request::HubTokens => "hub_tokens",
             Request::StoreHealth => "store_health",
             Request::Health => "health",
+            Request::AddMany(_) => "add_many",
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum Response {
     StoreHealth(StoreHealth),
     /// What the daemon watches and how it is (the reply to `Health`).
     Health(HealthInfo),
+    /// The replies to an `AddMany`, one per source in order: each is what `Add` replies for
+    /// it (`Added`, `Jobs` for a search source, or `Error`). Appended.
+    AddedMany(Vec<Response>),
 }
 
 /// Whether the daemon keeps a token for a hub (the token itself never leaves the daemon).

@@ -210,6 +210,21 @@ fn request_frames_still_decode() {
         }),
     );
     check("request_hub_tokens", Request::HubTokens);
+    check(
+        "request_add_many",
+        Request::AddMany(vec![
+            AddRequest {
+                source: "https://h/a.bin".into(),
+                dest: Some("/tmp/x".into()),
+                ..Default::default()
+            },
+            AddRequest {
+                source: "https://h/b.bin".into(),
+                paused: true,
+                ..Default::default()
+            },
+        ]),
+    );
 }
 
 #[test]
@@ -245,6 +260,19 @@ fn response_and_event_frames_still_decode() {
         }),
     );
     check("response_jobs", Response::Jobs(vec![job(), job()]));
+    check(
+        "response_added_many",
+        Response::AddedMany(vec![
+            Response::Added(AddReply {
+                outcome: AddOutcome::Created,
+                job: job(),
+            }),
+            Response::Error(ErrorReply::new(
+                ErrorKind::InvalidRequest,
+                "the source is empty",
+            )),
+        ]),
+    );
     check(
         "response_daemon",
         Response::Daemon(DaemonInfo {

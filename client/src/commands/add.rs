@@ -37,9 +37,18 @@ pub async fn run(ctx: &Ctx, args: AddArgs) -> Result<()> {
 
     let mut replies: Vec<AddReply> = Vec::new();
     let single = requests.len() == 1;
-    for request in requests {
-        ctx.debug(2, format_args!("add request: {request:?}"));
-        match client.request(&Request::Add(request)).await? {
+    let responses = if single {
+        let mut responses = Vec::new();
+        for request in requests {
+            ctx.debug(2, format_args!("add request: {request:?}"));
+            responses.push(client.request(&Request::Add(request)).await?);
+        }
+        responses
+    } else {
+        add_many(ctx, &mut client, requests).await?
+    };
+    for response in responses {
+        match response {
             Response::Added(reply) => replies.push(reply),
             // A search source: one job per result.
             Response::Jobs(jobs) => replies.extend(jobs.into_iter().map(|job| AddReply {
@@ -102,6 +111,44 @@ pub async fn run(ctx: &Ctx, args: AddArgs) -> Result<()> {
     } else {
         wait::outcome(&jobs)
     }
+}
+
+/// Sources per `AddMany` request (well under the frame cap, even with a forwarded environment).
+const ADD_MANY_LEN: usize = 10_000;
+
+/// Queue several sources with `AddMany` (one durable store write per request on the daemon's
+/// side); the replies, one per source in order. A daemon from before `AddMany` cannot decode
+/// it: then each source goes in its own `Add`, on a new connection.
+async fn add_many(
+    ctx: &Ctx,
+    client: &mut mdl_protocol::Client,
+    requests: Vec<AddRequest>,
+) -> Result<Vec<Response>> {
+    let mut responses = Vec::with_capacity(requests.len());
+    let mut chunks = requests.chunks(ADD_MANY_LEN);
+    while let Some(chunk) = chunks.next() {
+        ctx.debug(2, format_args!("add_many request: {} sources", chunk.len()));
+        match client.request(&Request::AddMany(chunk.to_vec())).await {
+            Ok(Response::AddedMany(replies)) => responses.extend(replies),
+            Ok(Response::Error(e))
+                if e.kind == ErrorKind::InvalidRequest
+                    && e.message.starts_with("cannot decode") =>
+            {
+                ctx.debug(
+                    1,
+                    format_args!("the daemon has no AddMany: one add per source"),
+                );
+                *client = ctx.connect().await?;
+                for request in std::iter::once(chunk).chain(chunks).flatten() {
+                    responses.push(client.request(&Request::Add(request.clone())).await?);
+                }
+                break;
+            }
+            Ok(other) => responses.push(other),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(responses)
 }
 
 /// One protocol request per source of the command line.

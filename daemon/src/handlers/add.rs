@@ -41,6 +41,95 @@ pub async fn add(services: &Services, request: AddRequest) -> HandlerResult {
     queue_checked(services, checked).await
 }
 
+/// How many sources of an `AddMany` one scheduler call queues: the calls are sent together
+/// and the scheduler commits the batch it takes at once, so other requests can go between
+/// them without a flush per source.
+const ADD_MANY_CALL: usize = 1000;
+
+/// Queue many sources: each checked like [`add`] (a search or a dry run is handled alone),
+/// their destinations created once each, then queued in a few scheduler calls sent together,
+/// which the scheduler commits with one store flush. Replies `AddedMany`, one reply per
+/// source in order.
+pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> HandlerResult {
+    let settings = services.settings.get();
+    let mut replies: Vec<Option<Response>> = vec![None; requests.len()];
+    let mut batch: Vec<(usize, CheckedAdd)> = Vec::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        match check(&settings, request) {
+            Err(e) => replies[i] = Some(Response::Error(e)),
+            Ok(checked)
+                if checked.request.dry_run
+                    || matches!(
+                        checked.parsed_source,
+                        Source::Civitai(CivitaiTarget::Search(_))
+                    ) =>
+            {
+                let request = checked.request.clone();
+                replies[i] = Some(add(services, request).await.unwrap_or_else(Response::Error));
+            }
+            Ok(checked) => batch.push((i, checked)),
+        }
+    }
+    // File-system work stays out of the scheduler's task: each destination once.
+    let dirs: std::collections::BTreeSet<PathBuf> =
+        batch.iter().map(|(_, c)| c.dest_dir.clone()).collect();
+    let failed = tokio::task::spawn_blocking(move || {
+        dirs.into_iter()
+            .filter_map(|dir| {
+                let error = std::fs::create_dir_all(&dir).err()?;
+                let message = format!("cannot create the destination {}: {error}", dir.display());
+                Some((dir, message))
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    })
+    .await
+    .map_err(|e| invalid(format!("cannot create the destinations: {e}")))?;
+    let mut calls = Vec::new();
+    let mut chunk = Vec::new();
+    for (i, checked) in batch {
+        if let Some(message) = failed.get(&checked.dest_dir) {
+            replies[i] = Some(Response::Error(invalid(message.clone())));
+            continue;
+        }
+        chunk.push((i, checked));
+        if chunk.len() == ADD_MANY_CALL {
+            calls.push(std::mem::take(&mut chunk));
+        }
+    }
+    if !chunk.is_empty() {
+        calls.push(chunk);
+    }
+    let keys: Vec<_> = calls
+        .iter()
+        .flatten()
+        .map(|(_, checked)| checked.destination_key())
+        .collect();
+    let stamps = std::sync::Arc::new(stamp_copies(services, keys).await?);
+    let calls = calls.into_iter().map(|chunk| {
+        let stamps = stamps.clone();
+        services.call(move |s| {
+            Ok(chunk
+                .into_iter()
+                .map(|(i, checked)| {
+                    let reply = add_checked(s, checked, &stamps);
+                    (i, reply.unwrap_or_else(Response::Error))
+                })
+                .collect::<Vec<_>>())
+        })
+    });
+    for result in futures::future::join_all(calls).await {
+        for (i, reply) in result? {
+            replies[i] = Some(reply);
+        }
+    }
+    Ok(Response::AddedMany(
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Response::Error(invalid("no reply for this source"))))
+            .collect(),
+    ))
+}
+
 /// Queue one source (not a search).
 pub async fn queue_one(services: &Services, request: AddRequest) -> HandlerResult {
     queue_checked(services, check(&services.settings.get(), request)?).await
@@ -61,25 +150,7 @@ async fn queue_checked(services: &Services, checked: CheckedAdd) -> HandlerResul
                 checked.dest_dir.display()
             ))
         })?;
-    // A verified copy counts only while its file is unchanged on disk: stat the candidates
-    // here too, and let the scheduler compare.
-    let key = checked.destination_key();
-    let candidates = services.call(move |s| completed_paths(s, &key)).await?;
-    let stamps = if candidates.is_empty() {
-        Stamps::new()
-    } else {
-        tokio::task::spawn_blocking(move || {
-            candidates
-                .into_iter()
-                .map(|path| {
-                    let stamp = file_stamp(&path);
-                    (path, stamp)
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| invalid(format!("cannot check the destination: {e}")))?
-    };
+    let stamps = stamp_copies(services, vec![checked.destination_key()]).await?;
     services
         .call(move |s| add_checked(s, checked, &stamps))
         .await
@@ -89,6 +160,38 @@ async fn queue_checked(services: &Services, checked: CheckedAdd) -> HandlerResul
 /// not there).
 pub type Stamps = std::collections::HashMap<PathBuf, Option<(u64, i64)>>;
 
+/// A verified copy counts only while its file is unchanged on disk: find the completed copies
+/// of these destinations on the scheduler's state, and stamp them on a blocking thread, so
+/// that the scheduler compares without touching the disk.
+async fn stamp_copies(
+    services: &Services,
+    keys: Vec<crate::store::DestinationKey>,
+) -> Result<Stamps, ErrorReply> {
+    let candidates = services
+        .call(move |s| {
+            let mut paths = Vec::new();
+            for key in &keys {
+                paths.extend(completed_paths(s, key)?);
+            }
+            Ok(paths)
+        })
+        .await?;
+    if candidates.is_empty() {
+        return Ok(Stamps::new());
+    }
+    tokio::task::spawn_blocking(move || {
+        candidates
+            .into_iter()
+            .map(|path| {
+                let stamp = file_stamp(&path);
+                (path, stamp)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| invalid(format!("cannot check the destination: {e}")))
+}
+
 /// The final paths of the completed files of completed jobs for this destination: what
 /// [`same_destination`] needs stamped. From the store only.
 fn completed_paths(
@@ -96,7 +199,7 @@ fn completed_paths(
     key: &crate::store::DestinationKey,
 ) -> Result<Vec<PathBuf>, ErrorReply> {
     let mut paths = Vec::new();
-    for id in scheduler.jobs_for_destination(key) {
+    for id in scheduler.jobs_for_destination(key)? {
         let Some(job) = scheduler.job(id)? else {
             continue;
         };
@@ -249,7 +352,7 @@ fn same_destination(
     let (sha256, md5) = (&checked.sha256, &checked.md5);
     let key = checked.destination_key();
     let mut same = Vec::new();
-    for id in scheduler.jobs_for_destination(&key) {
+    for id in scheduler.jobs_for_destination(&key)? {
         same.extend(scheduler.job(id)?);
     }
     for existing in same.iter().rev() {

@@ -54,6 +54,8 @@ impl Services {
 pub enum Reply {
     /// Send this response, then read the next request.
     Response(Response),
+    /// Send every job, page by page (`JobsPart`... then `Jobs`).
+    Jobs(query::JobPages),
     /// Turn the connection into an event stream: this snapshot first, then every event.
     Events(Subscription),
     /// Send `Ok`, then stop the daemon.
@@ -73,7 +75,7 @@ pub async fn dispatch(services: &Services, request: Request) -> Reply {
     let name = request.name();
     let result = match request {
         Request::Add(add) => add::add(services, add).await,
-        Request::List => query::list(services).await,
+        Request::List => return Reply::Jobs(query::list(services)),
         Request::Status(id) => query::status(services, id).await,
         Request::DaemonStatus => query::daemon_status(services).await,
         Request::StoreHealth => {
@@ -113,6 +115,7 @@ pub async fn dispatch(services: &Services, request: Request) -> Reply {
         }
         Request::Shutdown => return Reply::Shutdown,
         Request::Health => health::health(services).await,
+        Request::AddMany(requests) => add::add_many(services, requests).await,
     };
     Reply::Response(result.unwrap_or_else(|e| {
         tracing::debug!(request = name, "request failed: {}", e.message);

@@ -1,15 +1,62 @@
 //! Read-only requests: list, status, daemon status, subscribe.
 
-use mdl_protocol::{JobId, Response};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use mdl_protocol::{ErrorReply, JobId, JobInfo, Response};
 
 use super::{no_such_job, HandlerResult, Services, Subscription};
 use crate::scheduler::Scheduler;
 
-/// Every job.
-pub async fn list(services: &Services) -> HandlerResult {
-    services
-        .call(|s| Ok(Response::Jobs(s.all_job_infos())))
-        .await
+/// How many finished jobs one page of a listing holds: one short scheduler call each, so
+/// other requests go on between pages, and the daemon holds one page at a time.
+pub const PAGE_LEN: usize = 1000;
+
+/// A listing of every job, read page by page: the runnable jobs in run order first, then the
+/// others by id. A job that finishes while the listing runs is listed once; one added
+/// meanwhile may be left out.
+pub struct JobPages {
+    services: Services,
+    /// The runnable jobs' ids when the listing began (listed in the first page).
+    skip: Arc<HashSet<JobId>>,
+    /// Where the next page starts; `None` before the first page.
+    next: Option<Option<JobId>>,
+    done: bool,
+}
+
+impl JobPages {
+    /// The next page, or `None` after the last one.
+    pub async fn next(&mut self) -> Result<Option<Vec<JobInfo>>, ErrorReply> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some(after) = self.next else {
+            let (page, skip) = self.services.call(|s| Ok(s.queued_job_infos())).await?;
+            self.skip = Arc::new(skip);
+            self.next = Some(None);
+            return Ok(Some(page));
+        };
+        let skip = self.skip.clone();
+        let (page, next) = self
+            .services
+            .call(move |s| Ok(s.job_infos_after(after, PAGE_LEN, &skip)?))
+            .await?;
+        match next {
+            Some(id) => self.next = Some(Some(id)),
+            None => self.done = true,
+        }
+        Ok(Some(page))
+    }
+}
+
+/// Every job, as pages.
+pub fn list(services: &Services) -> JobPages {
+    JobPages {
+        services: services.clone(),
+        skip: Default::default(),
+        next: None,
+        done: false,
+    }
 }
 
 /// One job.

@@ -308,3 +308,60 @@ async fn priority_change_reorders_the_queue() {
         .collect();
     assert!(order.contains(&a.id) && order.contains(&b.id));
 }
+
+/// `AddMany` queues every source with one reply each, in order (an invalid source gets its
+/// error, a duplicate joins), durably; a listing longer than a page arrives whole and in
+/// order.
+#[tokio::test]
+async fn add_many_replies_per_source_and_the_listing_pages_through_every_job() {
+    use mdl_protocol::{AddOutcome, Request, Response};
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let n = 2500; // several scheduler calls and several listing pages
+    let mut requests: Vec<AddRequest> = (0..n)
+        .map(|i| paused_add(format!("http://127.0.0.1:9/m{i}.bin"), &daemon.downloads, 0))
+        .collect();
+    requests.push(AddRequest {
+        source: "".into(),
+        ..Default::default()
+    });
+    requests.push(requests[0].clone());
+    let replies = match client.request(&Request::AddMany(requests)).await.unwrap() {
+        Response::AddedMany(replies) => replies,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(replies.len(), n + 2);
+    let mut ids = Vec::new();
+    for reply in &replies[..n] {
+        match reply {
+            Response::Added(added) => {
+                assert_eq!(added.outcome, AddOutcome::Created);
+                ids.push(added.job.id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(matches!(&replies[n], Response::Error(e) if e.message.contains("empty")));
+    assert!(
+        matches!(&replies[n + 1], Response::Added(a) if a.outcome == AddOutcome::Joined && a.job.id == ids[0])
+    );
+    // One more job, that runs (and fails: nothing listens on port 9).
+    let queued = client
+        .add(AddRequest {
+            paused: false,
+            ..paused_add("http://127.0.0.1:9/q.bin".into(), &daemon.downloads, 0)
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    drop(client);
+    let daemon = daemon.restart().await;
+    let mut client = daemon.client().await;
+    let jobs = client.list().await.unwrap();
+    assert_eq!(jobs.len(), n + 1);
+    let paused: Vec<_> = jobs.iter().filter(|j| j.id != queued).collect();
+    assert_eq!(paused.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+    assert!(paused.iter().all(|j| j.state == JobState::Paused));
+}
