@@ -71,6 +71,13 @@ pub enum Request {
     /// The health of what the daemon watches: completed files intact / missing / modified,
     /// the drop folder, the config file and its last reload (replies `Health`).
     Health,
+    /// The endpoints of every hub, as jobs queued from now on use them (replies
+    /// `HubEndpoints`). Appended.
+    HubEndpoints,
+    /// Set one hub's endpoints at runtime, or go back to the config file's (replies
+    /// `HubEndpoints`). Kept across restarts until the config file changes that hub's key.
+    /// Appended.
+    SetHubEndpoints(HubEndpointsRequest),
 }
 
 impl Request {
@@ -95,6 +102,8 @@ impl Request {
             Request::HubTokens => "hub_tokens",
             Request::StoreHealth => "store_health",
             Request::Health => "health",
+            Request::HubEndpoints => "hub_endpoints",
+            Request::SetHubEndpoints(_) => "set_hub_endpoints",
         }
     }
 }
@@ -238,4 +247,15 @@ pub struct HubTokenRequest {
     pub hub: String,
     /// The token; `None` removes the stored one.
     pub token: Option<Secret>,
+}
+
+/// Set one hub's endpoints (mirrors first, then the official endpoint, which is always tried
+/// last when it is not in the list), or forget the value set at runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubEndpointsRequest {
+    /// The hub: `hf` (Hugging Face), `ms` (ModelScope) or `civitai`.
+    pub hub: String,
+    /// Absolute `http://` or `https://` URLs, tried in order; `None` goes back to the config
+    /// file's list (or the official endpoint when the file sets none).
+    pub endpoints: Option<Vec<String>>,
 }
