@@ -748,7 +748,7 @@ function presetOf(h) {
 function renderEndpoints() {
   const rows = hubEndpoints.map((h) => {
     const select = el("select", { "data-hub": h.hub, "aria-label": t("hub_" + h.hub) });
-    select.append(el("option", { value: "official", text: t("preset_official", { url: h.official.replace(/^https:\/\//, "") }) }));
+    select.append(el("option", { value: "official", text: t("preset_official", { url: h.official.replace(/^https:\/\/(www\.)?/, "") }) }));
     for (const [name] of PRESETS[h.hub] || []) select.append(el("option", { value: name, text: t("preset_" + name) }));
     select.append(el("option", { value: "custom", text: t("preset_custom") }));
     const chosen = presetOf(h);

@@ -287,13 +287,13 @@ mod tests {
             )
         );
         // The engine resolves with the real URL.
-        let engine = engine(&s).settings();
+        let in_force = engine(&s).settings();
         assert_eq!(
-            engine.sources.hf_endpoints,
+            in_force.sources.hf_endpoints,
             ["https://me:pw@mirror.example"]
         );
         assert_eq!(
-            engine.sources.modelscope_endpoints,
+            in_force.sources.modelscope_endpoints,
             base.modelscope_endpoints
         );
 

@@ -4,7 +4,8 @@
 //!
 //! Needs `chromium` and `chromedriver` (Debian's `chromium` and `chromium-driver`, installed by
 //! `scripts/test.sh`). Without them the test is skipped, except under CI (`CI` set), where it
-//! fails. `MDL_UPDATE_SCREENSHOTS=1` writes the screenshots to `docs/`.
+//! fails. `MDL_UPDATE_SCREENSHOTS=1` writes the screenshots to `docs/` (the Chinese one needs a
+//! CJK font: Debian's `fonts-noto-cjk`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -416,8 +417,16 @@ async fn a_person_downloads_a_model_in_the_browser() {
             banner.as_str().unwrap().contains("1 downloaded file was changed on disk"),
             "{banner}"
         );
-        js(&client, "window.scrollTo(0, 0); return true").await;
+        js(&client, "document.getElementById('source').value = ''; \
+                     document.getElementById('source').dispatchEvent(new Event('input')); \
+                     document.getElementById('options').open = false; \
+                     window.scrollTo(0, 0); return true").await;
         screenshot(&client, "dashboard-health.png", scratch.path()).await;
+        click(&client, "#lang-zh").await;
+        let zh = js(&client, "return document.getElementById('health').textContent").await;
+        assert!(zh.as_str().unwrap().contains("1 个已下载的文件在磁盘上被修改"), "{zh}");
+        assert!(zh.as_str().unwrap().contains("校验并修复"), "{zh}");
+        click(&client, "#lang-en").await;
         click(&client, "[data-health='modified'] button").await;
         wait_js(
             &client,
