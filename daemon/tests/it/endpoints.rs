@@ -83,13 +83,18 @@ async fn an_endpoint_set_at_runtime_is_used_by_the_next_add_and_kept_across_a_re
 
     // A page URL on the new endpoint is recognised as a Hugging Face model.
     let plan = client
-        .add(AddRequest {
+        .request(&mdl_protocol::Request::Add(AddRequest {
             source: format!("{}/acme/tiny", mirror.endpoint()),
+            dest: Some(daemon.downloads.join("plan").display().to_string()),
             dry_run: true,
             ..Default::default()
-        })
-        .await;
-    assert!(plan.is_ok(), "{plan:?}");
+        }))
+        .await
+        .unwrap();
+    match plan {
+        mdl_protocol::Response::Plan(plan) => assert_eq!(plan.files.len(), 2, "{plan:?}"),
+        other => panic!("a plan of the model, got {other:?}"),
+    }
 
     // Kept across a restart.
     let daemon = daemon.restart().await;
