@@ -8,7 +8,7 @@ mod cancel;
 mod completions;
 mod concurrency;
 mod daemon;
-mod endpoint;
+mod hub_endpoint;
 mod ensure;
 mod limit;
 mod ls;
@@ -122,7 +122,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Completions(args) => completions::run(args),
         Command::Ui(args) => ui::run(&ctx, args).await,
         Command::Token(command) => token::run(&ctx, command).await,
-        Command::Endpoint(command) => endpoint::run(&ctx, command).await,
+        Command::Endpoint(command) => hub_endpoint::run(&ctx, command).await,
     }
 }
 
