@@ -76,6 +76,31 @@ pub enum Command {
     /// Store, remove or list the access tokens mdld keeps per hub (hf, ms, civitai)
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show or set the endpoint mdld uses per hub (hf, ms, civitai), e.g. the mirror
+    /// https://hf-mirror.com for Hugging Face; used by every job queued afterwards
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+}
+
+/// `mdlctl endpoint`.
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Every hub's endpoints as jobs queued from now on use them, and where they come from
+    Show,
+    /// Use these endpoints for HUB, tried in order (the official one is tried last); kept
+    /// across restarts until the config file changes that hub's `[sources]` key
+    Set {
+        /// hf, ms or civitai
+        hub: String,
+        /// Absolute http(s) URLs, e.g. https://hf-mirror.com
+        #[arg(required = true, value_name = "URL")]
+        urls: Vec<String>,
+    },
+    /// Go back to the config file's endpoints for HUB (or the official one)
+    Reset {
+        /// hf, ms or civitai
+        hub: String,
+    },
 }
 
 /// `mdlctl token`.

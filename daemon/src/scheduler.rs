@@ -190,6 +190,8 @@ pub const STORE_HEADROOM: u64 = 16 * 1024 * 1024;
 const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Key of the stored hub tokens.
 const META_HUB_TOKENS: &str = "hub_tokens";
+/// Key of the hub endpoint lists set at runtime, by hub.
+const META_HUB_ENDPOINTS: &str = "hub_endpoints";
 /// Key of the config file's values for the runtime keys, as last applied.
 const META_FILE_VALUES: &str = "config_file_values";
 /// Prefix of the keys recording drop-folder files already queued.
@@ -248,6 +250,8 @@ impl Scheduler {
         };
         // A key the config file changed while the daemon was down wins over `mdlctl`'s value.
         scheduler.apply_file_values(&from_file)?;
+        let base = scheduler.settings.engine.sources.clone();
+        scheduler.apply_hub_endpoints(&base)?;
         Ok((scheduler, runner_rx))
     }
 
@@ -634,7 +638,15 @@ impl Scheduler {
             self.set_bandwidth_limit(None, file.bandwidth_limit.flatten())?;
             applied.push("bandwidth_limit");
         }
+        let mut endpoints = self.hub_endpoints()?;
+        for hub in crate::sources::HUBS {
+            if file.endpoints.get(hub) != seen.endpoints.get(hub) && endpoints.remove(hub).is_some()
+            {
+                applied.extend(crate::settings::SourceSettings::key_of(hub));
+            }
+        }
         if *file != seen {
+            self.store.put_meta(META_HUB_ENDPOINTS, &endpoints)?;
             self.store.put_meta(META_FILE_VALUES, file)?;
             self.flush_pending = true;
         }
@@ -863,7 +875,44 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Set (or, with `None`, forget) the endpoint list of `hub` set at runtime, kept until the
+    /// config file changes that hub's key; the lists in force become `base` (the config
+    /// file's) with the ones set at runtime in place. Jobs resolved from now on use them.
+    pub fn set_hub_endpoints(
+        &mut self,
+        hub: &str,
+        endpoints: Option<Vec<String>>,
+        base: &crate::settings::SourceSettings,
+    ) -> Result<(), StoreError> {
+        let mut all = self.hub_endpoints()?;
+        match endpoints {
+            Some(list) => all.insert(hub.to_string(), list),
+            None => all.remove(hub),
+        };
+        self.store.put_meta(META_HUB_ENDPOINTS, &all)?;
+        self.flush_pending = true;
+        self.apply_hub_endpoints(base)
+    }
+
+    /// Put in force `base` (the config file's endpoints) with the lists set at runtime in
+    /// place: at start, after a config reload, after a change.
+    pub fn apply_hub_endpoints(
+        &mut self,
+        base: &crate::settings::SourceSettings,
+    ) -> Result<(), StoreError> {
+        let engine = &self.runner_ctx.engine;
+        let mut next = (*engine.settings()).clone();
+        next.sources = base.overlaid(&self.hub_endpoints()?);
+        engine.reload(&next);
+        Ok(())
+    }
+
     // ---- Reads. ----
+
+    /// The endpoint lists set at runtime, by hub.
+    pub fn hub_endpoints(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+        Ok(self.store.get_meta(META_HUB_ENDPOINTS)?.unwrap_or_default())
+    }
 
     /// The stored hub tokens, by hub name.
     pub fn hub_tokens(&self) -> Result<BTreeMap<String, Secret>, StoreError> {
@@ -1260,6 +1309,11 @@ pub(crate) mod testing {
             Scheduler::open(Arc::new(settings), engine, CancellationToken::new()).unwrap();
         let events = scheduler.events.subscribe();
         (scheduler, events)
+    }
+
+    /// The scheduler's engine (its settings are the ones in force).
+    pub(crate) fn engine(scheduler: &Scheduler) -> Engine {
+        scheduler.runner_ctx.engine.clone()
     }
 
     /// Commit like the scheduler's loop does after each batch.

@@ -116,6 +116,9 @@ pub struct FileValues {
     pub max_concurrent: Option<u32>,
     /// `bandwidth_limit`: `Some(None)` is `"off"`.
     pub bandwidth_limit: Option<Option<u64>>,
+    /// The `[sources]` endpoint lists the file sets, by hub (`hf`, `ms`, `civitai`).
+    #[serde(default)]
+    pub endpoints: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A value that is replaced as a whole when the config file is reloaded: readers take a
@@ -275,6 +278,56 @@ pub const HF_OFFICIAL_ENDPOINT: &str = "https://huggingface.co";
 pub const MODELSCOPE_OFFICIAL_ENDPOINT: &str = "https://www.modelscope.cn";
 /// The official Civitai endpoint.
 pub const CIVITAI_OFFICIAL_ENDPOINT: &str = "https://civitai.com";
+
+impl SourceSettings {
+    /// The endpoint list of `hub` (`hf`, `ms` or `civitai`).
+    pub fn of(&self, hub: &str) -> Option<&Vec<String>> {
+        match hub {
+            "hf" => Some(&self.hf_endpoints),
+            "ms" => Some(&self.modelscope_endpoints),
+            "civitai" => Some(&self.civitai_endpoints),
+            _ => None,
+        }
+    }
+
+    /// The config file's key of `hub`'s list (`hf_endpoints`, ...).
+    pub fn key_of(hub: &str) -> Option<&'static str> {
+        match hub {
+            "hf" => Some("hf_endpoints"),
+            "ms" => Some("modelscope_endpoints"),
+            "civitai" => Some("civitai_endpoints"),
+            _ => None,
+        }
+    }
+
+    /// The official endpoint of `hub`.
+    pub fn official(hub: &str) -> Option<&'static str> {
+        match hub {
+            "hf" => Some(HF_OFFICIAL_ENDPOINT),
+            "ms" => Some(MODELSCOPE_OFFICIAL_ENDPOINT),
+            "civitai" => Some(CIVITAI_OFFICIAL_ENDPOINT),
+            _ => None,
+        }
+    }
+
+    /// These endpoints with the lists in `overrides` (by hub) in place of their hub's.
+    pub fn overlaid(
+        &self,
+        overrides: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> SourceSettings {
+        let mut next = self.clone();
+        for (hub, list) in overrides {
+            let slot = match hub.as_str() {
+                "hf" => &mut next.hf_endpoints,
+                "ms" => &mut next.modelscope_endpoints,
+                "civitai" => &mut next.civitai_endpoints,
+                _ => continue,
+            };
+            *slot = list.clone();
+        }
+        next
+    }
+}
 
 impl Default for SourceSettings {
     fn default() -> Self {
@@ -650,7 +703,16 @@ impl ConfigFile {
     }
 
     fn apply(self, s: &mut Settings) {
+        let endpoints = [
+            ("hf", &self.sources.hf_endpoints),
+            ("ms", &self.sources.modelscope_endpoints),
+            ("civitai", &self.sources.civitai_endpoints),
+        ]
+        .into_iter()
+        .filter_map(|(hub, list)| Some((hub.to_string(), list.clone()?)))
+        .collect();
         s.from_file = FileValues {
+            endpoints,
             max_concurrent: self.max_concurrent.map(|v| v.max(1)),
             bandwidth_limit: self
                 .bandwidth_limit

@@ -19,11 +19,12 @@ use crate::endpoint::{self, LocalStream};
 use crate::event::Event;
 use crate::handshake::{incompatible_message, HandshakeReply, Hello};
 use crate::request::{
-    AddRequest, BandwidthLimitRequest, HubTokenRequest, RemoveRequest, Request, Secret,
-    SetPriorityRequest, Target, VerifyRequest,
+    AddRequest, BandwidthLimitRequest, HubEndpointsRequest, HubTokenRequest, RemoveRequest,
+    Request, Secret, SetPriorityRequest, Target, VerifyRequest,
 };
 use crate::response::{
-    AddReply, DaemonInfo, ErrorReply, HealthInfo, HubTokenInfo, PlanInfo, Response,
+    AddReply, DaemonInfo, ErrorReply, HealthInfo, HubEndpointsInfo, HubTokenInfo, PlanInfo,
+    Response,
 };
 use crate::types::{ErrorKind, JobId, JobInfo};
 
@@ -294,6 +295,30 @@ impl Client {
         });
         match self.call(&request).await? {
             Response::HubTokens(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every hub's endpoints, as jobs queued from now on use them.
+    pub async fn hub_endpoints(&mut self) -> Result<Vec<HubEndpointsInfo>, ClientError> {
+        match self.call(&Request::HubEndpoints).await? {
+            Response::HubEndpoints(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Set the endpoints of `hub` (`Some`), or go back to the config file's (`None`).
+    pub async fn set_hub_endpoints(
+        &mut self,
+        hub: &str,
+        endpoints: Option<Vec<String>>,
+    ) -> Result<Vec<HubEndpointsInfo>, ClientError> {
+        let request = Request::SetHubEndpoints(HubEndpointsRequest {
+            hub: hub.to_string(),
+            endpoints,
+        });
+        match self.call(&request).await? {
+            Response::HubEndpoints(list) => Ok(list),
             other => Err(unexpected(&other)),
         }
     }

@@ -34,11 +34,12 @@ pub use connection::{Connection, ProtocolError, MAX_FRAME_LEN};
 pub use event::{Event, FileChange, Progress};
 pub use handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
 pub use request::{
-    forwarded_env, forwarded_env_from, AddRequest, BandwidthLimitRequest, HubTokenRequest,
-    RemoveRequest, Request, Secret, SetPriorityRequest, Target, VerifyRequest, FORWARDED_ENV,
+    forwarded_env, forwarded_env_from, AddRequest, BandwidthLimitRequest, HubEndpointsRequest,
+    HubTokenRequest, RemoveRequest, Request, Secret, SetPriorityRequest, Target, VerifyRequest,
+    FORWARDED_ENV,
 };
 pub use response::{
-    AddOutcome, AddReply, DaemonInfo, DamagedRecord, ErrorReply, HealthInfo, HubTokenInfo, LostJob,
-    PlanInfo, PlannedFile, Response, StoreHealth,
+    AddOutcome, AddReply, DaemonInfo, DamagedRecord, ErrorReply, HealthInfo, HubEndpointsInfo,
+    HubTokenInfo, LostJob, PlanInfo, PlannedFile, Response, StoreHealth,
 };
 pub use types::{ErrorInfo, ErrorKind, FileInfo, FileState, JobId, JobInfo, JobState};

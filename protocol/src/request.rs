@@ -75,6 +75,13 @@ pub enum Request {
     /// each what `Add` would reply). Every job it queues is made durable by one store write
     /// before the reply: the way to queue thousands of sources quickly. Appended.
     AddMany(Vec<AddRequest>),
+    /// The endpoints of every hub, as jobs queued from now on use them (replies
+    /// `HubEndpoints`). Appended.
+    HubEndpoints,
+    /// Set one hub's endpoints at runtime, or go back to the config file's (replies
+    /// `HubEndpoints`). Kept across restarts until the config file changes that hub's key.
+    /// Appended.
+    SetHubEndpoints(HubEndpointsRequest),
 }
 
 impl Request {
@@ -100,6 +107,8 @@ impl Request {
             Request::StoreHealth => "store_health",
             Request::Health => "health",
             Request::AddMany(_) => "add_many",
+            Request::HubEndpoints => "hub_endpoints",
+            Request::SetHubEndpoints(_) => "set_hub_endpoints",
         }
     }
 }
@@ -243,4 +252,15 @@ pub struct HubTokenRequest {
     pub hub: String,
     /// The token; `None` removes the stored one.
     pub token: Option<Secret>,
+}
+
+/// Set one hub's endpoints (mirrors first, then the official endpoint, which is always tried
+/// last when it is not in the list), or forget the value set at runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubEndpointsRequest {
+    /// The hub: `hf` (Hugging Face), `ms` (ModelScope) or `civitai`.
+    pub hub: String,
+    /// Absolute `http://` or `https://` URLs, tried in order; `None` goes back to the config
+    /// file's list (or the official endpoint when the file sets none).
+    pub endpoints: Option<Vec<String>>,
 }

@@ -37,6 +37,27 @@ pub enum Response {
     /// The replies to an `AddMany`, one per source in order: each is what `Add` replies for
     /// it (`Added`, `Jobs` for a search source, or `Error`). Appended.
     AddedMany(Vec<Response>),
+    /// Every hub's endpoints (the reply to `HubEndpoints` and `SetHubEndpoints`). Appended.
+    HubEndpoints(Vec<HubEndpointsInfo>),
+}
+
+/// The endpoints of one hub, as jobs queued from now on use them. URLs are shown with any
+/// user name and password replaced by `***`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubEndpointsInfo {
+    /// The hub: `hf`, `ms` or `civitai`.
+    pub hub: String,
+    /// The endpoints tried in order (the official one is tried after them when it is not in
+    /// the list).
+    pub endpoints: Vec<String>,
+    /// The hub's official endpoint.
+    pub official: String,
+    /// Where the list comes from: `default` (the official endpoint), `config` (the config
+    /// file's `[sources]` table) or `runtime` (set with `mdlctl endpoint` or the dashboard).
+    pub origin: String,
+    /// The endpoint variable in mdld's own environment (`HF_ENDPOINT`, ...), which is tried
+    /// before the list, if it is set.
+    pub environment: Option<String>,
 }
 
 /// Whether the daemon keeps a token for a hub (the token itself never leaves the daemon).

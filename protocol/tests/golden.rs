@@ -225,6 +225,21 @@ fn request_frames_still_decode() {
             },
         ]),
     );
+    check("request_hub_endpoints", Request::HubEndpoints);
+    check(
+        "request_set_hub_endpoints",
+        Request::SetHubEndpoints(HubEndpointsRequest {
+            hub: "hf".into(),
+            endpoints: Some(vec!["https://hf-mirror.com".into()]),
+        }),
+    );
+    check(
+        "request_reset_hub_endpoints",
+        Request::SetHubEndpoints(HubEndpointsRequest {
+            hub: "ms".into(),
+            endpoints: None,
+        }),
+    );
 }
 
 #[test]
@@ -300,6 +315,16 @@ fn response_and_event_frames_still_decode() {
                 set: false,
             },
         ]),
+    );
+    check(
+        "response_hub_endpoints",
+        Response::HubEndpoints(vec![HubEndpointsInfo {
+            hub: "hf".into(),
+            endpoints: vec!["https://hf-mirror.com".into()],
+            official: "https://huggingface.co".into(),
+            origin: "runtime".into(),
+            environment: None,
+        }]),
     );
     check(
         "response_plan",

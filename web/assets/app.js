@@ -42,7 +42,32 @@ const STRINGS = {
     save: "Save", saved: "Saved",
     tokens_title: "Hub tokens",
     tokens_note: "For gated and private models. Kept by the download service, readable only by you, and sent only to that hub.",
-    endpoints_note: "Hub endpoints (for example the mirror https://hf-mirror.com for Hugging Face) are set in the service's config file, section [sources].",
+    endpoints_title: "Hub endpoints",
+    endpoints_note: "Where models are downloaded from. A mirror such as hf-mirror.com helps where the official site is slow or blocked. Used by every download started afterwards.",
+    preset_official: "Official ({url})", preset_hf_mirror: "Mirror hf-mirror.com", preset_custom: "Custom…",
+    endpoint_custom: "https://your-mirror.example", endpoint_save: "Use",
+    origin_default: "The official site.", origin_config: "From the service's config file.",
+    origin_runtime: "Set here; stays until the config file changes it.", origin_reset: "Use the config file's",
+    origin_env: "{url} comes first (set in the service's environment).",
+    origin_then: "If it fails: {url}.",
+    health_title: "Needs your attention",
+    health_modified: "{n} downloaded files were changed on disk", health_modified_one: "1 downloaded file was changed on disk",
+    health_missing: "{n} downloaded files are missing", health_missing_one: "1 downloaded file is missing",
+    health_files_detail: "Verify & repair checks every finished download and downloads again what is damaged or missing.",
+    health_verify: "Verify & repair", health_verify_done: "Checked: {n} downloads queued again.",
+    health_write: "The service cannot save its list of downloads",
+    health_write_detail: "{error} — usually a full disk: free space where the service keeps its data ({dir}). Downloads are paused and continue by themselves.",
+    health_lost: "{n} downloads were lost from the service's list", health_lost_one: "1 download was lost from the service's list",
+    health_lost_detail: "Its partial files are still on disk. Add it again to continue: {source}",
+    health_add_again: "Add again",
+    health_damaged: "{n} damaged entries were set aside", health_damaged_one: "1 damaged entry was set aside",
+    health_damaged_detail: "The service skipped entries it could not read ({first}). Nothing else is needed; “mdlctl daemon status” lists them.",
+    health_moved: "The service's list could not be opened and was put aside",
+    health_moved_detail: "{error}. It was moved to {path}; the service started with an empty list.",
+    health_config: "The last edit of the config file was not applied",
+    health_config_detail: "{error} — fix the file; until then the previous settings stay.",
+    health_dropdir: "The drop folder is not being watched",
+    health_check: "Check again", health_dismiss: "Dismiss",
     hub_hf: "Hugging Face", hub_ms: "ModelScope", hub_civitai: "Civitai",
     token_set: "✓ set", token_unset: "not set", token_new: "Paste a token", token_save: "Save", token_remove: "Remove",
     daemon_info: "mdld {version} · pid {pid} · data in {dir}",
@@ -54,6 +79,8 @@ const STRINGS = {
     err_fatal: "The server refused the download", err_rate_limited: "The server is busy",
     err_unreachable: "The download service is not running", err_invalid_request: "That did not work",
     err_unauthenticated: "This page needs a new link", err_forbidden: "Refused", err_other: "Something went wrong",
+    err_conflict: "Not possible right now", err_too_large: "Too much text", err_busy: "Too many dashboard tabs",
+    err_method_not_allowed: "That did not work",
     hint_auth: "If the model is gated, open its page (link above), sign in and accept the license. Then add an access token of that account under Settings → Hub tokens, and press Resume (or download again).",
     hint_not_found: "Check the model name or link. A private model also needs an access token (Settings → Hub tokens).",
     hint_no_space: "Free up space on the destination disk (the message says how much is needed), or choose another destination folder, then press Resume.",
@@ -102,7 +129,32 @@ const STRINGS = {
     save: "保存", saved: "已保存",
     tokens_title: "模型仓库令牌",
     tokens_note: "用于受限和私有模型。由下载服务保存，仅您本人可读，且只发送给对应的模型仓库。",
-    endpoints_note: "模型仓库地址（例如 Hugging Face 镜像 https://hf-mirror.com）在下载服务的配置文件 [sources] 部分设置。",
+    endpoints_title: "模型仓库地址",
+    endpoints_note: "模型从这里下载。官方网站较慢或无法访问时，可以使用 hf-mirror.com 等镜像。对之后开始的所有下载生效。",
+    preset_official: "官方（{url}）", preset_hf_mirror: "镜像 hf-mirror.com", preset_custom: "自定义…",
+    endpoint_custom: "https://你的镜像地址", endpoint_save: "使用",
+    origin_default: "官方网站。", origin_config: "来自下载服务的配置文件。",
+    origin_runtime: "在此设置；在配置文件修改此项之前一直有效。", origin_reset: "改用配置文件中的设置",
+    origin_env: "优先使用 {url}（在下载服务的环境变量中设置）。",
+    origin_then: "失败时使用：{url}。",
+    health_title: "需要您处理",
+    health_modified: "{n} 个已下载的文件在磁盘上被修改", health_modified_one: "1 个已下载的文件在磁盘上被修改",
+    health_missing: "{n} 个已下载的文件不见了", health_missing_one: "1 个已下载的文件不见了",
+    health_files_detail: "“校验并修复”会检查所有已完成的下载，并重新下载损坏或缺失的文件。",
+    health_verify: "校验并修复", health_verify_done: "检查完成：{n} 个下载已重新排队。",
+    health_write: "下载服务无法保存下载列表",
+    health_write_detail: "{error} —— 通常是磁盘已满：请清理下载服务数据目录所在磁盘的空间（{dir}）。下载已暂停，空间足够后会自动继续。",
+    health_lost: "下载服务的列表中丢失了 {n} 个下载", health_lost_one: "下载服务的列表中丢失了 1 个下载",
+    health_lost_detail: "已下载的部分文件仍在磁盘上。重新添加即可继续：{source}",
+    health_add_again: "重新添加",
+    health_damaged: "{n} 条损坏的记录已被隔离", health_damaged_one: "1 条损坏的记录已被隔离",
+    health_damaged_detail: "下载服务跳过了无法读取的记录（{first}）。无需其他操作；“mdlctl daemon status”会列出它们。",
+    health_moved: "下载服务的列表无法打开，已被移到一旁",
+    health_moved_detail: "{error}。它已被移到 {path}；下载服务以空列表启动。",
+    health_config: "配置文件的最近一次修改未生效",
+    health_config_detail: "{error} —— 请修正配置文件；在此之前沿用之前的设置。",
+    health_dropdir: "未在监视投放文件夹",
+    health_check: "重新检查", health_dismiss: "知道了",
     hub_hf: "Hugging Face", hub_ms: "ModelScope 魔搭", hub_civitai: "Civitai",
     token_set: "✓ 已设置", token_unset: "未设置", token_new: "粘贴令牌", token_save: "保存", token_remove: "移除",
     daemon_info: "mdld {version} · 进程 {pid} · 数据目录 {dir}",
@@ -114,6 +166,8 @@ const STRINGS = {
     err_fatal: "服务器拒绝了下载", err_rate_limited: "服务器繁忙",
     err_unreachable: "下载服务未运行", err_invalid_request: "无法处理此请求",
     err_unauthenticated: "需要新的页面链接", err_forbidden: "请求被拒绝", err_other: "出现错误",
+    err_conflict: "当前无法执行", err_too_large: "内容过长", err_busy: "打开的仪表盘页面过多",
+    err_method_not_allowed: "无法处理此请求",
     hint_auth: "如果是受限模型，请打开其页面（见上方链接），登录并同意许可协议；然后在“设置 → 模型仓库令牌”中添加该账号的令牌，再点击“继续”（或重新下载）。",
     hint_not_found: "请检查模型名称或链接。私有模型还需要访问令牌（设置 → 模型仓库令牌）。",
     hint_no_space: "请清理目标磁盘空间（上方信息说明了所需空间），或选择其他保存位置，然后点击“继续”。",
@@ -156,6 +210,8 @@ function applyLanguage() {
   setConn(connState);
   showDaemonInfo();
   renderTokens();
+  renderEndpoints();
+  renderHealth();
   detect();
   render();
   if (lastPlan) showPlan(lastPlan);
@@ -528,8 +584,10 @@ function onEvent(name, data) {
       if (name !== "started" && name !== "updated") live.delete(data.id);
       break;
     default:
-      return; // heartbeat, lagged (a snapshot follows), end
+      return; // heartbeat, lagged and resync (a snapshot follows), end, file_changed
   }
+  // A lost download added again leaves the health banner.
+  if ((name === "snapshot" || name === "queued") && health && health.store.lost.length) renderHealth();
   scheduleRender();
 }
 
@@ -551,7 +609,7 @@ function setConn(state) {
 function connect() {
   const source = new EventSource("/api/v1/events");
   const names = ["snapshot", "queued", "started", "progress", "verifying", "completed", "failed", "paused",
-    "resumed", "cancelled", "removed", "updated", "heartbeat", "lagged", "end", "error"];
+    "resumed", "cancelled", "removed", "updated", "heartbeat", "lagged", "end", "error", "file_changed", "resync"];
   for (const name of names) {
     source.addEventListener(name, (e) => {
       if (!e.data) return; // the browser's own connection-error event
@@ -559,6 +617,7 @@ function connect() {
       let data = null;
       try { data = JSON.parse(e.data); } catch (err) { return; }
       if (name === "error") { setConn("down"); return; }
+      if (name === "file_changed") scheduleHealth();
       onEvent(name, data);
     });
   }
@@ -568,7 +627,7 @@ function connect() {
     setConn("down");
     // The browser retries a dropped stream by itself, but gives up on an error reply (the
     // service is not running): then try again every few seconds, until it is back.
-    if (source.readyState === EventSource.CLOSED) setTimeout(() => { connect(); loadSettings(); }, 3000);
+    if (source.readyState === EventSource.CLOSED) setTimeout(() => { connect(); loadSettings(); loadHealth(); }, 3000);
   };
 }
 
@@ -625,6 +684,8 @@ async function loadSettings() {
     $("settings-error").hidden = true;
     $("max-concurrent").value = s.max_concurrent;
     $("bandwidth").value = s.bandwidth_limit ? (s.bandwidth_limit / 1e6).toString() : "";
+    hubEndpoints = s.endpoints || [];
+    renderEndpoints();
     daemonInfo = await api("GET", "/status");
     showDaemonInfo();
   } catch (err) {
@@ -678,6 +739,113 @@ async function tokenChange(method, hub, body) {
   catch (err) { showError($("tokens-error"), err); }
 }
 
+// ---------------------------------------------------------------- hub endpoints
+let hubEndpoints = [];
+const PRESETS = { hf: [["hf_mirror", "https://hf-mirror.com"]], ms: [], civitai: [] };
+
+function presetOf(h) {
+  if (h.endpoints.length === 1 && h.endpoints[0] === h.official) return "official";
+  for (const [name, url] of PRESETS[h.hub] || []) if (h.endpoints.length === 1 && h.endpoints[0] === url) return name;
+  return "custom";
+}
+
+function renderEndpoints() {
+  const rows = hubEndpoints.map((h) => {
+    const select = el("select", { "data-hub": h.hub, "aria-label": t("hub_" + h.hub) });
+    select.append(el("option", { value: "official", text: t("preset_official", { url: h.official.replace(/^https:\/\/(www\.)?/, "") }) }));
+    for (const [name] of PRESETS[h.hub] || []) select.append(el("option", { value: name, text: t("preset_" + name) }));
+    select.append(el("option", { value: "custom", text: t("preset_custom") }));
+    const chosen = presetOf(h);
+    select.value = chosen;
+    const input = el("input", { type: "text", class: "custom", spellcheck: "false", placeholder: t("endpoint_custom") });
+    input.value = chosen === "custom" ? h.endpoints.join(", ") : "";
+    input.hidden = chosen !== "custom";
+    const save = el("button", { type: "button", class: "endpoint-save", text: t("endpoint_save"), onclick: () => {
+      let list;
+      if (select.value === "official") list = [h.official];
+      else if (select.value === "custom") list = input.value.split(/[\s,]+/).map((u) => u.trim()).filter(Boolean);
+      else list = [(PRESETS[h.hub].find((p) => p[0] === select.value) || [])[1]];
+      if (list.length) endpointChange("PUT", h.hub, { endpoints: list });
+    } });
+    select.addEventListener("change", () => { input.hidden = select.value !== "custom"; if (!input.hidden) input.focus(); });
+    const origin = el("div", { class: "origin" });
+    if (h.environment) origin.append(t("origin_env", { url: h.environment }) + " ");
+    origin.append(t("origin_" + h.origin) + " ");
+    if (!h.endpoints.includes(h.official)) origin.append(t("origin_then", { url: h.official }) + " ");
+    if (h.origin === "runtime") origin.append(el("button", { type: "button", class: "endpoint-reset", text: t("origin_reset"), onclick: () => endpointChange("DELETE", h.hub) }));
+    return el("div", { class: "endpoint-row", "data-hub": h.hub, "data-origin": h.origin },
+      el("span", { text: t("hub_" + h.hub) }), select, input, save, origin);
+  });
+  $("endpoints").replaceChildren(...rows);
+}
+
+async function endpointChange(method, hub, body) {
+  $("endpoints-error").hidden = true;
+  try { hubEndpoints = await api(method, "/endpoints/" + hub, body); renderEndpoints(); }
+  catch (err) { showError($("endpoints-error"), err); }
+}
+
+// ---------------------------------------------------------------- health
+let health = null;
+let healthNote = "";
+const dismissed = new Set(); // informational items a person has read (for this page only)
+
+function plural(key, n) { return n === 1 ? t(key + "_one") : t(key, { n }); }
+
+// What is wrong, as items a person can act on: [id, title, detail, action label, action].
+function healthItems(h) {
+  const items = [];
+  const s = h.store, w = h.watch;
+  if (s.write_error) items.push(["write", t("health_write"), t("health_write_detail", { error: s.write_error, dir: daemonInfo ? daemonInfo.data_dir : "" }), "health_check", loadHealth]);
+  if (s.moved_aside) items.push(["moved", t("health_moved"), t("health_moved_detail", { error: s.open_error || "", path: s.moved_aside }), null, null]);
+  const known = (lost) => [...jobs.values()].some((j) => j.source === lost.source && j.dest === lost.dest);
+  for (const lost of s.lost.filter((l) => !known(l))) {
+    items.push(["lost", plural("health_lost", 1), t("health_lost_detail", { source: lost.source }), "health_add_again",
+      () => api("POST", "/jobs", { source: lost.source, dest: lost.dest }).then(loadHealth).catch((err) => showError($("health-error"), err))]);
+  }
+  if (s.damaged.length) items.push(["damaged", plural("health_damaged", s.damaged.length), t("health_damaged_detail", { first: s.damaged[0].key }), null, null]);
+  const repair = async () => {
+    $("health-error").hidden = true;
+    try {
+      const queued = await api("POST", "/verify", {});
+      healthNote = t("health_verify_done", { n: queued.length });
+      setTimeout(() => { healthNote = ""; renderHealth(); }, 15000);
+      await loadHealth();
+    }
+    catch (err) { showError($("health-error"), err); }
+  };
+  if (w.files_modified) items.push(["modified", plural("health_modified", w.files_modified), t("health_files_detail"), "health_verify", repair]);
+  if (w.files_missing) items.push(["missing", plural("health_missing", w.files_missing), t("health_files_detail"), w.files_modified ? null : "health_verify", repair]);
+  if (w.config_error) items.push(["config", t("health_config"), t("health_config_detail", { error: w.config_error }), null, null]);
+  if (w.watch_dir_error) items.push(["dropdir", t("health_dropdir"), w.watch_dir_error, null, null]);
+  return items;
+}
+
+function renderHealth() {
+  const items = health ? healthItems(health) : [];
+  const nodes = items.filter(([id, title, detail]) => !dismissed.has(id + title + detail)).map(([id, title, detail, label, action]) => {
+    const node = el("div", { class: "health-item" + (["write", "moved", "lost"].includes(id) ? " bad" : ""), "data-health": id },
+      el("div", {}, el("div", { class: "what", text: title }), el("div", { class: "detail" }, linkify(detail))));
+    if (label) node.append(el("button", { type: "button", class: "secondary", text: t(label), onclick: action }));
+    else node.append(el("button", { type: "button", class: "link", text: t("health_dismiss"), onclick: () => { dismissed.add(id + title + detail); renderHealth(); } }));
+    return node;
+  });
+  if (healthNote) nodes.push(el("div", { class: "health-done", text: healthNote }));
+  $("health-items").replaceChildren(...nodes);
+  $("health").hidden = nodes.length === 0;
+}
+
+async function loadHealth() {
+  try { health = await api("GET", "/health"); renderHealth(); }
+  catch (err) { /* the connection state already says when the service is down */ }
+}
+
+let healthTimer = null;
+function scheduleHealth() {
+  if (healthTimer) return;
+  healthTimer = setTimeout(() => { healthTimer = null; loadHealth(); }, 500);
+}
+
 // ---------------------------------------------------------------- start
 document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll(".lang button")) {
@@ -692,5 +860,7 @@ document.addEventListener("DOMContentLoaded", () => {
   connect();
   loadSettings();
   loadTokens();
+  loadHealth();
   setInterval(sampleSpeed, 500);
+  setInterval(loadHealth, 30000);
 });

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mdl_protocol::{
-    AddOutcome, AddRequest, JobId, JobInfo, Request, Response as Reply, Secret, Target,
+    AddOutcome, AddRequest, ErrorKind, HubEndpointsInfo, JobId, JobInfo, Request,
+    Response as Reply, Secret, Target,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,13 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/jobs/{id}/resume", post(resume))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/jobs/{id}/priority", post(priority))
+        .route("/health", get(health))
+        .route("/verify", post(verify))
+        .route("/endpoints", get(endpoints))
+        .route(
+            "/endpoints/{hub}",
+            axum::routing::put(set_endpoints).delete(reset_endpoints),
+        )
         .route("/tokens", get(tokens))
         .route(
             "/tokens/{hub}",
@@ -38,13 +46,59 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/events", get(crate::events::stream))
         .route("/launch", post(launch))
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The largest request body accepted (413 above it): every body here is a few hundred bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// A request body, read up to [`MAX_BODY`]; failing that, an error as JSON (413 for a body
+/// that is too large, 400 for one that cannot be read).
+pub struct Body(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> ApiResult<Self> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the request body is larger than {MAX_BODY} bytes"),
+                ))
+            }
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "cannot read the request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// A query string; one that does not parse is a JSON 400.
+pub struct QueryOf<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> ApiResult<Self> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(QueryOf(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
 /// Parse a JSON request body; it must say `Content-Type: application/json` (which a plain
 /// HTML form on another site cannot send).
-fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
+fn json_body<T: DeserializeOwned>(headers: &HeaderMap, Body(body): &Body) -> ApiResult<T> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -89,6 +143,53 @@ async fn call_job(state: &AppState, request: Request) -> ApiResult<Json<JobInfo>
     }
 }
 
+/// 404 for a job id the daemon does not know.
+fn unknown_job(id: JobId, message: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", message).with_hint(format!(
+        "there is no job {id} (it may have been removed); GET /api/v1/jobs lists the jobs"
+    ))
+}
+
+/// The daemon refused a request about job `id` as invalid: 404 when the job does not exist,
+/// 409 when it does (its state does not allow the request), asked with one `Status`.
+async fn job_error(state: &AppState, id: JobId, err: ApiError) -> ApiError {
+    if err.kind != ErrorKind::InvalidRequest.as_str() {
+        return err;
+    }
+    match call(state, Request::Status(id)).await {
+        Err(unknown) if unknown.kind == ErrorKind::InvalidRequest.as_str() => {
+            unknown_job(id, unknown.message)
+        }
+        Ok(_) => ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "conflict".into(),
+            hint: Some(
+                "the job's state does not allow this now; the list shows the job as it is".into(),
+            ),
+            ..err
+        },
+        Err(_) => err,
+    }
+}
+
+/// `request` about job `id`, then the job as it is after it.
+async fn job_request(state: &AppState, id: JobId, request: Request) -> ApiResult<Json<JobInfo>> {
+    if let Err(err) = call(state, request).await {
+        return Err(job_error(state, id, err).await);
+    }
+    job_status(state, id).await
+}
+
+/// The job `id` (404 when there is none).
+async fn job_status(state: &AppState, id: JobId) -> ApiResult<Json<JobInfo>> {
+    match call_job(state, Request::Status(id)).await {
+        Err(err) if err.kind == ErrorKind::InvalidRequest.as_str() => {
+            Err(unknown_job(id, err.message))
+        }
+        other => other,
+    }
+}
+
 /// `GET /status`: the daemon's `DaemonInfo`.
 async fn status(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     match call(&state, Request::DaemonStatus).await? {
@@ -104,34 +205,87 @@ struct Settings {
     max_concurrent: u32,
     /// The global bandwidth limit (bytes per second), `null` for none.
     bandwidth_limit: Option<u64>,
+    /// Every hub's endpoints, as jobs queued from now on use them.
+    endpoints: Vec<HubEndpointsInfo>,
 }
 
 /// `GET /settings`.
 async fn settings(State(state): State<Arc<AppState>>) -> ApiResult<Json<Settings>> {
-    match call(&state, Request::DaemonStatus).await? {
-        Reply::Daemon(info) => Ok(Json(Settings {
-            max_concurrent: info.max_concurrent,
-            bandwidth_limit: info.bandwidth_limit,
-        })),
+    let info = match call(&state, Request::DaemonStatus).await? {
+        Reply::Daemon(info) => info,
+        other => return Err(unexpected(&other)),
+    };
+    Ok(Json(Settings {
+        max_concurrent: info.max_concurrent,
+        bandwidth_limit: info.bandwidth_limit,
+        endpoints: hub_endpoints(&state, Request::HubEndpoints).await?,
+    }))
+}
+
+/// The endpoint lists after `request` (`HubEndpoints` or `SetHubEndpoints`).
+async fn hub_endpoints(state: &AppState, request: Request) -> ApiResult<Vec<HubEndpointsInfo>> {
+    match call(state, request).await? {
+        Reply::HubEndpoints(list) => Ok(list),
         other => Err(unexpected(&other)),
     }
 }
 
+/// A `SetHubEndpoints` request from JSON: a list of URLs, or `null` for the config file's.
+fn endpoints_request(hub: &str, value: &serde_json::Value) -> ApiResult<Request> {
+    let endpoints = match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::Array(items) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| ApiError::bad_request("endpoints must be a list of URLs"))?,
+        ),
+        _ => {
+            return Err(ApiError::bad_request(
+                "endpoints must be a list of URLs, or null for the config file's",
+            ))
+        }
+    };
+    Ok(Request::SetHubEndpoints(
+        mdl_protocol::HubEndpointsRequest {
+            hub: hub.to_string(),
+            endpoints,
+        },
+    ))
+}
+
 /// `PATCH /settings` with `max_concurrent` and / or `bandwidth_limit` (a number, or `null`
-/// to remove the limit); replies the settings after the change.
+/// to remove the limit) and / or `endpoints` (`{"hf": ["https://hf-mirror.com"], "ms":
+/// null}`: a hub's list, or `null` for the config file's); replies the settings after the
+/// change. Everything is checked before anything changes.
 async fn change_settings(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<Settings>> {
     let body: BTreeMap<String, serde_json::Value> = json_body(&headers, &body)?;
     for key in body.keys() {
-        if !matches!(key.as_str(), "max_concurrent" | "bandwidth_limit") {
+        if !matches!(
+            key.as_str(),
+            "max_concurrent" | "bandwidth_limit" | "endpoints"
+        ) {
             return Err(ApiError::bad_request(format!(
-                "unknown setting {key:?}: expected max_concurrent or bandwidth_limit"
+                "unknown setting {key:?}: expected max_concurrent, bandwidth_limit or endpoints"
             )));
         }
     }
+    let endpoint_requests =
+        match body.get("endpoints") {
+            None => Vec::new(),
+            Some(serde_json::Value::Object(hubs)) => hubs
+                .iter()
+                .map(|(hub, value)| endpoints_request(hub, value))
+                .collect::<ApiResult<Vec<Request>>>()?,
+            Some(_) => return Err(ApiError::bad_request(
+                "endpoints must be an object by hub, e.g. {\"hf\": [\"https://hf-mirror.com\"]}",
+            )),
+        };
     if let Some(value) = body.get("max_concurrent") {
         let max = value
             .as_u64()
@@ -155,6 +309,9 @@ async fn change_settings(
         )
         .await?;
     }
+    for request in endpoint_requests {
+        hub_endpoints(&state, request).await?;
+    }
     settings(State(state)).await
 }
 
@@ -171,7 +328,7 @@ async fn job(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobInfo>> {
-    call_job(&state, Request::Status(job_id(&id)?)).await
+    job_status(&state, job_id(&id)?).await
 }
 
 /// The body of `POST /jobs` and `POST /plan`: the options of `mdlctl add`.
@@ -253,7 +410,7 @@ struct Added {
 async fn add(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let body: AddBody = json_body(&headers, &body)?;
     match call(&state, Request::Add(body.into_request())).await? {
@@ -286,7 +443,7 @@ async fn add(
 async fn plan(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let mut body: AddBody = json_body(&headers, &body)?;
     body.dry_run = true;
@@ -302,8 +459,7 @@ async fn pause(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobInfo>> {
     let id = job_id(&id)?;
-    call(&state, Request::Pause(Target::Job(id))).await?;
-    call_job(&state, Request::Status(id)).await
+    job_request(&state, id, Request::Pause(Target::Job(id))).await
 }
 
 /// `POST /jobs/{id}/resume`: replies the job.
@@ -312,8 +468,7 @@ async fn resume(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobInfo>> {
     let id = job_id(&id)?;
-    call(&state, Request::Resume(Target::Job(id))).await?;
-    call_job(&state, Request::Status(id)).await
+    job_request(&state, id, Request::Resume(Target::Job(id))).await
 }
 
 /// `POST /jobs/{id}/cancel`: replies the job.
@@ -322,8 +477,7 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobInfo>> {
     let id = job_id(&id)?;
-    call(&state, Request::Cancel(id)).await?;
-    call_job(&state, Request::Status(id)).await
+    job_request(&state, id, Request::Cancel(id)).await
 }
 
 /// The body of `POST /jobs/{id}/priority`.
@@ -338,18 +492,18 @@ async fn priority(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<JobInfo>> {
     let id = job_id(&id)?;
     let body: PriorityBody = json_body(&headers, &body)?;
-    call_job(
-        &state,
-        Request::SetPriority(mdl_protocol::SetPriorityRequest {
-            id,
-            priority: body.priority,
-        }),
-    )
-    .await
+    let request = Request::SetPriority(mdl_protocol::SetPriorityRequest {
+        id,
+        priority: body.priority,
+    });
+    match call_job(&state, request).await {
+        Ok(job) => Ok(job),
+        Err(err) => Err(job_error(&state, id, err).await),
+    }
 }
 
 /// The query of the `DELETE` routes.
@@ -363,24 +517,23 @@ struct RemoveQuery {
 async fn remove(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(query): Query<RemoveQuery>,
+    QueryOf(query): QueryOf<RemoveQuery>,
 ) -> ApiResult<StatusCode> {
-    let ids = vec![job_id(&id)?];
-    call(
-        &state,
-        Request::Remove(mdl_protocol::RemoveRequest {
-            ids,
-            delete_files: query.delete_files,
-        }),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let id = job_id(&id)?;
+    let request = Request::Remove(mdl_protocol::RemoveRequest {
+        ids: vec![id],
+        delete_files: query.delete_files,
+    });
+    match call(&state, request).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(err) => Err(job_error(&state, id, err).await),
+    }
 }
 
 /// `DELETE /jobs[?delete_files=true]`: forget every finished job (204).
 async fn clear_history(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<RemoveQuery>,
+    QueryOf(query): QueryOf<RemoveQuery>,
 ) -> ApiResult<StatusCode> {
     call(
         &state,
@@ -391,6 +544,101 @@ async fn clear_history(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /endpoints`: every hub's endpoints (`[{hub, endpoints, official, origin,
+/// environment}]`, user names and passwords shown as `***`).
+async fn endpoints(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+    Ok(Json(hub_endpoints(&state, Request::HubEndpoints).await?).into_response())
+}
+
+/// The body of `PUT /endpoints/{hub}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointsBody {
+    endpoints: Vec<String>,
+}
+
+/// `PUT /endpoints/{hub}` with `{"endpoints": ["https://hf-mirror.com"]}`: the hub's list for
+/// every job queued from now on (kept by the daemon until the config file changes that key).
+async fn set_endpoints(
+    State(state): State<Arc<AppState>>,
+    Path(hub): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let body: EndpointsBody = json_body(&headers, &body)?;
+    let request = Request::SetHubEndpoints(mdl_protocol::HubEndpointsRequest {
+        hub,
+        endpoints: Some(body.endpoints),
+    });
+    Ok(Json(hub_endpoints(&state, request).await?).into_response())
+}
+
+/// `DELETE /endpoints/{hub}`: back to the config file's list (or the official endpoint).
+async fn reset_endpoints(
+    State(state): State<Arc<AppState>>,
+    Path(hub): Path<String>,
+) -> ApiResult<Response> {
+    let request = Request::SetHubEndpoints(mdl_protocol::HubEndpointsRequest {
+        hub,
+        endpoints: None,
+    });
+    Ok(Json(hub_endpoints(&state, request).await?).into_response())
+}
+
+/// The reply to `GET /health`.
+#[derive(Debug, Serialize)]
+struct Health {
+    /// What opening the store found and repaired, and whether it writes now.
+    store: mdl_protocol::StoreHealth,
+    /// Completed files intact / missing / modified, the drop folder, the config file.
+    watch: mdl_protocol::HealthInfo,
+}
+
+/// `GET /health`: the daemon's `StoreHealth` and `Health` replies together.
+async fn health(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
+    let store = match call(&state, Request::StoreHealth).await? {
+        Reply::StoreHealth(store) => store,
+        other => return Err(unexpected(&other)),
+    };
+    let watch = match call(&state, Request::Health).await? {
+        Reply::Health(watch) => watch,
+        other => return Err(unexpected(&other)),
+    };
+    Ok(Json(Health { store, watch }))
+}
+
+/// The body of `POST /verify` (both empty: every completed job).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    #[serde(default)]
+    ids: Vec<JobId>,
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+/// `POST /verify`: re-hash completed files and queue the damaged or missing ones again;
+/// replies the jobs queued again (the "Verify & repair" button).
+async fn verify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let body: VerifyBody = if body.0.is_empty() {
+        VerifyBody::default()
+    } else {
+        json_body(&headers, &body)?
+    };
+    let request = Request::Verify(mdl_protocol::VerifyRequest {
+        ids: body.ids,
+        paths: body.paths,
+    });
+    match call(&state, request).await? {
+        Reply::Jobs(jobs) => Ok(Json(jobs).into_response()),
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// `GET /tokens`: which hubs have a stored token (`[{hub, set}]`; never the tokens).
@@ -421,7 +669,7 @@ async fn set_token(
     State(state): State<Arc<AppState>>,
     Path(hub): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let body: TokenBody = json_body(&headers, &body)?;
     hub_token(&state, hub, Some(Secret(body.token))).await
@@ -447,6 +695,15 @@ pub async fn launch(State(state): State<Arc<AppState>>) -> Json<impl Serialize> 
     Json(Launch {
         url: state.launch_url(),
     })
+}
+
+/// A known path with a method it does not take: 405 as JSON.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see docs/http-api.md",
+    )
 }
 
 /// Any other path: 404 as JSON.

@@ -1,9 +1,10 @@
 //! Errors as the HTTP API shows them: a JSON body `{kind, message, hint}` with a fitting status.
 //!
 //! `kind` is the protocol's [`ErrorKind`] name (`invalid_request`, `auth`, `no_space`, ...) for
-//! anything the daemon reported, plus three kinds of the API's own: `unauthenticated` (401, no
-//! or a wrong token), `forbidden` (403, a refused `Host` or `Origin`) and `not_found` for an
-//! unknown route. `message` is the daemon's text unchanged; `hint` says what a person can do in
+//! anything the daemon reported, plus kinds of the API's own: `unauthenticated` (401, no or a
+//! wrong token), `forbidden` (403, a refused `Host` or `Origin`), `not_found` (404, an unknown
+//! route or job id), `method_not_allowed` (405), `conflict` (409, the job's state does not
+//! allow the request), `too_large` (413, the body) and `busy` (503, too many event streams). `message` is the daemon's text unchanged; `hint` says what a person can do in
 //! the dashboard.
 
 use axum::http::StatusCode;

@@ -3,8 +3,10 @@
 //!
 //! Every API request opens a connection to mdld's socket ([`mdl_protocol::Client`]), sends one
 //! protocol request and turns the reply into JSON (the same job objects as `mdlctl --json ls`);
-//! every event stream is one subscribed connection. Nothing about jobs is kept here: the daemon
-//! owns all state, so the dashboard can be restarted, or run twice, without losing anything.
+//! every event stream reads a feed: one subscribed connection, numbered and kept in a bounded
+//! buffer so that a reconnect gets exactly what it missed ([`events`]). Nothing else about
+//! jobs is kept here: the daemon owns all state, so the dashboard can be restarted, or run
+//! twice, without losing anything.
 //!
 //! * [`auth`]: the token file, launch links, session cookies, Host / Origin checks, headers;
 //! * [`api`]: the JSON routes under `/api/v1`;
@@ -112,6 +114,8 @@ pub struct AppState {
     pub extra_hosts: Vec<IpAddr>,
     /// The dashboard's own base URL (`http://127.0.0.1:PORT`), for launch links.
     pub base_url: String,
+    /// The event feeds and their replay buffers ([`events`]).
+    pub feeds: events::Feeds,
 }
 
 impl AppState {
@@ -176,6 +180,7 @@ impl Dashboard {
                 auth: Auth::new(token),
                 extra_hosts,
                 base_url,
+                feeds: events::Feeds::new(),
             }),
         })
     }
@@ -243,6 +248,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/login", get(auth::login))
         .nest("/api/v1", api::routes())
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

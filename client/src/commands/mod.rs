@@ -9,6 +9,7 @@ mod completions;
 mod concurrency;
 mod daemon;
 mod ensure;
+mod hub_endpoint;
 mod limit;
 mod ls;
 mod pause;
@@ -121,6 +122,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Completions(args) => completions::run(args),
         Command::Ui(args) => ui::run(&ctx, args).await,
         Command::Token(command) => token::run(&ctx, command).await,
+        Command::Endpoint(command) => hub_endpoint::run(&ctx, command).await,
     }
 }
 

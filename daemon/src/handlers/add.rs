@@ -13,7 +13,7 @@ use crate::engine::finalize::file_stamp;
 use crate::engine::names;
 use crate::job::{self, CivitaiTarget, JobRecord, Source};
 use crate::scheduler::Scheduler;
-use crate::settings::Settings;
+use crate::settings::{Settings, SourceSettings};
 use crate::sources;
 
 /// Check a hex digest argument.
@@ -33,7 +33,7 @@ fn check_hex(name: &str, value: &Option<String>, len: usize) -> Result<Option<St
 /// Queue a download (or describe it, for a dry run). A Civitai search queues one job per
 /// result ([`super::search`]).
 pub async fn add(services: &Services, request: AddRequest) -> HandlerResult {
-    let checked = check(&services.settings.get(), request)?;
+    let checked = check(&services.settings.get(), &services.sources(), request)?;
     if let Source::Civitai(CivitaiTarget::Search(pairs)) = &checked.parsed_source {
         let pairs = pairs.clone();
         return search::run(services, checked.request, pairs).await;
@@ -132,7 +132,8 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
 
 /// Queue one source (not a search).
 pub async fn queue_one(services: &Services, request: AddRequest) -> HandlerResult {
-    queue_checked(services, check(&services.settings.get(), request)?).await
+    let checked = check(&services.settings.get(), &services.sources(), request)?;
+    queue_checked(services, checked).await
 }
 
 async fn queue_checked(services: &Services, checked: CheckedAdd) -> HandlerResult {
@@ -253,15 +254,18 @@ impl CheckedAdd {
     }
 }
 
-/// Validate an add: a known source, well-formed digests, an absolute destination, a usable
-/// file name.
-pub fn check(settings: &Settings, mut request: AddRequest) -> Result<CheckedAdd, ErrorReply> {
+/// Validate an add: a known source (a URL on one of the hub endpoints in force, `sources`,
+/// is that hub's), well-formed digests, an absolute destination, a usable file name.
+pub fn check(
+    settings: &Settings,
+    sources: &SourceSettings,
+    mut request: AddRequest,
+) -> Result<CheckedAdd, ErrorReply> {
     let source = request.source.trim().to_string();
     if source.is_empty() {
         return Err(invalid("the source is empty"));
     }
-    let parsed_source =
-        sources::parse(&source, &settings.engine.sources, &request.env).map_err(invalid)?;
+    let parsed_source = sources::parse(&source, sources, &request.env).map_err(invalid)?;
     if matches!(parsed_source, Source::Civitai(_)) {
         sources::civitai::validate_options(&request.options).map_err(invalid)?;
     }
@@ -425,7 +429,12 @@ mod tests {
     fn bad_adds_are_refused_before_any_state_is_touched() {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(dir.path());
-        let refuse = |r: AddRequest| check(&settings, r).err().unwrap().message;
+        let refuse = |r: AddRequest| {
+            check(&settings, &settings.engine.sources, r)
+                .err()
+                .unwrap()
+                .message
+        };
         assert!(refuse(request("", dir.path())).contains("empty"));
         assert!(refuse(request("ftp://x/y", dir.path())).contains("unsupported source"));
         let mut bad_hash = request("http://127.0.0.1/x", dir.path());
@@ -445,7 +454,12 @@ mod tests {
         let (mut s, _events) = scheduler(dir.path());
         let settings = settings(dir.path());
         let add = |s: &mut Scheduler| {
-            let checked = check(&settings, request("http://127.0.0.1/x.bin", dir.path())).unwrap();
+            let checked = check(
+                &settings,
+                &settings.engine.sources,
+                request("http://127.0.0.1/x.bin", dir.path()),
+            )
+            .unwrap();
             match add_checked(s, checked, &Stamps::new()).unwrap() {
                 Response::Added(reply) => reply,
                 other => panic!("{other:?}"),

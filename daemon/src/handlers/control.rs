@@ -216,7 +216,8 @@ mod tests {
             dest: Some(dir.display().to_string()),
             ..Default::default()
         };
-        let checked = check(&scheduler_settings(dir), request).unwrap();
+        let settings = scheduler_settings(dir);
+        let checked = check(&settings, &settings.engine.sources, request).unwrap();
         match add_checked(scheduler, checked, &Default::default()).unwrap() {
             Response::Added(reply) => reply.job.id,
             other => panic!("{other:?}"),

@@ -8,6 +8,7 @@
 
 pub mod add;
 pub mod control;
+pub mod endpoints;
 pub mod health;
 pub mod query;
 pub mod search;
@@ -41,6 +42,12 @@ pub struct Services {
 }
 
 impl Services {
+    /// The hub endpoints in force (the config file's, with the lists set at runtime in
+    /// place; see [`endpoints`]).
+    pub fn sources(&self) -> crate::settings::SourceSettings {
+        self.engine.settings().sources.clone()
+    }
+
     /// Run `f` on the scheduler's state; its result comes back once what it wrote is durable.
     pub async fn call<T: Send + 'static>(
         &self,
@@ -116,6 +123,8 @@ pub async fn dispatch(services: &Services, request: Request) -> Reply {
         Request::Shutdown => return Reply::Shutdown,
         Request::Health => health::health(services).await,
         Request::AddMany(requests) => add::add_many(services, requests).await,
+        Request::HubEndpoints => endpoints::list(services).await,
+        Request::SetHubEndpoints(req) => endpoints::set(services, req).await,
     };
     Reply::Response(result.unwrap_or_else(|e| {
         tracing::debug!(request = name, "request failed: {}", e.message);

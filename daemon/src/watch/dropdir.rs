@@ -325,7 +325,7 @@ async fn queue(
     let refused: Vec<Problem> = entries
         .iter()
         .filter_map(|(line, request)| {
-            add::check(settings, request.clone())
+            add::check(settings, &services.sources(), request.clone())
                 .err()
                 .map(|e| problem(*line, e.message))
         })

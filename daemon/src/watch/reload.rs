@@ -8,7 +8,8 @@
 //! each one [`crate::settings::Live`] value, swapped whole here and nowhere else; the
 //! concurrency and the bandwidth limit go through the scheduler
 //! ([`crate::scheduler::Scheduler::apply_file_values`]: a value set with `mdlctl` wins until
-//! the file changes that key); the drop folder and the integrity watcher follow a
+//! the file changes that key), and so do the hub endpoints
+//! ([`crate::scheduler::Scheduler::apply_hub_endpoints`]); the drop folder and the integrity watcher follow a
 //! `tokio::sync::watch` channel of the settings.
 
 use std::path::PathBuf;
@@ -35,12 +36,18 @@ pub async fn apply(services: &Services, tx: &watch::Sender<Arc<Settings>>) -> bo
     };
     match next {
         Ok(next) => {
-            services.engine.reload(&next.engine);
+            // The hub endpoints in force are the scheduler's to put in place (the file's, with
+            // the lists set at runtime over them), below: until then the ones in force stay.
+            let mut engine = next.engine.clone();
+            engine.sources = services.engine.settings().sources.clone();
+            services.engine.reload(&engine);
             services.settings.set(next.clone());
             let values = next.from_file.clone();
+            let base = next.engine.sources.clone();
             let applied = services
                 .call(move |s| {
                     let applied = s.apply_file_values(&values)?;
+                    s.apply_hub_endpoints(&base)?;
                     s.report_watch(|w| {
                         w.config_loaded_ms = Some(now_ms());
                         w.config_error = None;

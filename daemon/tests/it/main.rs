@@ -4,6 +4,7 @@
 
 mod civitai;
 mod durability;
+mod endpoints;
 mod engine;
 mod external;
 mod hf;

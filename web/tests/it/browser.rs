@@ -4,7 +4,8 @@
 //!
 //! Needs `chromium` and `chromedriver` (Debian's `chromium` and `chromium-driver`, installed by
 //! `scripts/test.sh`). Without them the test is skipped, except under CI (`CI` set), where it
-//! fails. `MDL_UPDATE_SCREENSHOTS=1` writes the screenshots to `docs/`.
+//! fails. `MDL_UPDATE_SCREENSHOTS=1` writes the screenshots to `docs/` (the Chinese one needs a
+//! CJK font: Debian's `fonts-noto-cjk`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -395,6 +396,84 @@ async fn a_person_downloads_a_model_in_the_browser() {
         .await;
         let stored = web.daemon.client().await.hub_tokens().await.unwrap();
         assert!(stored.iter().any(|t| t.hub == "hf" && t.set), "{stored:?}");
+
+        // Health: a downloaded file changed on disk shows a banner with the way out. (The
+        // repair resolves the model again, with the token just stored: the hub knows it.)
+        hub.set_valid_token("hf_from_the_page");
+        let model = web.daemon.client().await.status(hf_job).await.unwrap();
+        let config = model
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("config.json"))
+            .expect("the model's config.json");
+        std::fs::write(&config.path, b"{\"edited\": true}").unwrap();
+        let banner = wait_js(
+            &client,
+            "the health banner",
+            "const h = document.getElementById('health');              const item = h.querySelector(\"[data-health='modified']\");              return !h.hidden && item && item.textContent",
+        )
+        .await;
+        assert!(
+            banner.as_str().unwrap().contains("1 downloaded file was changed on disk"),
+            "{banner}"
+        );
+        js(&client, "document.getElementById('source').value = ''; \
+                     document.getElementById('source').dispatchEvent(new Event('input')); \
+                     document.getElementById('options').open = false; \
+                     window.scrollTo(0, 0); return true").await;
+        screenshot(&client, "dashboard-health.png", scratch.path()).await;
+        click(&client, "#lang-zh").await;
+        let zh = js(&client, "return document.getElementById('health').textContent").await;
+        assert!(zh.as_str().unwrap().contains("1 个已下载的文件在磁盘上被修改"), "{zh}");
+        assert!(zh.as_str().unwrap().contains("校验并修复"), "{zh}");
+        click(&client, "#lang-en").await;
+        click(&client, "[data-health='modified'] button").await;
+        wait_js(
+            &client,
+            "the repair to finish",
+            &format!(
+                "const c = document.querySelector(\"#history .job[data-job='{hf_job}']\");                  return c && c.dataset.state === 'completed' &&                    !document.querySelector(\"[data-health='modified']\")"
+            ),
+        )
+        .await;
+        let repaired = web.daemon.wait_finished(hf_job).await;
+        assert_eq!(repaired.state.as_str(), "completed");
+        let bytes = std::fs::read(&config.path).unwrap();
+        assert_eq!(bytes, br#"{"hidden_size": 384}"#.to_vec());
+
+        // Settings: the hub endpoint presets. Nothing runs any more, so no job asks the
+        // mirror (the test never leaves this machine).
+        let row = ".endpoint-row[data-hub='hf']";
+        let origin = js(&client, &format!("return document.querySelector(\"{row}\").dataset.origin")).await;
+        assert_eq!(origin, "config", "the mock hub comes from the test's settings");
+        js(
+            &client,
+            &format!(
+                "const s = document.querySelector(\"{row} select\"); s.value = 'hf_mirror';                  s.dispatchEvent(new Event('change')); return true"
+            ),
+        )
+        .await;
+        click(&client, &format!("{row} .endpoint-save")).await;
+        wait_js(
+            &client,
+            "the mirror to be in force",
+            &format!(
+                "const r = document.querySelector(\"{row}\");                  return r && r.dataset.origin === 'runtime' && r.querySelector('select').value === 'hf_mirror'"
+            ),
+        )
+        .await;
+        let endpoints = web.daemon.client().await.hub_endpoints().await.unwrap();
+        let hf = endpoints.iter().find(|h| h.hub == "hf").unwrap();
+        assert_eq!(hf.endpoints, ["https://hf-mirror.com"]);
+        js(&client, "document.querySelector('.settings').scrollIntoView(); return true").await;
+        screenshot(&client, "dashboard-settings.png", scratch.path()).await;
+        click(&client, &format!("{row} .endpoint-reset")).await;
+        wait_js(
+            &client,
+            "the config file's endpoint again",
+            &format!("return document.querySelector(\"{row}\").dataset.origin === 'config'"),
+        )
+        .await;
     }
     .await;
     let _ = client.close().await;

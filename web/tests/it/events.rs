@@ -108,7 +108,7 @@ async fn snapshot_first_then_every_event_of_a_download() {
     let mut events = open(&web, None).await;
     let first = events.next().await;
     assert_eq!(first.event, "snapshot");
-    assert_eq!(first.id, Some(1));
+    assert!(first.id.is_some());
     assert_eq!(first.data, json!([]));
 
     let dest = web.daemon.downloads.join("events");
@@ -127,7 +127,7 @@ async fn snapshot_first_then_every_event_of_a_download() {
     let completed = events.until("completed", |d| d["id"] == id).await;
     assert_eq!(completed.data["state"], "completed");
     assert_eq!(completed.data["files"][0]["sha256"], served.sha256.as_str());
-    // Ids grow by one per message.
+    // Ids grow with every message.
     assert!(completed.id.unwrap() > queued.id.unwrap());
 }
 
@@ -140,27 +140,95 @@ async fn heartbeats_arrive_while_nothing_happens() {
     assert!(beat.data["unix_ms"].as_u64().unwrap() > 0);
 }
 
-#[tokio::test]
-async fn last_event_id_resumes_with_a_fresh_snapshot() {
-    let web = Web::start().await;
+async fn add_paused(web: &Web, name: &str) -> u64 {
     let added: Value = web
         .post(
             "/api/v1/jobs",
-            json!({"source": "http://127.0.0.1:9/p.bin", "paused": true}),
+            json!({"source": format!("http://127.0.0.1:9/{name}"), "paused": true}),
         )
         .await
         .json()
         .await
         .unwrap();
-    let id = added["jobs"][0]["id"].clone();
+    added["jobs"][0]["id"].as_u64().unwrap()
+}
+
+/// The next message that is not a heartbeat.
+async fn next_change(events: &mut SseReader) -> Sse {
+    loop {
+        let sse = events.next().await;
+        if sse.event != "heartbeat" {
+            return sse;
+        }
+    }
+}
+
+#[tokio::test]
+async fn last_event_id_replays_exactly_what_came_after_it() {
+    let web = Web::start().await;
+    let mut events = open(&web, None).await;
+    let snapshot = events.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    let first = add_paused(&web, "a.bin").await;
+    let seen = events.until("queued", |d| d["id"] == first).await;
+    let last_seen = seen.id.unwrap();
+    // The connection drops; two more jobs are queued meanwhile.
+    drop(events);
+    let second = add_paused(&web, "b.bin").await;
+    let third = add_paused(&web, "c.bin").await;
+
+    let mut resumed = open(&web, Some(&last_seen.to_string())).await;
+    let a = next_change(&mut resumed).await;
+    assert_eq!(
+        (a.event.as_str(), &a.data["id"]),
+        ("queued", &json!(second)),
+        "no snapshot, no repeat: {a:?}"
+    );
+    assert!(a.id.unwrap() > last_seen);
+    let b = next_change(&mut resumed).await;
+    assert_eq!(
+        (b.event.as_str(), &b.data["id"]),
+        ("queued", &json!(third)),
+        "{b:?}"
+    );
+    assert!(b.id.unwrap() > a.id.unwrap());
+    // Then live events, on the same stream.
+    let fourth = add_paused(&web, "d.bin").await;
+    let c = next_change(&mut resumed).await;
+    assert_eq!(
+        (c.event.as_str(), &c.data["id"]),
+        ("queued", &json!(fourth)),
+        "{c:?}"
+    );
+
+    // From the middle: only what came after that id.
+    drop(resumed);
+    let mut again = open(&web, Some(&a.id.unwrap().to_string())).await;
+    let replayed = next_change(&mut again).await;
+    assert_eq!(replayed.id, b.id, "{replayed:?}");
+    assert_eq!(replayed.data["id"], json!(third));
+    assert_eq!(next_change(&mut again).await.id, c.id);
+}
+
+#[tokio::test]
+async fn an_id_no_longer_buffered_gets_resync_then_a_fresh_snapshot() {
+    let web = Web::start().await;
+    let id = add_paused(&web, "p.bin").await;
     let mut events = open(&web, Some("41")).await;
     let first = events.next().await;
-    assert_eq!(first.event, "snapshot");
-    assert_eq!(first.id, Some(42), "ids continue after Last-Event-ID");
+    assert_eq!(first.event, "resync");
     assert_eq!(
-        first.data[0]["id"], id,
+        first.data,
+        json!({"last_event_id": 41, "reason": "not_buffered"})
+    );
+    let snapshot = events.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    assert!(snapshot.id.unwrap() > first.id.unwrap());
+    assert_eq!(
+        snapshot.data[0]["id"], id,
         "the snapshot carries what was missed"
     );
-    let next = events.next().await;
-    assert_eq!(next.id, Some(43));
+    // Not a number: a fresh stream without resync.
+    let mut plain = open(&web, Some("yesterday")).await;
+    assert_eq!(plain.next().await.event, "snapshot");
 }

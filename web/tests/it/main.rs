@@ -4,7 +4,9 @@
 
 mod api;
 mod browser;
+mod codes;
 mod daemon_ui;
+mod endpoints;
 mod events;
 mod security;
 mod tokens;
