@@ -119,7 +119,7 @@ const ADD_MANY_LEN: usize = 10_000;
 /// Queue several sources with `AddMany` (one durable store write per request on the daemon's
 /// side); the replies, one per source in order. A daemon from before `AddMany` cannot decode
 /// it: then each source goes in its own `Add`, on a new connection.
-async fn add_many(
+pub(crate) async fn add_many(
     ctx: &Ctx,
     client: &mut mdl_protocol::Client,
     requests: Vec<AddRequest>,

@@ -41,9 +41,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use md5::Md5;
-use mdl_protocol::{AddOutcome, AddRequest, Client, ErrorKind, JobId, JobInfo, JobState};
+use mdl_protocol::{AddOutcome, AddRequest, Client, ErrorKind, JobId, JobInfo, JobState, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -181,7 +181,8 @@ async fn hash_local_files(files: &[Planned]) -> Result<Vec<bool>> {
         .context("hashing local files")
 }
 
-/// Queue every file that is not intact (connecting to the daemon only if one is needed); one
+/// Queue every file that is not intact (connecting to the daemon only if one is needed), all
+/// in one `AddMany` (one durable store write on the daemon's side, not one per file); one
 /// report per file, in plan order, and the connection if one was made.
 async fn queue_missing(
     ctx: &Ctx,
@@ -191,54 +192,68 @@ async fn queue_missing(
     offline: bool,
 ) -> Result<(Vec<FileReport>, Option<Client>)> {
     let env = mdl_protocol::forwarded_env();
-    let mut reports: Vec<FileReport> = Vec::with_capacity(files.len());
-    let mut client = None;
-    for (file, ok) in files.iter().zip(intact) {
-        let mut report = FileReport {
+    let mut reports: Vec<FileReport> = files
+        .iter()
+        .map(|file| FileReport {
             path: file.path().display().to_string(),
             url: file.url.clone(),
             status: "present".into(),
             job: None,
             error: None,
-        };
-        if !ok {
-            if client.is_none() {
-                client = Some(ctx.connect().await?);
-            }
-            let client = client.as_mut().expect("connected");
-            let dir = file
-                .dir
-                .to_str()
-                .ok_or_else(|| bad(format!("{} is not valid UTF-8", file.dir.display())))?;
-            let reply = client
-                .add(AddRequest {
-                    source: file.url.clone(),
-                    dest: Some(dir.to_string()),
-                    sha256: file.sha256.clone(),
-                    md5: file.md5.clone(),
-                    priority,
-                    env: env.clone(),
-                    file_name: Some(file.name.clone()),
-                    // The daemon's offline switch (`mdlctl add --offline` sends the same).
-                    options: if offline {
-                        vec![("offline".to_string(), "1".to_string())]
-                    } else {
-                        Vec::new()
-                    },
-                    ..Default::default()
-                })
-                .await?;
-            // The daemon found an earlier download "intact" by its size and time stamp, but
-            // the file fails its checksum here: have the daemon re-hash it and fetch again.
-            if reply.outcome == AddOutcome::AlreadyComplete {
-                client.verify(vec![reply.job.id], Vec::new()).await?;
-            }
-            report.status = "queued".into();
-            report.job = Some(reply.job.id);
+        })
+        .collect();
+    let mut missing = Vec::new();
+    let mut requests = Vec::new();
+    for (index, (file, ok)) in files.iter().zip(intact).enumerate() {
+        if *ok {
+            continue;
         }
-        reports.push(report);
+        let dir = file
+            .dir
+            .to_str()
+            .ok_or_else(|| bad(format!("{} is not valid UTF-8", file.dir.display())))?;
+        missing.push(index);
+        requests.push(AddRequest {
+            source: file.url.clone(),
+            dest: Some(dir.to_string()),
+            sha256: file.sha256.clone(),
+            md5: file.md5.clone(),
+            priority,
+            env: env.clone(),
+            file_name: Some(file.name.clone()),
+            // The daemon's offline switch (`mdlctl add --offline` sends the same).
+            options: if offline {
+                vec![("offline".to_string(), "1".to_string())]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        });
     }
-    Ok((reports, client))
+    if requests.is_empty() {
+        return Ok((reports, None));
+    }
+    let mut client = ctx.connect().await?;
+    let replies = super::add::add_many(ctx, &mut client, requests).await?;
+    let mut recheck = Vec::new();
+    for (index, reply) in missing.into_iter().zip(replies) {
+        let reply = match reply {
+            Response::Added(reply) => reply,
+            Response::Error(e) => return Err(mdl_protocol::ClientError::Daemon(e).into()),
+            other => bail!("unexpected reply to an add: {other:?}"),
+        };
+        // The daemon found an earlier download "intact" by its size and time stamp, but the
+        // file fails its checksum here: have the daemon re-hash it and fetch again.
+        if reply.outcome == AddOutcome::AlreadyComplete {
+            recheck.push(reply.job.id);
+        }
+        reports[index].status = "queued".into();
+        reports[index].job = Some(reply.job.id);
+    }
+    if !recheck.is_empty() {
+        client.verify(recheck, Vec::new()).await?;
+    }
+    Ok((reports, Some(client)))
 }
 
 /// Mark each queued file `completed` or `failed` (with the reason) from the finished jobs.

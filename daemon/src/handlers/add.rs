@@ -52,10 +52,11 @@ const ADD_MANY_CALL: usize = 1000;
 /// source in order.
 pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> HandlerResult {
     let settings = services.settings.get();
+    let sources = services.sources();
     let mut replies: Vec<Option<Response>> = vec![None; requests.len()];
     let mut batch: Vec<(usize, CheckedAdd)> = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {
-        match check(&settings, request) {
+        match check(&settings, &sources, request) {
             Err(e) => replies[i] = Some(Response::Error(e)),
             Ok(checked)
                 if checked.request.dry_run
