@@ -73,10 +73,11 @@ export LC_ALL=C
 QUIET_WARNINGS=()
 check_quiet() { # WHEN
     local others
-    others=$(pgrep -a mdld 2>/dev/null | grep -v -F "$WORK/mdld-data" || true)
-    [[ -n $others ]] && QUIET_WARNINGS+=("$1: other mdld running: $(tr '\n' ';' <<<"$others" | cut -c1-300)")
-    others=$(pgrep -a -f 'cargo (test|build|nextest|clippy|run)|rustc ' 2>/dev/null || true)
-    [[ -n $others ]] && QUIET_WARNINGS+=("$1: cargo/rustc running: $(tr '\n' ';' <<<"$others" | cut -c1-300)")
+    # pid and the first words of each command line: enough to find it.
+    others=$(pgrep -a mdld 2>/dev/null | grep -v -F "$WORK/mdld-data" | cut -c1-100 || true)
+    [[ -n $others ]] && QUIET_WARNINGS+=("$1: other mdld running: $(paste -sd';' <<<"$others")")
+    others=$(pgrep -a -f 'cargo (test|build|nextest|clippy|run)|rustc ' 2>/dev/null | cut -c1-100 || true)
+    [[ -n $others ]] && QUIET_WARNINGS+=("$1: $(wc -l <<<"$others") cargo/rustc process(es): $(head -n 3 <<<"$others" | paste -sd';')")
     local load
     load=$(cut -d' ' -f1 /proc/loadavg)
     if awk -v l="$load" -v n="$(nproc)" 'BEGIN { exit !(l > n * 0.5) }'; then
