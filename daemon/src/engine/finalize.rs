@@ -134,10 +134,7 @@ impl DirSyncs {
                 break Ok(());
             }
             if state.running {
-                dirs = self
-                    .changed
-                    .wait(dirs)
-                    .unwrap_or_else(|p| p.into_inner());
+                dirs = self.changed.wait(dirs).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             // Lead the next fsync: it covers every rename registered before it starts.

@@ -373,7 +373,10 @@ impl Hasher {
             Ok(())
         } else {
             // The hasher stopped: only after an error (a failed read-back).
-            Err(self.finish().err().unwrap_or_else(|| io::Error::other("the hasher stopped")))
+            Err(self
+                .finish()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the hasher stopped")))
         }
     }
 
@@ -807,10 +810,7 @@ impl WriterState {
                 }
                 Message::Finish(reply) => {
                     // The file's fsync and the hashing of its last buffers overlap.
-                    let synced = self
-                        .syncer
-                        .drain()
-                        .and_then(|()| self.file.sync_all());
+                    let synced = self.syncer.drain().and_then(|()| self.file.sync_all());
                     let hashed = self.hasher.finish();
                     let _ = reply.send(synced.and(hashed));
                     return Ok(());
