@@ -2,7 +2,7 @@
 # mdl benchmark: mdl (mdld + mdlctl) against curl and aria2c on loopback nginx.
 #
 #   bench/run.sh                 full run: 5 runs per case and tool, interleaved; median and
-#                                min-max (about 12 minutes including an incremental build)
+#                                min-max (about 5 minutes plus bench/store.sh and the build)
 #   BENCH_QUICK=1 bench/run.sh   quick: 1 run per case, 256 MiB file for the capped case (~2 min)
 #
 # Environment knobs (all optional):
