@@ -265,9 +265,12 @@ def summarize(runs: list[dict]) -> list[dict]:
         groups.setdefault((r["scenario"], r["tool"]), []).append(r)
     rows = []
     for (scenario, tool), rs in groups.items():
-        wall = statistics.median(r["wall_s"] for r in rs)
+        walls = [r["wall_s"] for r in rs]
+        wall = statistics.median(walls)
         nbytes = rs[0]["bytes"]
-        cpu = statistics.median(r["cpu_s"] for r in rs)
+        cpus = [r["cpu_s"] for r in rs]
+        cpu = statistics.median(cpus)
+        gib = nbytes / GIB if nbytes else 0.0
         rows.append(
             {
                 "scenario": scenario,
@@ -276,11 +279,20 @@ def summarize(runs: list[dict]) -> list[dict]:
                 "runs": len(rs),
                 "bytes": nbytes,
                 "wall_s": wall,
+                "wall_min_s": min(walls),
+                "wall_max_s": max(walls),
+                # (max - min) / median: how noisy this row's runs were.
+                "wall_spread": (max(walls) - min(walls)) / wall if wall > 0 else 0.0,
                 "wall_all_s": [round(r["wall_s"], 3) for r in sorted(rs, key=lambda r: r["run"])],
                 "mib_s": nbytes / MIB / wall if wall > 0 else 0.0,
                 "cpu_s": cpu,
-                "cpu_s_per_gib": cpu / (nbytes / GIB) if nbytes else 0.0,
+                "cpu_min_s": min(cpus),
+                "cpu_max_s": max(cpus),
+                "cpu_s_per_gib": cpu / gib if gib else 0.0,
+                "cpu_per_gib_min": min(cpus) / gib if gib else 0.0,
+                "cpu_per_gib_max": max(cpus) / gib if gib else 0.0,
                 "peak_rss_mib": max(r["rss_kib"] for r in rs) / 1024,
+                "rss_median_mib": statistics.median(r["rss_kib"] for r in rs) / 1024,
                 "mdl_queue_s": statistics.median(r["mdl_queue_s"] for r in rs),
             }
         )
@@ -298,7 +310,48 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def targets(rows: list[dict], meta: dict) -> list[dict]:
+def store_targets(work: Path) -> list[dict]:
+    """The 100k-job targets, as bench/store.sh reported them (see run.sh)."""
+    names = [
+        "store: daemon RSS with 100k jobs <= 64 MiB",
+        "store: `ls` of 100k jobs <= 0.5 s",
+        "store: `status ID` <= 5 ms",
+        "store: 10k jobs queued durably (one add) <= 2 s",
+    ]
+    status_path = work / "store.status"
+    status = status_path.read_text().strip() if status_path.exists() else "not run (BENCH_SCENARIOS)"
+    if status == "ok":
+        js = work / "store.json"
+        if js.exists():
+            try:
+                got = json.loads(js.read_text()).get("targets", [])
+                out = [
+                    {"target": f"store: {t['target']}", "met": t.get("met"), "detail": str(t.get("detail", ""))}
+                    for t in got
+                ]
+                if out:
+                    return out
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                status = f"store.json unreadable: {e}"
+        md = work / "store.md"
+        lines = md.read_text().splitlines() if md.exists() else []
+        out = []
+        for line in lines:
+            text = line.strip().lstrip("-*| ").strip()
+            upper = text.upper()
+            if "NOT MET" in upper:
+                out.append({"target": f"store: {text}", "met": False, "detail": "(bench/store.sh)"})
+            elif "MET" in upper.split() or "**MET**" in upper or "[MET" in upper:
+                out.append({"target": f"store: {text}", "met": True, "detail": "(bench/store.sh)"})
+        if out:
+            return out
+        status = "bench/store.sh printed no MET / NOT MET line (see bench/work/store.md)"
+    return [{"target": n, "met": None, "detail": status} for n in names]
+
+
+def targets(rows: list[dict], meta: dict, work: Path | None = None) -> list[dict]:
+    """Every target of issue 14, in the issue's order, met or not with its numbers."""
+
     def get(scenario: str, tool: str) -> dict | None:
         return next((r for r in rows if r["scenario"] == scenario and r["tool"] == tool), None)
 
@@ -307,65 +360,72 @@ def targets(rows: list[dict], meta: dict) -> list[dict]:
     def add(name: str, ok: bool | None, detail: str) -> None:
         out.append({"target": name, "met": ok, "detail": detail})
 
-    capped = "capped-256m" if get("capped-256m", "mdl") or get("capped-256m", "curl") else "capped"
-    m, a, c = get(capped, "mdl"), get(capped, "aria2c"), get(capped, "curl")
-    if m and a:
-        add(
-            f"{capped}: mdl speed >= aria2c -x16",
-            m["mib_s"] >= a["mib_s"],
-            f"{m['mib_s']:.1f} vs {a['mib_s']:.1f} MiB/s (x{m['mib_s'] / a['mib_s']:.2f})",
+    def speed(m: dict, p: dict) -> str:
+        return (
+            f"mdl {m['wall_s']:.2f} s ({m['wall_min_s']:.2f}-{m['wall_max_s']:.2f}), "
+            f"{m['mib_s']:.0f} MiB/s; peer {p['wall_s']:.2f} s ({p['wall_min_s']:.2f}-{p['wall_max_s']:.2f}), "
+            f"{p['mib_s']:.0f} MiB/s"
         )
-    else:
-        add(f"{capped}: mdl speed >= aria2c -x16", None, "not measured")
-    if m and c:
-        add(
-            f"{capped}: mdl speed >= 8x curl",
-            m["mib_s"] >= 8 * c["mib_s"],
-            f"{m['mib_s']:.1f} vs 8 x {c['mib_s']:.1f} = {8 * c['mib_s']:.1f} MiB/s (x{m['mib_s'] / c['mib_s']:.2f})",
-        )
-    else:
-        add(f"{capped}: mdl speed >= 8x curl", None, "not measured")
 
+    def ratio_target(name: str, scenario: str, peer: str, factor: float) -> None:
+        m, p = get(scenario, "mdl"), get(scenario, peer)
+        if not (m and p):
+            add(name, None, "not measured")
+            return
+        ratio = m["mib_s"] / p["mib_s"] if p["mib_s"] else 0.0
+        add(name, ratio >= factor, f"x{ratio:.2f} (want >= {factor:.1f}): {speed(m, p)}")
+
+    ratio_target("1 GiB unthrottled: mdl (sha256 verified) >= 1.0 x curl (no hash)", "unthrottled", "curl", 1.0)
     m, c = get("unthrottled", "mdl"), get("unthrottled", "curl")
+    name = "1 GiB unthrottled: mdl CPU s/GiB <= curl's + 1.1 s"
     if m and c:
         add(
-            "unthrottled: mdl (sha256) speed >= curl (no hash)",
-            m["mib_s"] >= c["mib_s"],
-            f"{m['mib_s']:.1f} vs {c['mib_s']:.1f} MiB/s (x{m['mib_s'] / c['mib_s']:.2f})",
+            name,
+            m["cpu_s_per_gib"] <= c["cpu_s_per_gib"] + 1.1,
+            f"mdl {m['cpu_s_per_gib']:.2f} ({m['cpu_per_gib_min']:.2f}-{m['cpu_per_gib_max']:.2f}) vs "
+            f"curl {c['cpu_s_per_gib']:.2f} ({c['cpu_per_gib_min']:.2f}-{c['cpu_per_gib_max']:.2f}) + 1.1 = "
+            f"{c['cpu_s_per_gib'] + 1.1:.2f} CPU s/GiB",
         )
     else:
-        add("unthrottled: mdl (sha256) speed >= curl (no hash)", None, "not measured")
+        add(name, None, "not measured")
+    ratio_target("300 files: mdl >= 1.0 x curl -Z --parallel-max 8", "repo", "curl", 1.0)
+    ratio_target("300 files: mdl >= 1.5 x aria2c -i -j8", "repo", "aria2c", 1.5)
+    capped = "capped-256m" if get("capped-256m", "mdl") or get("capped-256m", "aria2c") else "capped"
+    ratio_target(f"{capped}: 25 MiB/s per connection: mdl >= 1.3 x aria2c -x16 -s16", capped, "aria2c", 1.3)
 
-    m, a = get("repo", "mdl"), get("repo", "aria2c")
-    if m and a:
+    idle = meta.get("mdld_idle_rss_mib")
+    if "mdl" in meta.get("tools", ["mdl"]) and idle:
+        add("daemon memory idle <= 10 MiB", idle <= 10, f"{idle:.1f} MiB VmRSS before the first download")
+    else:
+        add("daemon memory idle <= 10 MiB", None, "not measured")
+    m = get("unthrottled", "mdl") or get("capped", "mdl")
+    if m:
         add(
-            "repository: mdl speed >= aria2c -i -j8",
-            m["mib_s"] >= a["mib_s"],
-            f"{m['mib_s']:.1f} vs {a['mib_s']:.1f} MiB/s (x{m['mib_s'] / a['mib_s']:.2f})",
+            "daemon memory <= 64 MiB during the 1 GiB download",
+            m["peak_rss_mib"] <= 64,
+            f"peak {m['peak_rss_mib']:.1f} MiB (median of the runs' peaks {m['rss_median_mib']:.1f}; "
+            f"VmHWM reset before each run, VmRSS sampled every 100 ms) in '{m['scenario']}'",
         )
     else:
-        add("repository: mdl speed >= aria2c -i -j8", None, "not measured")
-
-    for scenario in [s for s in SCENARIO_TITLES if s != "capped-256m" or capped == s]:
-        m, a = get(scenario, "mdl"), get(scenario, "aria2c")
-        if scenario == "capped" and capped != "capped":
-            continue
-        if m and a:
-            add(
-                f"{scenario}: mdl CPU s/GiB <= aria2c",
-                m["cpu_s_per_gib"] <= a["cpu_s_per_gib"],
-                f"{m['cpu_s_per_gib']:.2f} vs {a['cpu_s_per_gib']:.2f} CPU s/GiB",
-            )
-
-    for scenario in ("unthrottled", capped):
-        m = get(scenario, "mdl")
-        if m:
-            add(
-                f"{scenario}: daemon peak RSS < 64 MiB",
-                m["peak_rss_mib"] < 64,
-                f"{m['peak_rss_mib']:.1f} MiB (idle before first download: {meta.get('mdld_idle_rss_mib', 0):.1f} MiB)",
-            )
+        add("daemon memory <= 64 MiB during the 1 GiB download", None, "not measured")
+    if work is not None:
+        out += store_targets(work)
     return out
+
+
+def noise(rows: list[dict]) -> list[str]:
+    """How noisy the runs were: the spread (max - min) / median of every row with >1 run."""
+    multi = [r for r in rows if r["runs"] > 1]
+    if not multi:
+        return ["Noise: one run per row (BENCH_QUICK or BENCH_RUNS=1): no spread to report; ratios of one run are rough."]
+    worst = max(multi, key=lambda r: r["wall_spread"])
+    spreads = sorted(r["wall_spread"] for r in multi)
+    med = statistics.median(spreads)
+    verdict = "quiet" if worst["wall_spread"] <= 0.10 else "noisy" if worst["wall_spread"] <= 0.25 else "VERY noisy"
+    return [
+        f"Noise: wall time spread (max-min)/median per row: median {med * 100:.0f}%, worst {worst['wall_spread'] * 100:.0f}% "
+        f"({worst['scenario']} / {worst['label']}): {verdict}.",
+    ]
 
 
 def fmt_table(headers: list[str], body: list[list[str]], markdown: bool) -> str:
@@ -385,9 +445,19 @@ def report(work: Path) -> None:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     runs = load_runs(work)
     rows = summarize(runs)
-    tgts = targets(rows, meta)
+    tgts = targets(rows, meta, work)
 
-    headers = ["scenario", "tool", "runs", "median wall s", "MiB/s", "CPU s", "peak RSS MiB", "mdl speed / tool"]
+    headers = [
+        "scenario",
+        "tool",
+        "runs",
+        "median wall s (min-max)",
+        "MiB/s",
+        "CPU s (min-max)",
+        "CPU s/GiB",
+        "peak RSS MiB",
+        "mdl speed / tool",
+    ]
     body = []
     for r in rows:
         body.append(
@@ -395,13 +465,15 @@ def report(work: Path) -> None:
                 r["scenario"],
                 r["label"],
                 str(r["runs"]),
-                f"{r['wall_s']:.2f}",
+                f"{r['wall_s']:.2f} ({r['wall_min_s']:.2f}-{r['wall_max_s']:.2f})",
                 f"{r['mib_s']:.1f}",
-                f"{r['cpu_s']:.2f}",
+                f"{r['cpu_s']:.2f} ({r['cpu_min_s']:.2f}-{r['cpu_max_s']:.2f})",
+                f"{r['cpu_s_per_gib']:.2f}",
                 f"{r['peak_rss_mib']:.1f}",
                 "-" if r["mdl_ratio"] is None else f"{r['mdl_ratio']:.2f}x",
             ]
         )
+
     def tgt_lines(markdown: bool) -> list[str]:
         lines = []
         for t in tgts:
@@ -409,12 +481,20 @@ def report(work: Path) -> None:
             lines.append(f"- **{mark}** {t['target']}: {t['detail']}" if markdown else f"  [{mark:7}] {t['target']}: {t['detail']}")
         return lines
 
+    warnings = meta.get("quiet_warnings") or []
     notes = [
         f"Machine: {meta.get('machine', '?')}",
         f"Versions: {meta.get('versions', '?')}",
-        "Median of the runs for wall time and CPU; peak RSS is the max over the runs.",
-        "MiB/s = bytes / median wall. CPU s = user+sys (mdl: daemon delta from /proc/PID/stat plus the mdlctl client processes).",
-        "mdl peak RSS = max VmRSS of mdld sampled every 100 ms during the run; curl/aria2c: GNU time %M.",
+        *noise(rows),
+        "Quiet check (no other mdld, no cargo/rustc, load average): "
+        + ("OK" if not warnings else "NOT QUIET: " + " | ".join(dict.fromkeys(warnings))),
+        f"The whole script took {meta.get('elapsed_s', 0) / 60:.1f} min.",
+        "Median of the runs for wall time and CPU (min-max in brackets); peak RSS is the max over the runs. "
+        "Runs are interleaved: run 1 of every tool, then run 2, ...",
+        "MiB/s = bytes / median wall. CPU s = user+sys (mdl: daemon delta from /proc/PID/stat plus the mdlctl client processes; "
+        "curl/aria2c: GNU time).",
+        "mdl peak RSS = mdld's VmHWM after resetting it before the run (/proc/PID/clear_refs), or the max VmRSS sampled "
+        "every 100 ms if larger; curl/aria2c: GNU time %M.",
     ]
     repo_add = next((r for r in rows if r["scenario"] == "repo" and r["tool"] == "mdl-add"), None)
     if repo_add:
@@ -424,6 +504,10 @@ def report(work: Path) -> None:
             f"per file, then `mdlctl wait`: queueing took {repo_add['mdl_queue_s']:.2f} s of its "
             f"{repo_add['wall_s']:.2f} s (median). The targets use the ensure row."
         )
+    if any(r["scenario"].startswith("capped") and r["tool"] == "curl" for r in rows):
+        notes.append(
+            "capped: curl (one connection, ~41 s for 1 GiB) runs BENCH_CAPPED_CURL_RUNS times (default 1); it is no target's peer."
+        )
     if "mdl" in meta.get("tools", ["mdl"]):
         notes += [
             f"mdld idle RSS before the first download: {meta.get('mdld_idle_rss_mib', 0):.1f} MiB. "
@@ -431,13 +515,18 @@ def report(work: Path) -> None:
             "mdl verifies the sha256 of every file and fsyncs it before reporting it done; "
             "curl and aria2c do neither (see the curl + sha256sum row for a hashed baseline).",
         ]
+    store_md = work / "store.md"
+    store_text = store_md.read_text().rstrip() if store_md.exists() and store_md.stat().st_size else ""
+    met = sum(1 for t in tgts if t["met"] is True)
+    failed = sum(1 for t in tgts if t["met"] is False)
     text = [
         "",
         "=== mdl benchmark results ===",
         "",
         fmt_table(headers, body, markdown=False),
         "",
-        "Targets:",
+        *(["Store (bench/store.sh):", store_text, ""] if store_text else []),
+        f"Targets (issue 14): {met} met, {failed} not met, {len(tgts) - met - failed} n/a",
         *tgt_lines(False),
         "",
         *("  " + n for n in notes),
@@ -452,7 +541,8 @@ def report(work: Path) -> None:
         "",
         fmt_table(headers, body, markdown=True),
         "",
-        "## Targets",
+        *(["## Store (bench/store.sh)", "", store_text, ""] if store_text else []),
+        f"## Targets ({met} met, {failed} not met, {len(tgts) - met - failed} n/a)",
         "",
         *tgt_lines(True),
         "",

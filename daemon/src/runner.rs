@@ -416,7 +416,9 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
         progress: progress.clone(),
         last_event: Mutex::new(None),
     });
-    observer.send(true);
+    // Not flushed on its own: a file lost in "downloading" resumes like a queued one, and the
+    // next durable write (its first checkpoint of bytes, or its completion) carries it.
+    observer.send(false);
     // The primary URL first, then mirrors: a mirror that keeps failing with network or server
     // errors hands over to the next one, which resumes the same partial file.
     if let Some(digests) = reuse_local_copy(ctx, &file, &part).await {
@@ -521,9 +523,16 @@ async fn finish_file(
             .await
             .map_err(|e| FetchError::failed(ErrorKind::Other, e.to_string()))?
             .map_err(|e| crate::engine::io_failure("cannot take the cache's lock", e))?;
-    finalize::install(part, &dest).map_err(|e| {
-        crate::engine::io_failure(&format!("cannot move the file to {}", dest.display()), e)
-    })?;
+    // On a blocking thread: the directory's fsync is shared with the other files that finish
+    // at the same time (finalize batches them), and waiting for it must not hold a runtime
+    // worker.
+    let (from, to) = (part.to_path_buf(), dest.clone());
+    tokio::task::spawn_blocking(move || finalize::install(&from, &to))
+        .await
+        .map_err(|e| FetchError::failed(ErrorKind::Other, e.to_string()))?
+        .map_err(|e| {
+            crate::engine::io_failure(&format!("cannot move the file to {}", dest.display()), e)
+        })?;
     for link in &record.links {
         let link_path = safe_join(&job.dest_dir, link)?;
         link_file(&dest, &link_path).map_err(|e| {
@@ -648,11 +657,14 @@ impl FileObserver {
 
 impl CheckpointSink for FileObserver {
     fn durable(&self, checkpoint: FileCheckpoint) {
+        // Validators without bytes guard nothing yet (after a reboot only durable ranges are
+        // trusted, and the sidecar keeps its own validators): recorded, not flushed alone.
+        let flush = checkpoint.ranges.covered() > 0;
         {
             let mut record = self.record.lock().expect("file record lock");
             record.checkpoint = checkpoint;
         }
-        self.send(true);
+        self.send(flush);
     }
 }
 

@@ -71,7 +71,97 @@ pub fn install(part: &Path, dest: &Path) -> io::Result<()> {
     }
     std::fs::rename(part, dest)?;
     super::sidecar::remove(part);
-    sync_dir(dest.parent())
+    match dest.parent() {
+        Some(parent) => DIR_SYNCS.sync(parent),
+        None => Ok(()),
+    }
+}
+
+/// Directory fsyncs, batched per directory (group commit): a caller whose rename happened
+/// while another caller's fsync of the same directory was already running waits for it to end
+/// and then runs (or joins) the next one; the renames of every file that finished meanwhile
+/// become durable with that single fsync. A caller returns only after an fsync that started
+/// after its rename has succeeded.
+static DIR_SYNCS: DirSyncs = DirSyncs::new();
+
+struct DirSyncs {
+    dirs: std::sync::Mutex<Vec<(std::path::PathBuf, DirSync)>>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default, Clone, Copy)]
+struct DirSync {
+    /// Renames registered so far (a sequence number per caller).
+    requested: u64,
+    /// Every rename up to this number is durable.
+    done: u64,
+    /// An fsync is running.
+    running: bool,
+    /// Callers inside [`DirSyncs::sync`] for this directory.
+    inside: u32,
+}
+
+impl DirSyncs {
+    const fn new() -> DirSyncs {
+        DirSyncs {
+            dirs: std::sync::Mutex::new(Vec::new()),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn sync(&self, dir: &Path) -> io::Result<()> {
+        fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+            m.lock().unwrap_or_else(|p| p.into_inner())
+        }
+        let mut dirs = lock(&self.dirs);
+        let slot = |dirs: &mut Vec<(std::path::PathBuf, DirSync)>| -> usize {
+            match dirs.iter().position(|(d, _)| d == dir) {
+                Some(i) => i,
+                None => {
+                    dirs.push((dir.to_path_buf(), DirSync::default()));
+                    dirs.len() - 1
+                }
+            }
+        };
+        let i = slot(&mut dirs);
+        dirs[i].1.requested += 1;
+        dirs[i].1.inside += 1;
+        let mine = dirs[i].1.requested;
+        let result = loop {
+            let i = slot(&mut dirs);
+            let state = dirs[i].1;
+            if state.done >= mine {
+                break Ok(());
+            }
+            if state.running {
+                dirs = self.changed.wait(dirs).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Lead the next fsync: it covers every rename registered before it starts.
+            let covers = state.requested;
+            dirs[i].1.running = true;
+            drop(dirs);
+            let result = sync_dir(Some(dir));
+            dirs = lock(&self.dirs);
+            let i = slot(&mut dirs);
+            dirs[i].1.running = false;
+            if result.is_ok() {
+                dirs[i].1.done = dirs[i].1.done.max(covers);
+            }
+            self.changed.notify_all();
+            // On an error each waiter tries again itself (and gets its own error).
+            if result.is_err() {
+                break result;
+            }
+        };
+        // Forget a directory nobody is inside for (keeps the list short).
+        let i = slot(&mut dirs);
+        dirs[i].1.inside -= 1;
+        if dirs[i].1.inside == 0 {
+            dirs.swap_remove(i);
+        }
+        result
+    }
 }
 
 /// Make `link` show the file at `target`: a relative symlink where the platform allows, else a
@@ -293,5 +383,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("size mismatch"), "{err}");
+    }
+
+    #[test]
+    fn directory_syncs_are_shared_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let d = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let part = d.join(format!("{i}.part"));
+                    std::fs::write(&part, b"x").unwrap();
+                    install(&part, &d.join(format!("{i}.bin"))).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for i in 0..16 {
+            assert!(dir.path().join(format!("{i}.bin")).exists());
+        }
+        let left = DIR_SYNCS.dirs.lock().unwrap();
+        assert!(
+            left.iter().all(|(d, _)| d != dir.path()),
+            "no state is kept for a directory nobody waits on"
+        );
+    }
+
+    #[test]
+    fn a_failing_directory_sync_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(DIR_SYNCS.sync(&dir.path().join("missing")).is_err());
+        let left = DIR_SYNCS.dirs.lock().unwrap();
+        assert!(left.iter().all(|(d, _)| !d.starts_with(dir.path())));
     }
 }

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::BytesMut;
 use futures::StreamExt;
 use mdl_protocol::ErrorKind;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -50,6 +49,32 @@ pub const WRITE_AFTER: Duration = Duration::from_millis(100);
 /// Buffers (of `write_buffer_bytes` each) queued to a writer thread before receiving waits:
 /// bounds memory per file, and the bytes a crash can lose beyond the last checkpoint.
 pub const WRITE_QUEUE_DEPTH: usize = 4;
+
+/// Received chunks waiting to be handed to the writer together (one vectored write).
+#[derive(Default)]
+pub(crate) struct Pending {
+    chunks: writer::Chunks,
+    /// Their total length.
+    len: u64,
+}
+
+impl Pending {
+    /// Add a received chunk (empty ones are dropped).
+    pub(crate) fn push(&mut self, chunk: bytes::Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len() as u64;
+            self.chunks.push(chunk);
+        }
+    }
+
+    /// Take the chunks and their length, leaving this empty.
+    pub(crate) fn take(&mut self) -> (writer::Chunks, u64) {
+        (
+            std::mem::take(&mut self.chunks),
+            std::mem::replace(&mut self.len, 0),
+        )
+    }
+}
 
 /// Why a fetch stopped without the whole file.
 #[derive(Debug, thiserror::Error)]
@@ -351,22 +376,38 @@ impl Engine {
         checkpoint.ranges = kept;
         let prefix = checkpoint.ranges.contiguous_prefix();
         let sink: Arc<dyn CheckpointSink> = observer.clone() as Arc<dyn CheckpointSink>;
-        let sidecar = match boot {
-            Some(boot) => Some(
-                sidecar::Sidecar::open(&sidecar_path, boot)
-                    .map_err(|e| io_failure("cannot open the partial file's sidecar", e))?,
-            ),
-            None => None,
+        let small_limit = self.settings().write_buffer_bytes as u64;
+        let small = checkpoint.ranges.covered() == 0
+            && spec.expected_size.is_none_or(|size| size <= small_limit);
+        let mut writer = if small {
+            // A new file that may well be small: held in memory, written, synced and hashed in
+            // one go at the end (no writer thread), or handed to the threads as it grows.
+            WriterHandle::lazy(
+                &spec.part_path,
+                spec.hashes,
+                sink,
+                WRITE_QUEUE_DEPTH,
+                boot.map(|boot| (sidecar_path, boot)),
+                small_limit,
+            )
+        } else {
+            let sidecar = match boot {
+                Some(boot) => Some(
+                    sidecar::Sidecar::open(&sidecar_path, boot)
+                        .map_err(|e| io_failure("cannot open the partial file's sidecar", e))?,
+                ),
+                None => None,
+            };
+            WriterHandle::spawn_with(
+                &spec.part_path,
+                checkpoint.clone(),
+                spec.hashes,
+                sink,
+                WRITE_QUEUE_DEPTH,
+                sidecar,
+            )
+            .map_err(|e| io_failure("cannot open the partial file", e))?
         };
-        let mut writer = WriterHandle::spawn_with(
-            &spec.part_path,
-            checkpoint.clone(),
-            spec.hashes,
-            sink,
-            WRITE_QUEUE_DEPTH,
-            sidecar,
-        )
-        .map_err(|e| io_failure("cannot open the partial file", e))?;
         let mut attempt = Attempt {
             engine: self,
             spec: &spec,
@@ -771,7 +812,9 @@ impl<'a> Attempt<'a> {
         let settings = &*self.engine.settings();
         let probe_start = (Instant::now(), self.pos);
         let mut last_progress = self.pos;
-        let mut buffer = BytesMut::with_capacity(settings.write_buffer_bytes);
+        // The chunks hyper received, handed on as they are (no copy) once a write buffer's worth
+        // is together.
+        let mut buffer = Pending::default();
         let mut buffer_start = self.pos;
         let mut last_checkpoint_pos = self.pos;
         let mut last_checkpoint_at = Instant::now();
@@ -809,8 +852,8 @@ impl<'a> Attempt<'a> {
                     if let Some(job_limit) = &self.spec.job_limit {
                         job_limit.acquire(chunk.len() as u64).await;
                     }
-                    buffer.extend_from_slice(&chunk);
-                    let received = buffer_start + buffer.len() as u64;
+                    buffer.push(chunk);
+                    let received = buffer_start + buffer.len;
                     if let Some(total) = self.checkpoint.total {
                         if received > total {
                             break Err(AttemptError::Stop(FetchError::failed(
@@ -819,12 +862,11 @@ impl<'a> Attempt<'a> {
                             )));
                         }
                     }
-                    if buffer.len() >= settings.write_buffer_bytes
+                    if buffer.len >= settings.write_buffer_bytes as u64
                         || buffer_since.elapsed() >= WRITE_AFTER
                     {
                         buffer_since = Instant::now();
                         buffer_start = self.hand_over(&mut buffer, buffer_start, writer).await?;
-                        buffer.reserve(settings.write_buffer_bytes);
                     }
                     if received - last_progress >= PROGRESS_STEP {
                         self.observer.progress(received);
@@ -853,7 +895,7 @@ impl<'a> Attempt<'a> {
             }
         };
         // Whatever happened, keep the bytes we received.
-        if !buffer.is_empty() {
+        if buffer.len > 0 {
             self.hand_over(&mut buffer, buffer_start, writer).await?;
         }
         self.observer.progress(self.pos);
@@ -867,14 +909,14 @@ impl<'a> Attempt<'a> {
     /// buffer starts.
     async fn hand_over(
         &mut self,
-        buffer: &mut BytesMut,
+        buffer: &mut Pending,
         offset: u64,
         writer: &mut WriterHandle,
     ) -> Result<u64, AttemptError> {
-        let data = buffer.split().freeze();
-        let end = offset + data.len() as u64;
+        let (data, len) = buffer.take();
+        let end = offset + len;
         writer
-            .write(offset, data)
+            .write_chunks(offset, data)
             .await
             .map_err(|e| stop_io("cannot write the partial file", e))?;
         self.pos = end;

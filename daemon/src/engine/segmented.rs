@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use mdl_protocol::ErrorKind;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::OwnedSemaphorePermit;
@@ -24,7 +23,7 @@ use super::writer::{WriterHandle, WriterSender};
 use super::{
     content_range, describe_reqwest, endpoint_of, header_string, if_range_validator,
     original_endpoint, retry, send, status_error, stop_io, Attempt, AttemptError, BodyStream,
-    Engine, FetchError, StallClock, WRITE_AFTER, WRITE_QUEUE_DEPTH,
+    Engine, FetchError, Pending, StallClock, WRITE_AFTER, WRITE_QUEUE_DEPTH,
 };
 use crate::ranges::RangeSet;
 
@@ -115,6 +114,10 @@ impl<'a> Attempt<'a> {
             first_gap_end.min(self.pos.saturating_add(piece)),
         );
         let covered_before = known.covered();
+        let sender = writer
+            .sender()
+            .await
+            .map_err(|e| stop_io("cannot write the partial file", e))?;
         let shared = Arc::new(Shared {
             engine: self.engine.clone(),
             url: self.spec.url.clone(),
@@ -123,7 +126,7 @@ impl<'a> Attempt<'a> {
             etag: self.checkpoint.etag.clone(),
             total,
             table: Mutex::new(table),
-            writer: writer.sender(),
+            writer: sender,
             received: AtomicU64::new(0),
             cancel: self.cancel.child_token(),
             job_limit: self.spec.job_limit.clone(),
@@ -437,7 +440,7 @@ async fn stream_range(
 ) -> (StreamOutcome, u64) {
     let settings = &*shared.engine.settings();
     let buffer_size = segment_buffer_bytes(settings.write_buffer_bytes);
-    let mut buffer = BytesMut::with_capacity(buffer_size);
+    let mut buffer = Pending::default();
     let mut buffer_start = start;
     let mut offset = start;
     let mut stall = StallClock::new(settings);
@@ -469,15 +472,20 @@ async fn stream_range(
             limit.acquire(chunk.len() as u64).await;
         }
         let (keep, done) = shared.table().advance(id, offset, chunk.len() as u64);
-        buffer.extend_from_slice(&chunk[..keep as usize]);
+        // The kept part, without a copy.
+        buffer.push(if keep as usize == chunk.len() {
+            chunk
+        } else {
+            chunk.slice(..keep as usize)
+        });
         offset += keep;
         shared.received.fetch_add(keep, Ordering::Relaxed);
-        let stale = !buffer.is_empty() && buffer_since.elapsed() >= WRITE_AFTER;
-        if buffer.len() >= buffer_size || done || stale {
+        let stale = buffer.len > 0 && buffer_since.elapsed() >= WRITE_AFTER;
+        if buffer.len >= buffer_size as u64 || done || stale {
             buffer_since = Instant::now();
             if shared
                 .writer
-                .write(buffer_start, buffer.split().freeze())
+                .write_chunks(buffer_start, buffer.take().0)
                 .await
                 .is_err()
             {
@@ -490,10 +498,10 @@ async fn stream_range(
         }
     };
     // Keep what arrived, whatever ended the stream.
-    if !buffer.is_empty()
+    if buffer.len > 0
         && shared
             .writer
-            .write(buffer_start, buffer.split().freeze())
+            .write_chunks(buffer_start, buffer.take().0)
             .await
             .is_err()
     {
