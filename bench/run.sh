@@ -460,6 +460,9 @@ run_case() { # SCENARIO CASE BYTES PORT KIND(single|repo)
     local scenario=$1 case=$2 bytes=$3 port=$4 kind=$5 run url name
     url=$(head -n 1 "$WORK/$case.urls" | cut -d' ' -f1)
     name=${url##*/}
+    # Dirty pages from generating the data (or from the last case) are written back now, not
+    # during somebody's timed run.
+    sync
     for ((run = 1; run <= RUNS; run++)); do
         if has_tool mdl; then
             if [[ $kind == repo ]] && ((MDL_HAS_ENSURE)); then
