@@ -265,6 +265,8 @@ fn open_lock_file(path: &Path, create: bool) -> io::Result<std::fs::File> {
 #[derive(Debug)]
 pub struct SocketClaim {
     socket: PathBuf,
+    // Named pipes on Windows leave no file to unlink.
+    #[cfg_attr(not(unix), allow(dead_code))]
     bound: Option<FileId>,
     // Dropped after `Drop::drop` ran, so the socket is unlinked while the claim still holds.
     _lock: Option<LockFile>,

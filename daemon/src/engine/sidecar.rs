@@ -89,6 +89,7 @@ fn windows_boot_time() -> Option<String> {
 /// costs a re-fetch of the bytes after the last durable checkpoint; the final hash catches the
 /// rest.
 #[cfg(windows)]
+#[allow(unsafe_code)] // One FFI call with no arguments; the workspace denies unsafe elsewhere.
 fn windows_boot_time() -> Option<String> {
     // SAFETY: GetTickCount64 takes no arguments and only reads a system counter.
     let uptime_ms = unsafe { windows_sys::Win32::System::SystemInformation::GetTickCount64() };
