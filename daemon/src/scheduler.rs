@@ -418,21 +418,27 @@ impl Scheduler {
     /// Queue again the jobs that the same full disk paused (their download hit "no space" while
     /// the store could not write either): the outage is over for them too.
     fn resume_paused_for_space(&mut self) {
-        let jobs = match self.store.all_jobs() {
-            Ok(jobs) => jobs,
-            Err(e) => return tracing::error!("cannot read the jobs: {e}"),
-        };
-        for job in jobs {
-            let for_space = job
-                .error
-                .as_ref()
-                .is_some_and(|e| e.kind == ErrorKind::NoSpace);
-            if job.state == JobState::Paused && for_space {
-                let id = job.id;
-                match self.transition(job, JobState::Queued, Event::Resumed) {
-                    Ok(_) => tracing::info!(job = id, "resumed: the disk has space again"),
-                    Err(e) => tracing::error!(job = id, "cannot resume: {e}"),
-                }
+        // One record decoded at a time: only the few paused ones are kept.
+        let paused: Vec<JobRecord> = self
+            .store
+            .jobs_after(None)
+            .filter_map(|job| {
+                job.inspect_err(|e| tracing::error!("cannot read a job: {e}"))
+                    .ok()
+            })
+            .filter(|job| {
+                job.state == JobState::Paused
+                    && job
+                        .error
+                        .as_ref()
+                        .is_some_and(|e| e.kind == ErrorKind::NoSpace)
+            })
+            .collect();
+        for job in paused {
+            let id = job.id;
+            match self.transition(job, JobState::Queued, Event::Resumed) {
+                Ok(_) => tracing::info!(job = id, "resumed: the disk has space again"),
+                Err(e) => tracing::error!(job = id, "cannot resume: {e}"),
             }
         }
     }
