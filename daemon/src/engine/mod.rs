@@ -42,6 +42,27 @@ const PROGRESS_STEP: u64 = 64 * 1024;
 /// How long one connection runs before the engine decides whether to split the file.
 const SPLIT_PROBE: Duration = Duration::from_millis(150);
 
+/// A connection that is clearly slow (under half of `single_stream_above`) is split after this
+/// much of the probe already: while the probe runs, a capped link fetches at one connection's
+/// rate, so every millisecond of it costs the other connections' share (measured: the 150 ms
+/// probe was most of the gap to the limit of 16 capped connections).
+const EARLY_SPLIT_PROBE: Duration = Duration::from_millis(40);
+
+/// Whether the probe of one connection has seen enough: `Some(true)` to split into segments,
+/// `Some(false)` to stay one stream, `None` to keep probing. A rate under half the threshold
+/// decides after [`EARLY_SPLIT_PROBE`]; anything else waits for the whole [`SPLIT_PROBE`].
+fn split_decision(elapsed: Duration, received: u64, single_stream_above: u64) -> Option<bool> {
+    if elapsed < EARLY_SPLIT_PROBE {
+        return None;
+    }
+    let rate = received as f64 / elapsed.as_secs_f64();
+    let threshold = single_stream_above as f64;
+    if rate < threshold / 2.0 {
+        return Some(true);
+    }
+    (elapsed >= SPLIT_PROBE).then_some(rate < threshold)
+}
+
 /// A buffer is handed to the writer after this long even when it is not full: on a slow link
 /// what a kill -9 can lose (received, not yet written) stays small.
 pub const WRITE_AFTER: Duration = Duration::from_millis(100);
@@ -148,6 +169,9 @@ pub trait FetchObserver: CheckpointSink {
     fn retrying(&self, message: &str, delay: Duration) {
         let _ = (message, delay);
     }
+    /// Every byte is received and handed to the writer; the file's last sync and hashing run
+    /// now. Work that needs the complete file but not its digests can start here, alongside.
+    fn received(&self) {}
 }
 
 /// One file to fetch.
@@ -418,13 +442,23 @@ impl Engine {
             pos: prefix,
             single_stream: false,
         };
+        let started = Instant::now();
         match attempt.run(&mut writer).await {
             Ok(()) => {
                 observer.progress(attempt.pos);
-                writer
+                observer.received();
+                let received = started.elapsed();
+                let finished = writer
                     .finish()
                     .await
-                    .map_err(|e| io_failure("cannot finish the partial file", e))
+                    .map_err(|e| io_failure("cannot finish the partial file", e));
+                // The tail after the last byte (the last fsync, the hash catching up).
+                tracing::debug!(
+                    receive_ms = received.as_secs_f64() * 1e3,
+                    finish_ms = (started.elapsed() - received).as_secs_f64() * 1e3,
+                    "fetched"
+                );
+                finished
             }
             Err(err) => {
                 // Make what we have durable before giving up, so a resume loses nothing.
@@ -872,12 +906,16 @@ impl<'a> Attempt<'a> {
                         self.observer.progress(received);
                         last_progress = received;
                     }
-                    if may_split && probe_start.0.elapsed() >= SPLIT_PROBE {
-                        may_split = false;
-                        let rate = (received - probe_start.1) as f64
-                            / probe_start.0.elapsed().as_secs_f64();
-                        if rate < settings.single_stream_above as f64 {
-                            break Ok(true);
+                    if may_split {
+                        if let Some(split) = split_decision(
+                            probe_start.0.elapsed(),
+                            received - probe_start.1,
+                            settings.single_stream_above,
+                        ) {
+                            may_split = false;
+                            if split {
+                                break Ok(true);
+                            }
                         }
                     }
                     if self.pos - last_checkpoint_pos >= checkpoint_every
@@ -1165,6 +1203,22 @@ mod tests {
         assert_eq!(content_range(&h), Some((5, None)));
         h.insert(header::CONTENT_RANGE, HeaderValue::from_static("garbage"));
         assert_eq!(content_range(&h), None);
+    }
+
+    #[test]
+    fn a_clearly_slow_connection_splits_early_and_a_fast_one_stays() {
+        let ms = Duration::from_millis;
+        let threshold = 128 << 20;
+        // Too early to tell anything.
+        assert_eq!(split_decision(ms(10), 0, threshold), None);
+        // 25 MiB/s (a capped CDN connection): split after the short probe already.
+        assert_eq!(split_decision(ms(40), 1 << 20, threshold), Some(true));
+        // 100 MiB/s: not clearly slow yet; the whole probe decides.
+        assert_eq!(split_decision(ms(40), 4 << 20, threshold), None);
+        assert_eq!(split_decision(ms(150), 15 << 20, threshold), Some(true));
+        // 1 GiB/s (loopback): one stream.
+        assert_eq!(split_decision(ms(40), 40 << 20, threshold), None);
+        assert_eq!(split_decision(ms(150), 150 << 20, threshold), Some(false));
     }
 
     #[test]

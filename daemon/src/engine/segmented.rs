@@ -102,7 +102,11 @@ impl<'a> Attempt<'a> {
         let piece = total
             .div_ceil(segments as u64)
             .clamp(settings.min_segment, MAX_PIECE.max(settings.min_segment));
-        let mut table = SegmentTable::new(total, &known, piece, settings.min_segment);
+        // Pieces shrink towards the end (to half of `min_segment`, at least 1 MiB): the last
+        // round ends together and leaves the hasher little to catch up after the last byte.
+        let floor = (settings.min_segment / 2).max(1 << 20).min(piece);
+        let mut table = SegmentTable::new(total, &known, piece, settings.min_segment)
+            .taper(segments as u64, floor);
         let first_gap_end = known
             .missing(total)
             .first()

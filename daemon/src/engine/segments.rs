@@ -37,6 +37,8 @@ pub struct SegmentTable {
     active: BTreeMap<WorkerId, Assignment>,
     piece: u64,
     min_steal: u64,
+    /// Shrink pieces as pending work runs out: `(workers, floor)`, see [`SegmentTable::taper`].
+    taper: Option<(u64, u64)>,
 }
 
 impl SegmentTable {
@@ -49,6 +51,30 @@ impl SegmentTable {
             active: BTreeMap::new(),
             piece: piece.max(1),
             min_steal: min_steal.max(1),
+            taper: None,
+        }
+    }
+
+    /// Hand out pending work in pieces that shrink as it runs out: at most a share of what is
+    /// pending (`pending / (2 × workers)`), never below `floor`. The workers then finish
+    /// their last pieces at about the same time, and the contiguous prefix (which the writer
+    /// hashes in order) trails the newest byte by a few small pieces at the end instead of a
+    /// whole round of large ones, so the file is verified soon after its last byte.
+    pub fn taper(mut self, workers: u64, floor: u64) -> Self {
+        self.taper = Some((workers.max(1), floor.max(1)));
+        self
+    }
+
+    /// The size of the next piece of pending work.
+    fn piece_now(&self) -> u64 {
+        match self.taper {
+            None => self.piece,
+            Some((workers, floor)) => {
+                let pending: u64 = self.pending.iter().map(|(s, e)| e - s).sum();
+                // Whole 64 KiB blocks, so neighbouring pieces rarely share a page.
+                let share = pending / (2 * workers) / (64 * 1024) * (64 * 1024);
+                self.piece.min(share.max(floor))
+            }
         }
     }
 
@@ -81,8 +107,9 @@ impl SegmentTable {
     /// `None` when there is nothing left worth taking.
     pub fn next(&mut self, worker: WorkerId) -> Option<(u64, u64)> {
         self.active.remove(&worker);
+        let piece = self.piece_now();
         if let Some(&(start, end)) = self.pending.first() {
-            let piece_end = end.min(start.saturating_add(self.piece));
+            let piece_end = end.min(start.saturating_add(piece));
             self.claim(worker, start, piece_end);
             return Some((start, piece_end));
         }
@@ -226,6 +253,32 @@ mod tests {
         table.advance(2, MIB, 3 * MIB);
         table.release(2);
         assert!(table.is_done());
+    }
+
+    #[test]
+    fn tapered_pieces_shrink_as_the_pending_work_runs_out() {
+        let total = 1024 * MIB;
+        let mut table =
+            SegmentTable::new(total, &RangeSet::new(), 16 * MIB, 4 * MIB).taper(16, 2 * MIB);
+        let mut sizes = Vec::new();
+        let mut worker = 0;
+        while let Some((start, end)) = table.next(worker % 16) {
+            // Each piece is fetched whole before its worker asks again.
+            table.advance(worker % 16, start, end - start);
+            sizes.push(end - start);
+            worker += 1;
+        }
+        assert!(table.is_done());
+        assert_eq!(
+            sizes.iter().sum::<u64>(),
+            total,
+            "every byte handed out once"
+        );
+        assert_eq!(sizes[0], 16 * MIB, "full pieces while plenty is pending");
+        assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "never growing");
+        assert!(*sizes.last().unwrap() <= 2 * MIB, "the floor at the end");
+        // The last round (one piece per worker) is small.
+        assert!(sizes[sizes.len() - 16..].iter().sum::<u64>() <= 40 * MIB);
     }
 
     #[test]
