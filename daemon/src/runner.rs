@@ -307,6 +307,7 @@ async fn offline_one(run: &JobRun<'_>, index: u32, file: FileRecord) -> Result<b
         live: run.live.clone(),
         progress: run.progress.clone(),
         last_event: Mutex::new(None),
+        early_owner: Mutex::new(None),
     });
     let local = url::Url::parse(&file.url)
         .ok()
@@ -396,13 +397,7 @@ impl JobProgress {
 }
 
 async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result<(), FetchError> {
-    let JobRun {
-        ctx,
-        job,
-        live,
-        limit,
-        ..
-    } = *run;
+    let JobRun { ctx, job, live, .. } = *run;
     let (cancel, progress) = (&run.cancel, &run.progress);
     file.state = FileState::Downloading;
     let part = part_path(&job.dest_dir, job.id, index);
@@ -415,51 +410,78 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
         live: live.clone(),
         progress: progress.clone(),
         last_event: Mutex::new(None),
+        early_owner: Mutex::new(None),
     });
     // Not flushed on its own: a file lost in "downloading" resumes like a queued one, and the
     // next durable write (its first checkpoint of bytes, or its completion) carries it.
     observer.send(false);
-    // The primary URL first, then mirrors: a mirror that keeps failing with network or server
-    // errors hands over to the next one, which resumes the same partial file.
-    if let Some(digests) = reuse_local_copy(ctx, &file, &part).await {
+    let started = Instant::now();
+    // A verified copy of the same bytes elsewhere makes the download unnecessary. (Asked
+    // before any request goes out: a reused file costs the server nothing.)
+    let reused = reuse_local_copy(ctx, &file, &part).await;
+    let dedupe_ms = started.elapsed().as_secs_f64() * 1e3;
+    if let Some(digests) = reused {
         let mut record = observer.record();
         record.endpoint = Some("local copy".into());
         observer.replace(record, false);
         return finish_file(run, index, &observer, &part, digests).await;
     }
+    let fetched = download(run, &file, &part, &observer, cancel).await;
+    let digests = fetched?;
+    let fetched_ms = started.elapsed().as_secs_f64() * 1e3;
+    let finished = finish_file(run, index, &observer, &part, digests).await;
+    // Where a file's time goes (the repository case is latency-bound): `mdld -v` shows it.
+    tracing::debug!(
+        job = job.id,
+        file = index,
+        dedupe_ms,
+        fetch_ms = fetched_ms - dedupe_ms,
+        finish_ms = started.elapsed().as_secs_f64() * 1e3 - fetched_ms,
+        "file timings"
+    );
+    finished
+}
+
+/// Fetch one file: the primary URL first, then mirrors (a mirror that keeps failing with
+/// network or server errors hands over to the next one, which resumes the same partial file).
+async fn download(
+    run: &JobRun<'_>,
+    file: &FileRecord,
+    part: &Path,
+    observer: &Arc<FileObserver>,
+    cancel: &CancellationToken,
+) -> Result<crate::engine::Digests, FetchError> {
     let urls: Vec<String> = std::iter::once(file.url.clone())
         .chain(file.fallback_urls.iter().cloned())
         .collect();
     let mut attempt = 0;
-    let digests = loop {
+    loop {
         let url = &urls[attempt];
         let spec = FetchSpec {
             url: url.clone(),
             headers: run.credentials.for_url(url),
-            part_path: part.clone(),
+            part_path: part.to_path_buf(),
             expected_size: file.size,
             checkpoint: observer.record().checkpoint,
             hashes: HashPlan {
                 md5: file.md5.is_some(),
                 git_sha1_len: file.git_sha1.as_ref().and(file.size),
             },
-            job_limit: Some(limit.clone()),
+            job_limit: Some(run.limit.clone()),
         };
-        match ctx.engine.fetch(spec, observer.clone(), cancel).await {
-            Ok(digests) => break digests,
+        match run.ctx.engine.fetch(spec, observer.clone(), cancel).await {
+            Ok(digests) => return Ok(digests),
             Err(FetchError::Failed {
                 kind: ErrorKind::Network,
                 message,
                 ..
             }) if attempt + 1 < urls.len() => {
-                tracing::warn!(job = job.id, %message, next = %crate::job::redact_url(&urls[attempt + 1]), "endpoint failed; trying the next one");
+                tracing::warn!(job = run.job.id, %message, next = %crate::job::redact_url(&urls[attempt + 1]), "endpoint failed; trying the next one");
                 attempt += 1;
             }
             Err(e) => return Err(e),
         }
-    };
-
-    finish_file(run, index, &observer, &part, digests).await
+    }
 }
 
 /// Verify a fetched (or reused) file, move it into place, make its links, and record it.
@@ -500,7 +522,20 @@ async fn finish_file(
         return Err(err);
     }
     // Never replace another job's verified file with other bytes (two URLs with one name).
-    if let Some(other) = owner_of(ctx, job.id, &dest, &digests.sha256).await {
+    let asked = Instant::now();
+    let early = observer
+        .early_owner
+        .lock()
+        .expect("early owner lock")
+        .take();
+    let owner = match early {
+        Some(early) if early.path == dest && early.sha256 == digests.sha256 => {
+            early.answer.await.ok().flatten()
+        }
+        _ => owner_of(ctx, job.id, &dest, &digests.sha256).await,
+    };
+    let owner_ms = asked.elapsed().as_secs_f64() * 1e3;
+    if let Some(other) = owner {
         let _ = std::fs::remove_file(part);
         crate::engine::sidecar::remove(part);
         record.checkpoint = FileCheckpoint::default();
@@ -526,6 +561,7 @@ async fn finish_file(
     // On a blocking thread: the directory's fsync is shared with the other files that finish
     // at the same time (finalize batches them), and waiting for it must not hold a runtime
     // worker.
+    let lock_ms = asked.elapsed().as_secs_f64() * 1e3 - owner_ms;
     let (from, to) = (part.to_path_buf(), dest.clone());
     tokio::task::spawn_blocking(move || finalize::install(&from, &to))
         .await
@@ -549,6 +585,13 @@ async fn finish_file(
         .fetch_add(digests.len, Ordering::Relaxed);
     live.set(index as usize, 0);
     observer.replace(record, true);
+    tracing::debug!(
+        job = job.id,
+        owner_ms,
+        lock_ms,
+        install_ms = asked.elapsed().as_secs_f64() * 1e3 - owner_ms - lock_ms,
+        "finish timings"
+    );
     tracing::info!(job = job.id, file = %dest.display(), sha256 = %digests.sha256, "verified and installed");
     Ok(())
 }
@@ -557,11 +600,6 @@ fn rel_of(record: &FileRecord) -> String {
     record.rel_path.clone().unwrap_or_default()
 }
 
-/// A verified copy of the same bytes (by sha256) from any earlier download, placed at `part`
-/// instead of downloading it again: a reflink where the filesystem has one, a hard link only
-/// when the settings allow it, else a copy (fsynced). The placed bytes are hashed again (reading
-/// is far cheaper than downloading), so a copy changed since it was verified is never reused;
-/// the caller verifies the digests like those of a download.
 /// The other job whose verified file with other bytes is at `path`, if any.
 async fn owner_of(ctx: &RunnerContext, job: JobId, path: &Path, sha256: &str) -> Option<JobId> {
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -576,20 +614,41 @@ async fn owner_of(ctx: &RunnerContext, job: JobId, path: &Path, sha256: &str) ->
     answer.await.ok()?
 }
 
+/// A verified copy of the same bytes (by sha256) from any earlier download, placed at `part`
+/// instead of downloading it again: a reflink where the filesystem has one, a hard link only
+/// when the settings allow it, else a copy (fsynced). The placed bytes are hashed again (reading
+/// is far cheaper than downloading), so a copy changed since it was verified is never reused;
+/// the caller verifies the digests like those of a download.
 async fn reuse_local_copy(
     ctx: &RunnerContext,
     file: &FileRecord,
     part: &Path,
 ) -> Option<crate::engine::Digests> {
+    let source = find_local_copy(ctx, file).await?;
+    place_local_copy(ctx, file, part, &source).await
+}
+
+/// Where a verified, unchanged copy of the file's bytes (by its expected sha256) is, if
+/// anywhere: the scheduler's answer.
+async fn find_local_copy(ctx: &RunnerContext, file: &FileRecord) -> Option<PathBuf> {
     let sha256 = file.sha256.clone()?;
     let (reply, answer) = tokio::sync::oneshot::channel();
     ctx.scheduler
-        .send(RunnerMessage::FindBySha256 {
-            sha256: sha256.clone(),
-            reply,
-        })
+        .send(RunnerMessage::FindBySha256 { sha256, reply })
         .ok()?;
-    let source = answer.await.ok()??;
+    answer.await.ok()?
+}
+
+/// Put the copy at `source` in place at `part` and hash it again (see [`reuse_local_copy`]);
+/// `None`, with no partial file left, when it is not the expected bytes any more.
+async fn place_local_copy(
+    ctx: &RunnerContext,
+    file: &FileRecord,
+    part: &Path,
+    source: &Path,
+) -> Option<crate::engine::Digests> {
+    let sha256 = file.sha256.clone()?;
+    let source = source.to_path_buf();
     let hard_links = ctx.engine.settings().dedupe_hard_links;
     let plan = HashPlan {
         md5: file.md5.is_some(),
@@ -632,6 +691,16 @@ struct FileObserver {
     live: Arc<LiveBytes>,
     progress: Arc<JobProgress>,
     last_event: Mutex<Option<Instant>>,
+    /// The owner question asked when the last byte arrived (see [`FetchObserver::received`]).
+    early_owner: Mutex<Option<EarlyOwner>>,
+}
+
+/// "Which other job's verified file is at `path`?", asked for the expected `sha256` while the
+/// file is being synced; the answer holds for the file if it verifies as that sha256.
+struct EarlyOwner {
+    path: PathBuf,
+    sha256: String,
+    answer: tokio::sync::oneshot::Receiver<Option<JobId>>,
 }
 
 impl FileObserver {
@@ -734,5 +803,34 @@ impl FetchObserver for FileObserver {
 
     fn retrying(&self, message: &str, delay: Duration) {
         tracing::info!(job = self.job, file = self.index, %message, ?delay, "will retry");
+    }
+
+    fn received(&self) {
+        // Ask the scheduler now, while the file's last sync runs, instead of after it
+        // (measured: a round trip of 1-5 ms a file, waiting for a store flush). Only with an
+        // expected sha256: a file that verifies has exactly those bytes, so the answer is the
+        // one the question after verification would get.
+        let record = self.record();
+        let (Some(sha256), Some(rel)) = (&record.sha256, &record.rel_path) else {
+            return;
+        };
+        let Ok(path) = safe_join(&self.dest_dir, rel) else {
+            return;
+        };
+        let sha256 = sha256.to_ascii_lowercase();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = self.ctx.scheduler.send(RunnerMessage::OwnerOf {
+            job: self.job,
+            path: path.clone(),
+            sha256: sha256.clone(),
+            reply,
+        });
+        if asked.is_ok() {
+            *self.early_owner.lock().expect("early owner lock") = Some(EarlyOwner {
+                path,
+                sha256,
+                answer,
+            });
+        }
     }
 }

@@ -159,3 +159,42 @@ async fn a_second_job_never_replaces_another_jobs_verified_file_with_other_bytes
     );
     assert_eq!(std::fs::read(dest.join("model.bin")).unwrap(), second);
 }
+
+/// With an expected sha256 the runner asks which job owns the final path while the file is
+/// still being synced (engine `received`); the answer must protect the other job's file just
+/// as the question after verification did, for small (in-memory) and threaded writes alike.
+#[tokio::test]
+async fn the_owner_question_asked_early_still_protects_another_jobs_file() {
+    let server = FileServer::start().await;
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    for (n, size) in [(1u64, 4096usize), (2, 3 << 20)] {
+        let first = testkit::pseudo_random_bytes(size, 10 * n);
+        let second = testkit::pseudo_random_bytes(size, 10 * n + 1);
+        let first_sha = testkit::sha256_hex(&first);
+        let second_sha = testkit::sha256_hex(&second);
+        server.add(&format!("/{n}/a/model.bin"), first.clone());
+        server.add(&format!("/{n}/b/model.bin"), second.clone());
+        let dest = daemon.downloads.join(format!("early-{n}"));
+        let url = |p: &str| server.url(&format!("/{n}/{p}/model.bin"));
+        let one = crate::add_url(&mut client, &url("a"), &dest, Some(&first_sha)).await;
+        assert_eq!(
+            daemon.wait_finished(one.id).await.state,
+            JobState::Completed
+        );
+        let two = crate::add_url(&mut client, &url("b"), &dest, Some(&second_sha)).await;
+        let done = daemon.wait_finished(two.id).await;
+        assert_eq!(done.state, JobState::Failed, "size {size}: {done:#?}");
+        let message = done.error.unwrap().message;
+        assert!(
+            message.contains(&format!("verified download of job {}", one.id)),
+            "{message}"
+        );
+        assert_eq!(std::fs::read(dest.join("model.bin")).unwrap(), first);
+        // The same bytes (and sha256) under the same name install fine.
+        server.add(&format!("/{n}/c/model.bin"), first.clone());
+        let three = crate::add_url(&mut client, &url("c"), &dest, Some(&first_sha)).await;
+        let three = daemon.wait_finished(three.id).await;
+        assert_eq!(three.state, JobState::Completed, "{three:#?}");
+    }
+}
