@@ -399,12 +399,28 @@ struct Syncer {
     /// The file and sink, until the thread is started with them.
     pending_start: Option<(File, Arc<dyn CheckpointSink>)>,
     sink: Arc<dyn CheckpointSink>,
-    tx: Option<std::sync::mpsc::Sender<(u64, FileCheckpoint)>>,
+    tx: Option<std::sync::mpsc::Sender<SyncItem>>,
     thread: Option<std::thread::JoinHandle<()>>,
     error: Arc<std::sync::Mutex<Option<io::Error>>>,
     /// Bumped by a truncate: checkpoints of the bytes thrown away are never reported.
     epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// Written bytes not yet handed to [`Syncer::write_back`]: `[start, end)` and their count.
+    unflushed: Option<(u64, u64)>,
+    unflushed_bytes: u64,
 }
+
+/// Work for the syncer thread.
+enum SyncItem {
+    /// Make everything written so far durable, then report this checkpoint (of this epoch).
+    Checkpoint(u64, FileCheckpoint),
+    /// Start writing `[start, end)` to the disk (no waiting, nothing reported).
+    WriteBack(u64, u64),
+}
+
+/// Written bytes of a file are handed to the syncer for early write-back in batches of this
+/// many: a file smaller than this (most of a repository's) never starts the syncer thread for
+/// it, and a large one sends one message per batch rather than one per write.
+const WRITE_BACK_BATCH: u64 = 8 * 1024 * 1024;
 
 impl Syncer {
     /// A syncer whose thread starts with the first checkpoint that covers bytes: a small file
@@ -417,6 +433,8 @@ impl Syncer {
             thread: None,
             error: Arc::new(std::sync::Mutex::new(None)),
             epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            unflushed: None,
+            unflushed_bytes: 0,
         }
     }
 
@@ -425,27 +443,48 @@ impl Syncer {
         let Some((file, sink)) = self.pending_start.take() else {
             return Ok(());
         };
-        let (tx, rx) = std::sync::mpsc::channel::<(u64, FileCheckpoint)>();
+        let (tx, rx) = std::sync::mpsc::channel::<SyncItem>();
         let (thread_error, thread_epoch) = (self.error.clone(), self.epoch.clone());
         let thread = std::thread::Builder::new()
             .name("mdl-sync".into())
             .spawn(move || {
-                while let Ok(mut item) = rx.recv() {
-                    while let Ok(newer) = rx.try_recv() {
-                        item = newer;
+                while let Ok(first) = rx.recv() {
+                    // Everything queued meanwhile: the newest checkpoint, and one range that
+                    // covers every write-back asked for.
+                    let mut checkpoint = None;
+                    let mut write_back: Option<(u64, u64)> = None;
+                    let mut next = Some(first);
+                    while let Some(item) = next {
+                        match item {
+                            SyncItem::Checkpoint(epoch, cp) => checkpoint = Some((epoch, cp)),
+                            SyncItem::WriteBack(start, end) => {
+                                write_back = Some(match write_back {
+                                    Some((s, e)) => (s.min(start), e.max(end)),
+                                    None => (start, end),
+                                })
+                            }
+                        }
+                        next = rx.try_recv().ok();
                     }
-                    if item.0 != thread_epoch.load(Ordering::SeqCst) {
-                        continue;
-                    }
+                    let checkpoint = checkpoint
+                        .filter(|(epoch, _)| *epoch == thread_epoch.load(Ordering::SeqCst));
                     // A checkpoint of validators alone (no bytes yet) has nothing to make durable.
-                    if item.1.ranges.covered() > 0 {
+                    let syncs = checkpoint
+                        .as_ref()
+                        .is_some_and(|(_, cp)| cp.ranges.covered() > 0);
+                    if syncs {
                         if let Err(e) = file.sync_data() {
                             *thread_error.lock().expect("sync error lock") = Some(e);
                             return;
                         }
+                    } else if let Some((start, end)) = write_back {
+                        // On this thread, not the writer's: a busy disk may make it wait.
+                        start_writeback(&file, start, end - start);
                     }
-                    if item.0 == thread_epoch.load(Ordering::SeqCst) {
-                        sink.durable(item.1);
+                    if let Some((epoch, cp)) = checkpoint {
+                        if epoch == thread_epoch.load(Ordering::SeqCst) {
+                            sink.durable(cp);
+                        }
                     }
                 }
             })?;
@@ -467,7 +506,31 @@ impl Syncer {
         }
         let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
         if let Some(tx) = &self.tx {
-            let _ = tx.send((epoch, checkpoint));
+            let _ = tx.send(SyncItem::Checkpoint(epoch, checkpoint));
+        }
+        Ok(())
+    }
+
+    /// `[start, end)` was written: once a batch of such bytes is together, have the syncer
+    /// thread start their write-back (see [`start_writeback`]), so the checkpoints' syncs and
+    /// the final one find them on the disk already. Only a hint: errors show up in the syncs.
+    fn written(&mut self, start: u64, end: u64) -> io::Result<()> {
+        self.unflushed = Some(match self.unflushed {
+            Some((s, e)) => (s.min(start), e.max(end)),
+            None => (start, end),
+        });
+        self.unflushed_bytes += end - start;
+        if self.unflushed_bytes < WRITE_BACK_BATCH {
+            return Ok(());
+        }
+        let Some((start, end)) = self.unflushed.take() else {
+            return Ok(());
+        };
+        self.unflushed_bytes = 0;
+        self.failed()?;
+        self.start()?;
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(SyncItem::WriteBack(start, end));
         }
         Ok(())
     }
@@ -498,7 +561,7 @@ impl Syncer {
 impl WriterState {
     fn write(&mut self, offset: u64, data: Chunks) -> io::Result<()> {
         let len = write_chunks_at(&self.file, &data, offset)?;
-        start_writeback(&self.file, offset, len);
+        self.syncer.written(offset, offset + len)?;
         self.ranges.insert(offset, offset + len);
         self.record_written()?;
         self.hasher.send(HashMessage::Written { offset, data })
@@ -577,13 +640,13 @@ fn write_chunks_at(file: &File, chunks: &[Bytes], offset: u64) -> io::Result<u64
     Ok(at - offset)
 }
 
-/// Start writing `len` bytes at `offset` to the disk now, without waiting for it
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Only a hint, so errors are ignored: durability
-/// still comes from the checkpoints' `fdatasync` and the final `fsync`, which then find most
-/// pages already written. Without it the page cache holds a download's bytes until one of
-/// those syncs (the machine's dirty limits are far above a file's size), and the last sync
-/// writes up to a checkpoint's worth after the last byte, or each small file of a repository
-/// waits for all of its bytes at once.
+/// Start writing `len` bytes at `offset` to the disk now, without waiting for it to complete
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`; it may wait for room in a busy disk's queue, so
+/// the syncer thread calls it, never the writer). Only a hint, so errors are ignored:
+/// durability still comes from the checkpoints' `fdatasync` and the final `fsync`, which then
+/// find most pages written already. Without it the page cache holds a download's bytes until
+/// one of those syncs (the machine's dirty limits are far above a file's size), and the final
+/// sync writes up to a checkpoint's worth (128 MiB) after the last byte.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)] // One syscall on our own descriptor; the workspace denies unsafe elsewhere.
 fn start_writeback(file: &File, offset: u64, len: u64) {
@@ -1174,6 +1237,37 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), data);
         let checkpoints = sink.0.lock().unwrap();
         assert_eq!(checkpoints.last().unwrap().ranges.ranges(), &[(0, 50_000)]);
+    }
+
+    #[tokio::test]
+    async fn a_large_file_is_written_back_early_and_still_checkpointed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let sink = Arc::new(Recorder::default());
+        // Several write-back batches, out of order, with a checkpoint between them.
+        let data = pattern(3 * WRITE_BACK_BATCH as usize + 12_345);
+        let half = data.len() / 2;
+        let mut w =
+            WriterHandle::spawn(&path, RangeSet::new(), HashPlan::default(), sink.clone(), 4)
+                .unwrap();
+        for (start, end) in [(half, data.len()), (0, half)] {
+            for at in (start..end).step_by(1 << 20) {
+                let to = (at + (1 << 20)).min(end);
+                w.write(at as u64, Bytes::copy_from_slice(&data[at..to]))
+                    .await
+                    .unwrap();
+            }
+            w.checkpoint(FileCheckpoint::default()).await.unwrap();
+        }
+        let digests = w.finish().await.unwrap();
+        assert_eq!(digests.sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        let checkpoints = sink.0.lock().unwrap();
+        assert_eq!(
+            checkpoints.last().unwrap().ranges.ranges(),
+            &[(0, data.len() as u64)],
+            "the write-back hints never replace or reorder a checkpoint"
+        );
     }
 
     #[test]
