@@ -863,9 +863,22 @@ impl<'a> Attempt<'a> {
             .saturating_sub(in_flight)
             .max(settings.write_buffer_bytes as u64);
         // Ok(true): hand the stream to segments.
+        // The probe also decides on a timer, not only when a chunk arrives: a capped server
+        // sends a burst and then pauses (nginx's limit_rate: ~90 ms after the first 2 MiB at
+        // 25 MiB/s), and waiting for the next chunk delayed the split by that pause.
+        let mut probe_at = tokio::time::Instant::from_std(probe_start.0) + EARLY_SPLIT_PROBE;
         let result: Result<bool, AttemptError> = loop {
             let next = tokio::select! {
                 _ = self.cancel.cancelled() => break Err(AttemptError::Stop(FetchError::Interrupted)),
+                _ = tokio::time::sleep_until(probe_at), if may_split => {
+                    let received = buffer_start + buffer.len - probe_start.1;
+                    match split_decision(probe_start.0.elapsed(), received, settings.single_stream_above) {
+                        Some(true) => break Ok(true),
+                        Some(false) => may_split = false,
+                        None => probe_at = tokio::time::Instant::from_std(probe_start.0) + SPLIT_PROBE,
+                    }
+                    continue;
+                }
                 n = stall.next(&mut stream) => n,
             };
             match next {

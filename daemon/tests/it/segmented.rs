@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mdl_protocol::JobState;
 use testkit::daemon::TestDaemon;
-use testkit::{pseudo_random_bytes, Behavior, FileServer};
+use testkit::{pseudo_random_bytes, Behavior, Fault, FileServer};
 
 use crate::add_url;
 
@@ -189,5 +189,48 @@ async fn the_per_host_cap_holds_across_jobs() {
         server.max_in_flight(),
         3,
         "three jobs of four segments each shared three connections"
+    );
+}
+
+/// A first connection that goes quiet right after its first bytes (the burst-then-pause of a
+/// capped server such as nginx's `limit_rate`, at its extreme) is split when the probe's time
+/// is up, not only when its next chunk arrives (here: only after the stall is detected).
+#[tokio::test]
+async fn the_split_probe_decides_on_time_when_the_first_connection_pauses() {
+    let server = FileServer::start().await;
+    let file = server.add("/pause.bin", pseudo_random_bytes(8 * MIB as usize, 43));
+    server.set_behavior(
+        "/pause.bin",
+        Behavior {
+            responses: vec![Fault::StallAfter(256 * 1024)],
+            ..Default::default()
+        },
+    );
+    let daemon = TestDaemon::start_with(|s| {
+        segmented(s, 4);
+        s.engine.stall_min = Duration::from_secs(3);
+    })
+    .await;
+    let mut client = daemon.client().await;
+    let started = Instant::now();
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    while server.stats("/pause.bin").requests < 2 {
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "no second connection within 1.5 s: the split waited for the stalled connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(
+        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("pause.bin")).unwrap()),
+        file.sha256
     );
 }
