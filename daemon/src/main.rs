@@ -23,25 +23,8 @@ struct Args {
     verbose: u8,
 }
 
-/// One malloc arena for the whole daemon, set before any thread starts. glibc gives each
-/// thread that allocates an arena of its own and keeps each at its peak: a walk over a store
-/// of 100k jobs on one runtime thread, then another on the other, left ~70 MiB resident
-/// where one arena holds ~50 (bench/README.md, "Memory"). Nothing on the byte path
-/// allocates per byte, so the shared arena's lock costs nothing measurable there.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // One libc call with constant arguments, before any other thread exists.
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets a tunable of the allocator; called while single-threaded.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
+    mdld::memory::use_one_arena();
     let args = Args::parse();
     let default_level = match args.verbose {
         0 => "info",

@@ -1363,16 +1363,7 @@ mod recovery_tests {
             store.put_job(&job(1, 0, 1)).unwrap();
             store.put_job(&job(2, 0, 2)).unwrap();
             // Flip a byte inside job 2's record: the checksum catches it.
-            let mut bytes = store
-                .jobs
-                .get(2u64.to_be_bytes())
-                .unwrap()
-                .unwrap()
-                .to_vec();
-            let at = bytes.iter().position(|&b| b == b'1').unwrap();
-            bytes[at] = b'7';
-            store.jobs.insert(2u64.to_be_bytes(), bytes).unwrap();
-            store.flush_blocking().unwrap();
+            damage_job_2(&store);
         }
         let store = open(&store_dir);
         let health = store.health();

@@ -657,6 +657,7 @@ pub async fn run(
             Ok(())
         })
         .await;
+    crate::memory::release_free_memory_soon();
     repair(&services, damaged);
 
     let mut dirty: HashSet<JobId> = HashSet::new();
