@@ -17,6 +17,7 @@ pub mod engine;
 pub mod handlers;
 pub mod job;
 pub mod layout;
+pub mod memory;
 pub mod ranges;
 pub mod runner;
 pub mod scheduler;

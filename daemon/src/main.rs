@@ -24,6 +24,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    mdld::memory::use_one_arena();
     let args = Args::parse();
     let default_level = match args.verbose {
         0 => "info",

@@ -138,6 +138,12 @@ pub struct Scheduler {
 pub struct WatchStatus {
     /// True once every completed file was checked after the start.
     pub startup_check_done: bool,
+    /// Watched files present exactly as verified (as the integrity watcher counts them).
+    pub files_intact: u64,
+    /// Watched files gone from disk.
+    pub files_missing: u64,
+    /// Watched files whose size, time stamp or bytes changed.
+    pub files_modified: u64,
     /// `notify`, `poll`, `notify+poll` or `off`.
     pub mode: String,
     /// The polling interval, where polling is used.
@@ -330,6 +336,13 @@ impl Scheduler {
         }
         self.flush_pending = true;
         self.commit().await;
+        // Every record written and flushed, no runner left: the next start need not check
+        // every record again.
+        if self.running.is_empty() && self.store_write_error.is_none() {
+            if let Err(e) = self.store.mark_closed_cleanly().await {
+                tracing::warn!("cannot mark the store closed cleanly: {e}");
+            }
+        }
         let _ = self.events.send(Event::End);
     }
 
@@ -682,11 +695,16 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Every file of a completed job that is not running and was verified: what the
-    /// integrity watcher watches.
-    pub fn completed_files(&self) -> Result<Vec<WatchedFile>, StoreError> {
+    /// The completed files of the completed, idle jobs after `after` (by id), a page at a
+    /// time: whole jobs until `limit` files are gathered; with the id to go on after, or
+    /// `None` after the last job. One page at a time keeps a store of 100k jobs light.
+    pub fn completed_files_after(
+        &self,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<(Vec<WatchedFile>, Option<JobId>), StoreError> {
         let mut out = Vec::new();
-        for job in self.store.jobs_after(None) {
+        for job in self.store.jobs_after(after) {
             let job = job?;
             // Only a completed job's files are watched: skip the others' file records.
             if job.state != JobState::Completed || self.running.contains_key(&job.id) {
@@ -695,11 +713,30 @@ impl Scheduler {
             for (index, file) in self.store.files(job.id)?.iter().enumerate() {
                 out.extend(self.watched(&job, index as u32, file));
             }
+            if out.len() >= limit {
+                return Ok((out, Some(job.id)));
+            }
         }
-        Ok(out)
+        Ok((out, None))
     }
 
-    /// One file as [`Scheduler::completed_files`] lists it, if it is one of those.
+    /// The watched files of one job: none unless it is completed and idle.
+    pub fn watched_files_of(&self, id: JobId) -> Result<Vec<WatchedFile>, StoreError> {
+        let Some(job) = self.store.get_job(id)? else {
+            return Ok(Vec::new());
+        };
+        if job.state != JobState::Completed || self.running.contains_key(&id) {
+            return Ok(Vec::new());
+        }
+        let files = self.store.files(id)?;
+        Ok(files
+            .iter()
+            .enumerate()
+            .filter_map(|(index, file)| self.watched(&job, index as u32, file))
+            .collect())
+    }
+
+    /// One file as [`Scheduler::completed_files_after`] lists it, if it is one of those.
     pub fn watched_file(&self, id: JobId, index: u32) -> Result<Option<WatchedFile>, StoreError> {
         let (Some(job), Some(file)) = (self.store.get_job(id)?, self.store.get_file(id, index)?)
         else {
@@ -778,19 +815,11 @@ impl Scheduler {
 
     /// How the watched files and the watchers are (the reply to `Request::Health`).
     pub fn health_info(&self) -> HealthInfo {
-        let (mut intact, mut missing, mut modified) = (0, 0, 0);
-        for file in self.completed_files().unwrap_or_default() {
-            match file.state {
-                FileState::Missing => missing += 1,
-                FileState::Modified => modified += 1,
-                _ => intact += 1,
-            }
-        }
         let w = &self.watch;
         HealthInfo {
-            files_intact: intact,
-            files_missing: missing,
-            files_modified: modified,
+            files_intact: w.files_intact,
+            files_missing: w.files_missing,
+            files_modified: w.files_modified,
             startup_check_done: w.startup_check_done,
             watch_mode: if w.mode.is_empty() {
                 "off".into()

@@ -112,8 +112,14 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
                 }
             }
             Reply::Response(response) => {
+                let large = matches!(&response, Response::AddedMany(added) if added.len() > 1000);
                 if !send(&mut conn, &response).await {
                     return;
+                }
+                if large {
+                    // The request's and the reply's memory is free now: give it back.
+                    drop(response);
+                    crate::memory::release_free_memory_soon();
                 }
             }
             Reply::Jobs(pages) => {

@@ -284,6 +284,9 @@ const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
 const INDEX_FORMAT: u32 = 1;
 /// The meta key of [`INDEX_FORMAT`].
 const META_INDEX_FORMAT: &str = "index_format";
+/// Key of the mark a clean close leaves: `[SCHEMA_VERSION, INDEX_FORMAT]` of the daemon that
+/// closed the store with every write flushed.
+const META_CLOSED_CLEANLY: &str = "closed_cleanly";
 
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     let config = sled::Config::new()
@@ -453,9 +456,56 @@ impl Store {
             db,
         };
         store.health = health;
-        store.rebuild_queue()?;
+        if store.take_clean_close()? {
+            store.requeue_interrupted()?;
+        } else {
+            store.rebuild_queue()?;
+        }
         store.find_lost(dir)?;
         Ok(store)
+    }
+
+    /// Leave the mark of a clean close: every write is flushed and the indexes agree with
+    /// the records, so the next open (of a daemon of the same schema) need not read every
+    /// record again. Flushes; the caller writes nothing after it.
+    pub async fn mark_closed_cleanly(&self) -> Result<(), StoreError> {
+        self.put_meta(META_CLOSED_CLEANLY, &[SCHEMA_VERSION, INDEX_FORMAT])?;
+        self.flush().await
+    }
+
+    /// Whether the store was closed cleanly by a daemon that wrote what this one writes;
+    /// the mark is taken away either way, so a crash from now on means a full check at the
+    /// next open (sled recovers a prefix of its log: a later write that survives implies
+    /// the mark's removal did).
+    fn take_clean_close(&mut self) -> Result<bool, StoreError> {
+        let mark = self
+            .get_meta::<[u32; 2]>(META_CLOSED_CLEANLY)
+            .ok()
+            .flatten();
+        if mark.is_some() {
+            self.meta.remove(META_CLOSED_CLEANLY)?;
+        }
+        let indexes_current = matches!(
+            self.get_meta::<u32>(META_INDEX_FORMAT),
+            Ok(Some(INDEX_FORMAT))
+        );
+        Ok(mark == Some([SCHEMA_VERSION, INDEX_FORMAT]) && indexes_current)
+    }
+
+    /// After a clean close: the jobs that were running when it closed are queued again. The
+    /// queue index holds every runnable job, so only those records are read (a store of
+    /// 100k finished jobs opens without reading them: sled keeps every page a walk touches).
+    fn requeue_interrupted(&mut self) -> Result<(), StoreError> {
+        for id in self.queue_order()? {
+            let Some(mut job) = self.get_job(id)? else {
+                continue;
+            };
+            if matches!(job.state, JobState::Running | JobState::Verifying) {
+                job.state = JobState::Queued;
+                self.put_job(&job)?;
+            }
+        }
+        Ok(())
     }
 
     /// Close the store and open it again, as a restart would (queue rebuilt, health checked
@@ -1200,6 +1250,20 @@ mod recovery_tests {
         Store::open(dir, |_, _| Ok(())).unwrap()
     }
 
+    /// Open once the last handle of an earlier store is gone: an async flush leaves sled's
+    /// thread pool holding one for a moment after it returned.
+    fn open_when_released(dir: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(dir, |_, _| Ok(())) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                result => return result.unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn reopen_in_the_same_process_takes_the_lock_again_and_keeps_the_store() {
         let dir = tempfile::tempdir().unwrap();
@@ -1223,6 +1287,73 @@ mod recovery_tests {
         assert!(open(&store_dir).get_job(3).unwrap().is_some());
     }
 
+    /// Damage job 2's record in place (its checksum no longer matches).
+    fn damage_job_2(store: &Store) {
+        let mut bytes = store
+            .jobs
+            .get(2u64.to_be_bytes())
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        let at = bytes.iter().position(|&b| b == b'1').unwrap();
+        bytes[at] = b'7';
+        store.jobs.insert(2u64.to_be_bytes(), bytes).unwrap();
+        store.flush_blocking().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_clean_close_lets_the_next_open_skip_the_full_check_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        {
+            let store = open_when_released(&store_dir);
+            let mut running = job(1, 5, 1);
+            running.state = JobState::Running;
+            store.put_job(&running).unwrap();
+            store.put_job(&job(2, 0, 2)).unwrap();
+            let mut done = job(3, 0, 3);
+            done.state = JobState::Completed;
+            store.put_job(&done).unwrap();
+            store.mark_closed_cleanly().await.unwrap();
+        }
+        {
+            // Opened without the walk: the running job is queued again all the same, the
+            // queue order holds, and the mark is gone.
+            let store = open_when_released(&store_dir);
+            assert_eq!(store.get_job(1).unwrap().unwrap().state, JobState::Queued);
+            assert_eq!(store.queue_order().unwrap(), vec![1, 2]);
+            assert_eq!(
+                store.get_meta::<[u32; 2]>(META_CLOSED_CLEANLY).unwrap(),
+                None
+            );
+            assert!(store.health().damaged.is_empty());
+            // Damaged while open, then a crash (no clean close).
+            damage_job_2(&store);
+        }
+        // The crash is noticed: every record is checked again, and the damage is found.
+        let store = open_when_released(&store_dir);
+        assert_eq!(store.health().damaged.len(), 1, "{:?}", store.health());
+        assert_eq!(store.queue_order().unwrap(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_clean_close_mark_of_another_schema_or_index_format_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        {
+            let store = open_when_released(&store_dir);
+            store.put_job(&job(1, 0, 1)).unwrap();
+            store.put_job(&job(2, 0, 2)).unwrap();
+            store.mark_closed_cleanly().await.unwrap();
+            store
+                .put_meta(META_CLOSED_CLEANLY, &[SCHEMA_VERSION - 1, INDEX_FORMAT])
+                .unwrap();
+            damage_job_2(&store);
+        }
+        let store = open_when_released(&store_dir);
+        assert_eq!(store.health().damaged.len(), 1, "{:?}", store.health());
+    }
+
     #[test]
     fn a_damaged_record_is_set_aside_and_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
@@ -1232,16 +1363,7 @@ mod recovery_tests {
             store.put_job(&job(1, 0, 1)).unwrap();
             store.put_job(&job(2, 0, 2)).unwrap();
             // Flip a byte inside job 2's record: the checksum catches it.
-            let mut bytes = store
-                .jobs
-                .get(2u64.to_be_bytes())
-                .unwrap()
-                .unwrap()
-                .to_vec();
-            let at = bytes.iter().position(|&b| b == b'1').unwrap();
-            bytes[at] = b'7';
-            store.jobs.insert(2u64.to_be_bytes(), bytes).unwrap();
-            store.flush_blocking().unwrap();
+            damage_job_2(&store);
         }
         let store = open(&store_dir);
         let health = store.health();

@@ -617,7 +617,9 @@ function connect() {
       let data = null;
       try { data = JSON.parse(e.data); } catch (err) { return; }
       if (name === "error") { setConn("down"); return; }
-      if (name === "file_changed") scheduleHealth();
+      // The health counts change with a mark, and when a download finishes, is queued again
+      // (a repair) or is removed.
+      if (["file_changed", "completed", "queued", "removed"].includes(name)) scheduleHealth();
       onEvent(name, data);
     });
   }

@@ -21,6 +21,8 @@ pub struct JobPages {
     skip: Arc<HashSet<JobId>>,
     /// Where the next page starts; `None` before the first page.
     next: Option<Option<JobId>>,
+    /// Jobs listed so far.
+    listed: usize,
     done: bool,
 }
 
@@ -34,6 +36,7 @@ impl JobPages {
             let (page, skip) = self.services.call(|s| Ok(s.queued_job_infos())).await?;
             self.skip = Arc::new(skip);
             self.next = Some(None);
+            self.listed = page.len();
             return Ok(Some(page));
         };
         let skip = self.skip.clone();
@@ -41,9 +44,16 @@ impl JobPages {
             .services
             .call(move |s| Ok(s.job_infos_after(after, PAGE_LEN, &skip)?))
             .await?;
+        self.listed += page.len();
         match next {
             Some(id) => self.next = Some(Some(id)),
-            None => self.done = true,
+            None => {
+                self.done = true;
+                // A long listing's pages are gone: give their memory back.
+                if self.listed > PAGE_LEN {
+                    crate::memory::release_free_memory_soon();
+                }
+            }
         }
         Ok(Some(page))
     }
@@ -55,6 +65,7 @@ pub fn list(services: &Services) -> JobPages {
         services: services.clone(),
         skip: Default::default(),
         next: None,
+        listed: 0,
         done: false,
     }
 }

@@ -517,4 +517,32 @@ async fn hub_cache_files_are_watched_through_the_snapshot_link_and_the_blob() {
     assert_eq!(repaired.files.len(), 2);
     assert_eq!(std::fs::read(&link).unwrap(), b"{\"hidden\": 8}\n");
     assert_eq!(std::fs::read(&blob).unwrap(), model.content);
+    // The health counts follow: both files intact again, nothing missing.
+    poll_until(NOTICE, || async {
+        let h = daemon.client().await.health().await.unwrap();
+        (h.files_intact, h.files_missing, h.files_modified) == (2, 0, 0)
+    })
+    .await;
+
+    // Changed in place through the snapshot link (an editor saving config.json), then
+    // verified: the count of modified files goes back to zero too.
+    std::fs::write(&link, b"{\"edited\": true}").unwrap();
+    poll_until(NOTICE, || async {
+        let h = daemon.client().await.health().await.unwrap();
+        (h.files_intact, h.files_modified) == (1, 1)
+    })
+    .await;
+    client.verify(vec![], vec![]).await.unwrap();
+    daemon
+        .wait_job(job.id, Duration::from_secs(30), |j| {
+            j.state == JobState::Completed
+                && j.files.iter().all(|f| f.state == FileState::Completed)
+        })
+        .await;
+    poll_until(NOTICE, || async {
+        let h = daemon.client().await.health().await.unwrap();
+        (h.files_intact, h.files_missing, h.files_modified) == (2, 0, 0)
+    })
+    .await;
+    assert_eq!(std::fs::read(&link).unwrap(), b"{\"hidden\": 8}\n");
 }
