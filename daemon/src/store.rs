@@ -646,14 +646,8 @@ impl Store {
             if rebuild {
                 self.index_destination(&job)?;
                 if job.state == JobState::Completed {
-                    for entry in self.files.scan_prefix(job.id.to_be_bytes()) {
-                        let (key, value) = entry?;
-                        let (Ok(file), Some((_, index))) = (
-                            decode_record::<FileRecord>("files", &value),
-                            decode_file_ref(&key),
-                        ) else {
-                            continue;
-                        };
+                    for entry in self.decodable_files(job.id) {
+                        let (_, index, file) = entry?;
                         if let (FileState::Completed, Some(rel)) = (file.state, &file.rel_path) {
                             self.set_owner(&job.dest_dir.join(rel), job.id, index)?;
                         }
@@ -983,6 +977,25 @@ impl Store {
             .collect()
     }
 
+    /// A job's file records that decode, with their keys and indexes; one that does not
+    /// decode is skipped (what it would have indexed is found by the lookups' record checks).
+    fn decodable_files(
+        &self,
+        id: JobId,
+    ) -> impl Iterator<Item = Result<(sled::IVec, u32, FileRecord), StoreError>> + '_ {
+        self.files
+            .scan_prefix(id.to_be_bytes())
+            .filter_map(|entry| {
+                let (key, value) = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let file = decode_record::<FileRecord>("files", &value).ok()?;
+                let (_, index) = decode_file_ref(&key)?;
+                Some(Ok((key, index, file)))
+            })
+    }
+
     /// Remove a job and its files.
     pub fn delete_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         let key = [
@@ -991,14 +1004,8 @@ impl Store {
         ]
         .concat();
         self.by_destination.remove(key)?;
-        for entry in self.files.scan_prefix(job.id.to_be_bytes()) {
-            let (key, value) = entry?;
-            let (Ok(file), Some((_, index))) = (
-                decode_record::<FileRecord>("files", &value),
-                decode_file_ref(&key),
-            ) else {
-                continue;
-            };
+        for entry in self.decodable_files(job.id) {
+            let (key, index, file) = entry?;
             if let Some(sha) = &file.verified_sha256 {
                 self.by_sha256
                     .remove([sha256_prefix(sha).as_slice(), &key].concat())?;
