@@ -202,7 +202,9 @@ async fn a_person_downloads_a_model_in_the_browser() {
     // A hub with the README's example model, and a file server with a direct link.
     let hub = HfMock::start().await;
     hub.add_repo(example_repo());
-    hub.set_cdn_throttle(Some(6 * MIB as u64));
+    // Slow enough per connection that the model is still downloading when the page pauses
+    // it, after the screenshots, also on a loaded machine (at 6 MiB/s it could finish first).
+    hub.set_cdn_throttle(Some(2 * MIB as u64));
     let files = FileServer::start().await;
     let weights = files.add(
         "/models/tiny-llama.Q4_K_M.gguf",
