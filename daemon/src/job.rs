@@ -296,6 +296,11 @@ pub fn now_ms() -> u64 {
 /// Remove credentials (`user:password@`) and query strings that look signed from a URL, for
 /// display and logs.
 pub fn redact_url(url: &str) -> String {
+    // Credentials need a userinfo (`@`) or a query (`?`): without either there is nothing to
+    // remove, and the text stays as the user gave it (no parse: listings call this per job).
+    if !url.contains(['@', '?']) {
+        return url.to_string();
+    }
     match url::Url::parse(url) {
         // Only web URLs carry credentials this way (`civitai://MODEL@VERSION` is no userinfo).
         Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => url.to_string(),

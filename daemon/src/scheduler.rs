@@ -7,6 +7,10 @@
 //! while fewer than the concurrency limit run, then *commits*: one store flush for everything
 //! the batch wrote, and only then the events the batch produced and the replies to the calls
 //! it ran. So a reply that reports a state change, and every event, describes durable state.
+//! The flush runs beside the loop (a [`Flight`]): while it runs the scheduler goes on taking
+//! messages and calls, answers runners' questions (which report no state to anyone), and
+//! holds the replies and events of that time for the next commit, which starts when the flush
+//! in flight has landed. One flush at a time, in order.
 //! Events go out on a broadcast channel that is for observation only: it may lag and drop,
 //! and nothing waits for it.
 
@@ -103,6 +107,15 @@ struct Running {
 /// Resolves once a stopped job's final state is durable (see [`Scheduler::stop`]).
 pub type StopWaiter = oneshot::Receiver<()>;
 
+/// A store flush in progress, and what waits for it to land: the events and replies of the
+/// batches it makes durable, and the partial files to delete after it.
+struct Flight {
+    flush: tokio::task::JoinHandle<Result<(), StoreError>>,
+    events: Vec<Event>,
+    replies: Vec<Deliver>,
+    cleanups: Vec<finalize::Cleanup>,
+}
+
 /// The scheduler's state: the store, the running set and the runtime limits.
 pub struct Scheduler {
     store: Store,
@@ -122,6 +135,8 @@ pub struct Scheduler {
     pending_cleanups: Vec<finalize::Cleanup>,
     /// Replies to send once the records their calls wrote are flushed.
     pending_replies: Vec<Deliver>,
+    /// The flush in progress, if one is.
+    flight: Option<Flight>,
     /// Why the store cannot write now (a full data directory), until a flush succeeds again.
     /// While it is set no job starts, running jobs are stopped, and the store is retried
     /// every [`STORE_RETRY`].
@@ -250,6 +265,7 @@ impl Scheduler {
             pending_events: Vec::new(),
             pending_replies: Vec::new(),
             pending_cleanups: Vec::new(),
+            flight: None,
             store_write_error: None,
             store_needs_reopen: false,
             watch: WatchStatus::default(),
@@ -286,8 +302,11 @@ impl Scheduler {
                         Some(call) => self.run_call(call),
                         None => break,
                     },
+                    landed = async { (&mut self.flight.as_mut().expect("guarded").flush).await },
+                        if self.flight.is_some() => self.land(landed),
                     _ = self.shutdown.cancelled() => break,
-                    _ = store_retry.tick(), if self.store_write_error.is_some() => {
+                    _ = store_retry.tick(),
+                        if self.store_write_error.is_some() && self.flight.is_none() => {
                         self.try_recover_store().await;
                     }
                 }
@@ -305,7 +324,7 @@ impl Scheduler {
                     }
                 }
                 self.schedule();
-                self.commit().await;
+                self.take_off();
             }
             self.stop_all(&mut runner_rx).await;
         });
@@ -347,27 +366,79 @@ impl Scheduler {
     }
 
     /// Make the records written since the last commit durable, then send the events and the
-    /// replies that describe them.
+    /// replies that describe them; waits for a flush in flight first.
     async fn commit(&mut self) {
-        let mut durable = Ok(());
-        if std::mem::take(&mut self.flush_pending) {
-            match self.store.flush().await {
-                Err(e) => {
-                    self.store_cannot_write(e.to_string());
-                    self.store_needs_reopen = true;
-                    durable = Err(e.to_string());
-                }
-                Ok(()) => self.store_write_error = None,
-            }
+        if let Some(flight) = &mut self.flight {
+            let landed = (&mut flight.flush).await;
+            self.land(landed);
         }
-        for event in std::mem::take(&mut self.pending_events) {
+        self.take_off();
+        if let Some(flight) = &mut self.flight {
+            let landed = (&mut flight.flush).await;
+            self.land(landed);
+        }
+    }
+
+    /// Commit without waiting: unless a flush is in flight (the next one starts when it
+    /// lands), start one for what the batches since the last wrote, or, if they wrote
+    /// nothing, send their events and replies now.
+    fn take_off(&mut self) {
+        if self.flight.is_some() {
+            return;
+        }
+        let events = std::mem::take(&mut self.pending_events);
+        let replies = std::mem::take(&mut self.pending_replies);
+        let cleanups = std::mem::take(&mut self.pending_cleanups);
+        if std::mem::take(&mut self.flush_pending) {
+            self.flight = Some(Flight {
+                flush: tokio::spawn(self.store.flush_owned()),
+                events,
+                replies,
+                cleanups,
+            });
+        } else {
+            self.deliver(Ok(()), events, replies, cleanups);
+        }
+    }
+
+    /// The flush in flight ended with `landed`: send what waited for it, then start the next.
+    fn land(&mut self, landed: Result<Result<(), StoreError>, tokio::task::JoinError>) {
+        let Some(flight) = self.flight.take() else {
+            return;
+        };
+        let durable = match landed {
+            Ok(Ok(())) => {
+                self.store_write_error = None;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the store's flush failed: {e}")),
+        };
+        if let Err(e) = &durable {
+            self.store_cannot_write(e.clone());
+            self.store_needs_reopen = true;
+        }
+        self.deliver(durable, flight.events, flight.replies, flight.cleanups);
+        self.take_off();
+    }
+
+    /// Send events and replies whose records are durable (or say why they are not), and start
+    /// deleting the partial files that waited for them.
+    fn deliver(
+        &mut self,
+        durable: Result<(), String>,
+        events: Vec<Event>,
+        replies: Vec<Deliver>,
+        cleanups: Vec<finalize::Cleanup>,
+    ) {
+        for event in events {
             let _ = self.events.send(event);
         }
-        for deliver in std::mem::take(&mut self.pending_replies) {
+        for deliver in replies {
             deliver(durable.clone());
         }
         // Deleting files waits on the disk: never in this task.
-        for cleanup in std::mem::take(&mut self.pending_cleanups) {
+        for cleanup in cleanups {
             tokio::task::spawn_blocking(move || cleanup.run());
         }
     }
@@ -1316,11 +1387,45 @@ impl Scheduler {
         limit: usize,
         skip: &std::collections::HashSet<JobId>,
     ) -> Result<(Vec<JobInfo>, Option<JobId>), StoreError> {
+        self.settled_jobs().page_after(after, limit, skip)
+    }
+
+    /// The jobs that cannot run (finished, failed, paused...), to be read page by page beside
+    /// the scheduler: their views need nothing but their records, so a long listing does not
+    /// hold up the scheduler.
+    pub fn settled_jobs(&self) -> SettledJobs {
+        SettledJobs {
+            records: self.store.reader(),
+        }
+    }
+}
+
+/// A read-only view of the jobs that cannot run ([`Scheduler::settled_jobs`]), for listings
+/// read beside the scheduler: no live bytes and no runner belong to them, so their records
+/// alone make their views.
+#[derive(Clone)]
+pub struct SettledJobs {
+    records: crate::store::RecordReader,
+}
+
+impl SettledJobs {
+    /// Up to `limit` jobs with ids above `after` (all with `None`) that are not runnable and
+    /// not in `skip`, by id; and the id to continue after, unless this was the last page.
+    /// Records are read one at a time: memory holds one page.
+    pub fn page_after(
+        &self,
+        after: Option<JobId>,
+        limit: usize,
+        skip: &std::collections::HashSet<JobId>,
+    ) -> Result<(Vec<JobInfo>, Option<JobId>), StoreError> {
         let mut infos = Vec::new();
-        for job in self.store.jobs_after(after) {
+        for job in self.records.jobs_after(after) {
             let job = job?;
             if !crate::store::is_runnable(job.state) && !skip.contains(&job.id) {
-                infos.push(self.job_info(&job));
+                // A file record that does not decode lists the job without its files (as
+                // `status` does; the store's health reports the damage).
+                let files = self.records.files(job.id).unwrap_or_default();
+                infos.push(job::job_info(&job, &files, &[]));
                 if infos.len() >= limit {
                     return Ok((infos, Some(job.id)));
                 }

@@ -97,6 +97,32 @@ fn record_sum(json: &str) -> String {
     hex::encode(&sha2::Sha256::digest(json.as_bytes())[..8])
 }
 
+/// The parts of an envelope laid out exactly as [`encode_record`] writes it: the schema, the
+/// record's JSON text and its checksum (16 hex digits); `None` for any other layout (which the
+/// JSON path reads, or rejects with the reason).
+fn split_envelope(bytes: &[u8]) -> Option<(u32, &[u8], &[u8])> {
+    /// `,"sum":"` + 16 hex digits + `"}`.
+    const TAIL: usize = 8 + 16 + 2;
+    let rest = bytes.strip_prefix(b"{\"schema\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let schema = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(b",\"record\":")?;
+    let (record, tail) = rest.split_at(rest.len().checked_sub(TAIL)?);
+    let sum = tail.strip_prefix(b",\"sum\":\"")?.strip_suffix(b"\"}")?;
+    Some((schema, record, sum))
+}
+
+/// Whether `sum` (hex) is the checksum of `record`, without allocating.
+fn sum_matches(record: &[u8], sum: &[u8]) -> bool {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(record);
+    let mut hex = [0u8; 16];
+    hex::encode_to_slice(&digest[..8], &mut hex).is_ok() && hex == sum
+}
+
 /// Encode a record in its envelope.
 pub fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
     let json = serde_json::to_string(record).expect("records always serialize");
@@ -124,6 +150,14 @@ fn decode_upgraded<T: DeserializeOwned>(
         key: key.into(),
         message,
     };
+    // The common case: an envelope as `encode_record` writes it, whose checksum matches, is
+    // taken apart by position (no scan of the record's text before it is decoded).
+    if let Some((SCHEMA_VERSION, record, sum)) = split_envelope(bytes) {
+        if sum_matches(record, sum) {
+            let record = serde_json::from_slice(record).map_err(|e| unreadable(e.to_string()))?;
+            return Ok((record, SCHEMA_VERSION));
+        }
+    }
     let envelope: RawEnvelope =
         serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
     if let Some(sum) = &envelope.sum {
@@ -368,6 +402,59 @@ fn decode_file_ref(bytes: &[u8]) -> Option<(JobId, u32)> {
     let id = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     let index = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
     Some((id, index))
+}
+
+/// The jobs with ids above `after` (all with `None`), by id, decoded one at a time.
+fn jobs_after(
+    jobs: &sled::Tree,
+    upgrade: Upgrade,
+    after: Option<JobId>,
+) -> impl Iterator<Item = Result<JobRecord, StoreError>> + 'static {
+    let range = match after {
+        Some(id) => jobs.range((
+            std::ops::Bound::Excluded(id.to_be_bytes()),
+            std::ops::Bound::Unbounded,
+        )),
+        None => jobs.iter(),
+    };
+    range.map(move |entry| {
+        let (key, value) = entry?;
+        decode_job(&format!("jobs/{key:?}"), &value, upgrade)
+    })
+}
+
+/// A job's file records, by index.
+fn files_of(files: &sled::Tree, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
+    files
+        .scan_prefix(id.to_be_bytes())
+        .values()
+        .map(|v| decode_record(&format!("files/{id}"), &v?))
+        .collect()
+}
+
+/// A read-only view of the `jobs` and `files` trees ([`Store::reader`]): it sees every write
+/// the store makes, and can make none. For reads too long for the store's owner to do in one
+/// turn (a listing of every finished job), done beside it.
+#[derive(Clone)]
+pub struct RecordReader {
+    jobs: sled::Tree,
+    files: sled::Tree,
+    upgrade: Upgrade,
+}
+
+impl RecordReader {
+    /// As [`Store::jobs_after`].
+    pub fn jobs_after(
+        &self,
+        after: Option<JobId>,
+    ) -> impl Iterator<Item = Result<JobRecord, StoreError>> + 'static {
+        jobs_after(&self.jobs, self.upgrade, after)
+    }
+
+    /// As [`Store::files`].
+    pub fn files(&self, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
+        files_of(&self.files, id)
+    }
 }
 
 /// The sled store.
@@ -885,18 +972,17 @@ impl Store {
     pub fn jobs_after(
         &self,
         after: Option<JobId>,
-    ) -> impl Iterator<Item = Result<JobRecord, StoreError>> + '_ {
-        let range = match after {
-            Some(id) => self.jobs.range((
-                std::ops::Bound::Excluded(id.to_be_bytes()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.jobs.iter(),
-        };
-        range.map(|entry| {
-            let (key, value) = entry?;
-            decode_job(&format!("jobs/{key:?}"), &value, self.upgrade)
-        })
+    ) -> impl Iterator<Item = Result<JobRecord, StoreError>> + 'static {
+        jobs_after(&self.jobs, self.upgrade, after)
+    }
+
+    /// A read-only view of the job and file records, for a long read beside the store's owner.
+    pub fn reader(&self) -> RecordReader {
+        RecordReader {
+            jobs: self.jobs.clone(),
+            files: self.files.clone(),
+            upgrade: self.upgrade,
+        }
     }
 
     /// The runnable jobs' ids in run order.
@@ -970,11 +1056,7 @@ impl Store {
 
     /// The files of a job, by index.
     pub fn files(&self, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
-        self.files
-            .scan_prefix(id.to_be_bytes())
-            .values()
-            .map(|v| decode_record(&format!("files/{id}"), &v?))
-            .collect()
+        files_of(&self.files, id)
     }
 
     /// A job's file records that decode, with their keys and indexes; one that does not
@@ -1045,17 +1127,30 @@ impl Store {
     /// its log with `sync_file_range` on Linux, which flushes neither the drive's cache nor
     /// the file's size, and its blob files with no sync at all).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        if self.detached {
-            return Err(StoreError::Sync(std::io::Error::other(
-                "the store is not open (reopening it failed); retrying",
-            )));
-        }
-        self.db.flush_async().await?;
+        self.flush_owned().await
+    }
+
+    /// [`Store::flush`] as a future that does not borrow the store: its owner goes on reading
+    /// and writing while the flush runs. It makes durable at least every write made before
+    /// this call; a write made while it runs may or may not be in it (flush again for those).
+    pub fn flush_owned(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let db = self.db.clone();
         let files = self.files_on_disk.clone();
-        tokio::task::spawn_blocking(move || files.sync())
-            .await
-            .map_err(|e| StoreError::Sync(std::io::Error::other(e.to_string())))?
-            .map_err(StoreError::Sync)
+        let detached = self.detached;
+        async move {
+            if detached {
+                return Err(StoreError::Sync(std::io::Error::other(
+                    "the store is not open (reopening it failed); retrying",
+                )));
+            }
+            db.flush_async().await?;
+            tokio::task::spawn_blocking(move || files.sync())
+                .await
+                .map_err(|e| StoreError::Sync(std::io::Error::other(e.to_string())))?
+                .map_err(StoreError::Sync)
+        }
     }
 
     /// Make every write so far durable, blocking.
@@ -1245,6 +1340,51 @@ mod tests {
         let err =
             decode_record::<JobRecord>("jobs/1", br#"{"schema": 99, "record": {}}"#).unwrap_err();
         assert!(err.to_string().contains("upgrade mdld"), "{err}");
+    }
+
+    #[test]
+    fn an_envelope_is_read_by_position_only_when_it_is_laid_out_as_written_and_intact() {
+        let record = job(3, 1, 3);
+        let bytes = encode_record(&record);
+        let (schema, text, sum) = split_envelope(&bytes).unwrap();
+        assert_eq!(schema, SCHEMA_VERSION);
+        assert_eq!(text, serde_json::to_string(&record).unwrap().as_bytes());
+        assert!(sum_matches(text, sum));
+        let same = |read: JobRecord| serde_json::to_string(&read).unwrap();
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(same(decode_record("jobs/3", &bytes).unwrap()), json);
+        // The same record laid out differently (spaces, another key order) is read by the JSON
+        // path, to the same record.
+        let spaced = format!(
+            "{{ \"sum\": \"{}\", \"record\": {json}, \"schema\": {SCHEMA_VERSION} }}",
+            record_sum(&json)
+        );
+        assert!(split_envelope(spaced.as_bytes()).is_none());
+        assert_eq!(
+            same(decode_record("jobs/3", spaced.as_bytes()).unwrap()),
+            json
+        );
+        // Damage anywhere is caught, by either path: in the record, in the sum, a cut tail.
+        let mut damaged = bytes.clone();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x01;
+        let mut bad_sum = bytes.clone();
+        let at = bad_sum.len() - 4;
+        bad_sum[at] = if bad_sum[at] == b'0' { b'1' } else { b'0' };
+        for bad in [
+            damaged,
+            bad_sum,
+            bytes[..bytes.len() - 3].to_vec(),
+            Vec::new(),
+        ] {
+            assert!(decode_record::<JobRecord>("jobs/3", &bad).is_err());
+        }
+        // Short or foreign bytes are no envelope (no panic on any length).
+        for n in 0..40 {
+            let _ = split_envelope(&bytes[..n]);
+        }
+        assert!(split_envelope(b"{\"schema\":2,\"record\":").is_none());
+        assert!(split_envelope(b"{\"schema\":99999999999,\"record\":{}").is_none());
     }
 }
 
