@@ -122,8 +122,9 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
                     crate::memory::release_free_memory_soon();
                 }
             }
-            Reply::Jobs(pages) => {
-                if !send_pages(&mut conn, pages).await {
+            Reply::Jobs(mut pages) => {
+                if send_pages(&mut conn, Vec::new(), &mut pages, Listing::Reply).await == Sent::Gone
+                {
                     return;
                 }
             }
@@ -219,6 +220,9 @@ pub enum Listing {
     Snapshot,
     /// One page of a longer reply: `JobsPart`s only (the caller closes with `Jobs`).
     Page,
+    /// One page of a longer snapshot: `SnapshotPart`s only (the caller closes with
+    /// `Snapshot`).
+    SnapshotPage,
 }
 
 impl Listing {
@@ -227,7 +231,9 @@ impl Listing {
             (Listing::Reply, true) => Response::Jobs(jobs),
             (Listing::Reply, false) | (Listing::Page, _) => Response::JobsPart(jobs),
             (Listing::Snapshot, true) => Response::Event(Event::Snapshot(jobs)),
-            (Listing::Snapshot, false) => Response::Event(Event::SnapshotPart(jobs)),
+            (Listing::Snapshot, false) | (Listing::SnapshotPage, _) => {
+                Response::Event(Event::SnapshotPart(jobs))
+            }
         }
     }
 
@@ -285,23 +291,49 @@ where
     true
 }
 
-/// Send a listing page by page as `JobsPart`s (each split further if over the frame cap),
-/// closed by `Jobs` (an error reply instead if a page cannot be read). False when the peer
-/// is gone or stopped reading.
+/// How a paged listing went ([`send_pages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Every job was sent, and the closing message.
+    Listed,
+    /// A page could not be read: an error reply was sent instead of the rest.
+    Failed,
+    /// The peer is gone or stopped reading.
+    Gone,
+}
+
+/// Send a listing read page by page (`first`, then the pages of `pages`): parts of at least a
+/// page each (`JobsPart`s or `SnapshotPart`s, each split further if over the frame cap), the
+/// last part as the closing message of `last` (`Jobs` or `Snapshot`), so a listing shorter
+/// than a page is one frame; an error reply instead of the rest if a page cannot be read.
 async fn send_pages(
     conn: &mut Connection<LocalStream>,
-    mut pages: handlers::query::JobPages,
-) -> bool {
+    first: Vec<JobInfo>,
+    pages: &mut handlers::query::JobPages,
+    last: Listing,
+) -> Sent {
+    let part = match last {
+        Listing::Snapshot | Listing::SnapshotPage => Listing::SnapshotPage,
+        Listing::Reply | Listing::Page => Listing::Page,
+    };
+    let gone = |sent: bool| if sent { Sent::Failed } else { Sent::Gone };
+    let mut held = first;
     loop {
         match pages.next().await {
-            Ok(Some(page)) if page.is_empty() => {}
-            Ok(Some(page)) => {
-                if !send_in_parts(conn, page, Listing::Page).await {
-                    return false;
+            Ok(Some(page)) if held.len() >= handlers::query::PAGE_LEN && !page.is_empty() => {
+                let full = std::mem::replace(&mut held, page);
+                if !send_in_parts(conn, full, part).await {
+                    return Sent::Gone;
                 }
             }
-            Ok(None) => return send(conn, &Response::Jobs(Vec::new())).await,
-            Err(e) => return send(conn, &Response::Error(e)).await,
+            Ok(Some(page)) => held.extend(page),
+            Ok(None) => {
+                return match send_in_parts(conn, held, last).await {
+                    true => Sent::Listed,
+                    false => Sent::Gone,
+                }
+            }
+            Err(e) => return gone(send(conn, &Response::Error(e)).await),
         }
     }
 }
@@ -330,10 +362,13 @@ async fn stream_events(
     shutdown: CancellationToken,
 ) {
     let Subscription {
-        snapshot,
+        first,
+        mut rest,
         mut events,
     } = subscription;
-    if !send_in_parts(&mut conn, snapshot, Listing::Snapshot).await {
+    // The snapshot page by page (clients join the parts); a page that cannot be read ends
+    // the stream with the error.
+    if send_pages(&mut conn, first, &mut rest, Listing::Snapshot).await != Sent::Listed {
         return;
     }
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);

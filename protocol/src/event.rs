@@ -51,8 +51,9 @@ pub enum Event {
     },
     /// The daemon is shutting down; no more events on this connection.
     End,
-    /// Part of a snapshot too large for one frame: more jobs follow, and the snapshot ends
-    /// with `Snapshot` holding the last part. A subscriber joins the parts in order. Appended.
+    /// Part of a snapshot (a long one is sent as the daemon reads it, and a part too large for
+    /// one frame is split further): more jobs follow, and the snapshot ends with `Snapshot`
+    /// holding the last part. A subscriber joins the parts in order. Appended.
     SnapshotPart(Vec<JobInfo>),
     /// A completed file changed on disk (deleted, truncated, rewritten), or was found intact
     /// or repaired again; the job's [`Event::Updated`] follows.

@@ -71,8 +71,10 @@ pub enum Reply {
 
 /// A new subscriber's view: every job now, and the events from then on.
 pub struct Subscription {
-    /// Every job, for the first event.
-    pub snapshot: Vec<JobInfo>,
+    /// The snapshot's first page: the runnable jobs, in run order.
+    pub first: Vec<JobInfo>,
+    /// The rest of the snapshot, page by page (read beside the scheduler, as a listing is).
+    pub rest: query::JobPages,
     /// The live events (observation only: it may lag).
     pub events: broadcast::Receiver<Event>,
 }

@@ -128,11 +128,18 @@ pub async fn daemon_status(services: &Services) -> HandlerResult {
 }
 
 /// Subscribe first, then take the snapshot, so no event falls between the two (a subscriber
-/// may see an event twice, never miss one).
+/// may see an event twice, never miss one). The snapshot is read page by page like a listing
+/// (the daemon never holds every job's view at once); its first page is read here, so a
+/// daemon that cannot answer replies with an error instead of a stream.
 pub async fn subscribe(services: &Services) -> Result<Subscription, mdl_protocol::ErrorReply> {
     let events = services.scheduler.subscribe();
-    let snapshot = services.call(|s| Ok(s.all_job_infos())).await?;
-    Ok(Subscription { snapshot, events })
+    let mut rest = list(services);
+    let first = rest.next().await?.unwrap_or_default();
+    Ok(Subscription {
+        first,
+        rest,
+        events,
+    })
 }
 
 #[cfg(test)]

@@ -364,4 +364,21 @@ async fn add_many_replies_per_source_and_the_listing_pages_through_every_job() {
     let paused: Vec<_> = jobs.iter().filter(|j| j.id != queued).collect();
     assert_eq!(paused.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
     assert!(paused.iter().all(|j| j.state == JobState::Paused));
+    // A subscriber's snapshot is read the same way, page by page (its first frame is a part
+    // of one or two pages, not every job), and joins into the same list.
+    let mut raw = daemon.client().await;
+    match raw.request(&Request::Subscribe).await.unwrap() {
+        Response::Event(Event::SnapshotPart(part)) => {
+            assert!((1000..2000).contains(&part.len()), "{}", part.len())
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut events = daemon.client().await.subscribe().await.unwrap();
+    match events.next().await.unwrap() {
+        Some(Event::Snapshot(snapshot)) => assert_eq!(
+            snapshot.iter().map(|j| j.id).collect::<Vec<_>>(),
+            jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        ),
+        other => panic!("{other:?}"),
+    }
 }
