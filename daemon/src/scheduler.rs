@@ -368,11 +368,13 @@ impl Scheduler {
     /// Make the records written since the last commit durable, then send the events and the
     /// replies that describe them; waits for a flush in flight first.
     async fn commit(&mut self) {
-        if let Some(flight) = &mut self.flight {
-            let landed = (&mut flight.flush).await;
-            self.land(landed);
-        }
+        self.wait_for_flight().await;
         self.take_off();
+        self.wait_for_flight().await;
+    }
+
+    /// Wait for the flush in flight, if there is one, and land it.
+    async fn wait_for_flight(&mut self) {
         if let Some(flight) = &mut self.flight {
             let landed = (&mut flight.flush).await;
             self.land(landed);
@@ -1351,22 +1353,6 @@ impl Scheduler {
         info
     }
 
-    /// Every job: runnable ones in run order, then the others by id (for tests and small
-    /// stores; a listing streams [`Scheduler::queued_job_infos`] and
-    /// [`Scheduler::job_infos_after`] page by page instead).
-    pub fn all_job_infos(&self) -> Vec<JobInfo> {
-        let (mut infos, skip) = self.queued_job_infos();
-        let mut after = None;
-        while let Ok((page, next)) = self.job_infos_after(after, 1024, &skip) {
-            infos.extend(page);
-            match next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        infos
-    }
-
     /// The runnable jobs in run order, and their ids (to leave out of the pages that follow).
     pub fn queued_job_infos(&self) -> (Vec<JobInfo>, std::collections::HashSet<JobId>) {
         let order = self.store.queue_order().unwrap_or_default();
@@ -1376,18 +1362,6 @@ impl Scheduler {
             .map(|job| self.job_info(&job))
             .collect();
         (infos, order.into_iter().collect())
-    }
-
-    /// Up to `limit` jobs with ids above `after` (all with `None`) that are not runnable and
-    /// not in `skip`, by id; and the id to continue after, unless this was the last page.
-    /// Records are read one at a time: memory holds one page.
-    pub fn job_infos_after(
-        &self,
-        after: Option<JobId>,
-        limit: usize,
-        skip: &std::collections::HashSet<JobId>,
-    ) -> Result<(Vec<JobInfo>, Option<JobId>), StoreError> {
-        self.settled_jobs().page_after(after, limit, skip)
     }
 
     /// The jobs that cannot run (finished, failed, paused...), to be read page by page beside

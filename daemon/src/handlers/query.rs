@@ -154,6 +154,11 @@ mod tests {
         let err = job_status(&mut s, 42).unwrap_err();
         assert!(err.message.contains("mdlctl ls"), "{}", err.message);
         assert_eq!(s.daemon_info().queued, 0);
-        assert!(s.all_job_infos().is_empty());
+        assert!(s.queued_job_infos().0.is_empty());
+        let (settled, next) = s
+            .settled_jobs()
+            .page_after(None, PAGE_LEN, &HashSet::new())
+            .unwrap();
+        assert!(settled.is_empty() && next.is_none());
     }
 }
