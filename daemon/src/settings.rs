@@ -206,8 +206,11 @@ pub struct EngineSettings {
     pub write_buffer_bytes: usize,
     /// Files at least this large are fetched over several connections at once.
     pub segment_threshold: u64,
-    /// Connections per segmented file (default; `hosts` may override per host).
+    /// Connections a segmented file starts with (default; `hosts` may override per host).
     pub segments: u32,
+    /// The most connections a segmented file grows to while each one is capped by the server
+    /// and more of them bring more throughput (see `engine::growth`; `hosts` may override).
+    pub max_segments: u32,
     /// An assignment is split for an idle connection only if both halves are this large.
     pub min_segment: u64,
     /// A file's first connection faster than this (bytes per second) stays the only one.
@@ -363,10 +366,11 @@ impl Default for EngineSettings {
             write_buffer_bytes: 1024 * 1024,
             segment_threshold: 64 * 1024 * 1024,
             segments: 8,
+            max_segments: 32,
             min_segment: 4 * 1024 * 1024,
             single_stream_above: 128 * 1024 * 1024,
             files_in_flight: 8,
-            max_connections_per_host: 16,
+            max_connections_per_host: 32,
             hosts: Default::default(),
             sources: SourceSettings::default(),
             network: NetworkSettings::default(),
@@ -553,8 +557,11 @@ struct SourcesFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSettings {
-    /// Connections per segmented file to this host.
+    /// Connections a segmented file from this host starts with.
     pub segments: Option<u32>,
+    /// The most connections a segmented file from this host grows to (without it, a host
+    /// that sets `segments` stays at that count).
+    pub max_segments: Option<u32>,
     /// Connections to this host at once, across all jobs.
     pub connections: Option<usize>,
 }
@@ -633,6 +640,17 @@ impl EngineSettings {
             .max(1)
     }
 
+    /// The most connections a segmented file from `host` grows to (never fewer than it starts
+    /// with): the host's `max_segments`, else its `segments` when it sets them (a count chosen
+    /// for a host is kept), else the engine's `max_segments`.
+    pub fn max_segments_for(&self, host: &str) -> u32 {
+        let start = self.segments_for(host);
+        let host = self.host(host);
+        host.and_then(|h| h.max_segments.or(h.segments))
+            .unwrap_or(self.max_segments)
+            .max(start)
+    }
+
     /// The overrides for `host` (`host:port` first, then the bare host name).
     fn host(&self, host: &str) -> Option<&HostSettings> {
         self.hosts
@@ -654,6 +672,7 @@ impl EngineSettings {
 struct EngineFile {
     segment_threshold: Option<u64>,
     segments: Option<u32>,
+    max_segments: Option<u32>,
     min_segment: Option<u64>,
     files_in_flight: Option<usize>,
     single_stream_above: Option<u64>,
@@ -818,6 +837,9 @@ impl ConfigFile {
         if let Some(v) = e.segments {
             engine.segments = v.clamp(1, 64);
         }
+        if let Some(v) = e.max_segments {
+            engine.max_segments = v.clamp(1, 64);
+        }
         if let Some(v) = e.min_segment {
             engine.min_segment = v.max(64 * 1024);
         }
@@ -856,6 +878,32 @@ mod tests {
         assert_eq!(s.max_concurrent, 5);
         assert_eq!(s.engine.stall_timeout, Duration::from_secs(7));
         assert_eq!(s.socket, dir.path().join("s.sock"));
+    }
+
+    #[test]
+    fn a_segmented_file_grows_to_max_segments_unless_its_host_pins_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[engine]\nsegments = 4\nmax_segments = 20\n\
+             [engine.hosts.\"pinned.example\"]\nsegments = 6\n\
+             [engine.hosts.\"grows.example\"]\nsegments = 2\nmax_segments = 12\n\
+             [engine.hosts.\"small.example\"]\nmax_segments = 1\n",
+        )
+        .unwrap();
+        let s = Settings::load(None, Some(dir.path().into()), Some(path)).unwrap();
+        let e = &s.engine;
+        assert_eq!(
+            (e.segments_for("other"), e.max_segments_for("other")),
+            (4, 20)
+        );
+        assert_eq!(e.max_segments_for("pinned.example:443"), 6);
+        assert_eq!(e.max_segments_for("grows.example"), 12);
+        // Never below the count a file starts with.
+        assert_eq!(e.max_segments_for("small.example"), 4);
+        let defaults = EngineSettings::default();
+        assert_eq!(defaults.max_segments_for("any"), 32);
     }
 
     #[test]

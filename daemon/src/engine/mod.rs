@@ -6,6 +6,7 @@
 //! ([`FileCheckpoint`]) and receives durable checkpoints back through a [`FetchObserver`].
 
 pub mod finalize;
+pub mod growth;
 pub mod limit;
 pub mod names;
 pub mod proxy;

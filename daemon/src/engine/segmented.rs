@@ -16,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::growth::{Growth, Observation};
 use super::limit::RateLimiter;
 use super::retry::backoff_delay;
 use super::segments::{SegmentTable, WorkerId};
@@ -147,7 +148,24 @@ impl<'a> Attempt<'a> {
             workers.spawn(worker(shared.clone(), id, None));
         }
 
-        let in_flight = (WRITE_QUEUE_DEPTH + segments) as u64
+        // More connections while each one is capped (see `growth`); never under a bandwidth
+        // limit, which caps them all together.
+        let host = super::host_of(&shared.url);
+        let limited = shared.engine.global_limit.rate().is_some()
+            || shared
+                .job_limit
+                .as_ref()
+                .is_some_and(|l| l.rate().is_some());
+        let ceiling = if limited {
+            segments
+        } else {
+            (settings.max_segments_for(&host) as usize)
+                .min(settings.connections_for(&host))
+                .min(total.div_ceil(settings.min_segment.max(1)) as usize)
+                .max(segments)
+        };
+        let mut growth = Growth::new(segments, ceiling, Instant::now());
+        let in_flight = (WRITE_QUEUE_DEPTH + ceiling) as u64
             * segment_buffer_bytes(settings.write_buffer_bytes) as u64;
         let checkpoint_every = settings
             .checkpoint_bytes
@@ -179,6 +197,19 @@ impl<'a> Attempt<'a> {
                 _ = ticker.tick() => {
                     let received = shared.received.load(Ordering::Relaxed);
                     self.observer.progress(covered_before + received);
+                    let running = growth.workers();
+                    let added = growth.observe(Observation {
+                        now: Instant::now(),
+                        received,
+                        remaining: total.saturating_sub(covered_before + received),
+                        writer_queue_fill: shared.writer.queue_fill(),
+                    });
+                    if added > 0 {
+                        shared.table().set_workers(growth.workers() as u64);
+                        for id in running..running + added {
+                            workers.spawn(worker(shared.clone(), id, None));
+                        }
+                    }
                     let (at_bytes, at_time) = last_checkpoint;
                     if received - at_bytes >= checkpoint_every
                         || (at_time.elapsed() >= settings.checkpoint_interval && received > at_bytes)

@@ -65,6 +65,13 @@ impl SegmentTable {
         self
     }
 
+    /// The file now has `workers` connections: pending work tapers by their count.
+    pub fn set_workers(&mut self, workers: u64) {
+        if let Some((_, floor)) = self.taper {
+            self.taper = Some((workers.max(1), floor));
+        }
+    }
+
     /// The size of the next piece of pending work.
     fn piece_now(&self) -> u64 {
         match self.taper {

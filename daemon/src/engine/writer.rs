@@ -89,6 +89,12 @@ impl WriterSender {
             .await
             .map_err(|_| WriterGone)
     }
+
+    /// How full the writer thread's queue is now: 0 empty, 1 full (senders wait).
+    pub fn queue_fill(&self) -> f64 {
+        let max = self.tx.max_capacity().max(1);
+        1.0 - self.tx.capacity() as f64 / max as f64
+    }
 }
 
 /// Consecutive buffers of one write, as the network delivered them.

@@ -156,6 +156,74 @@ async fn a_server_that_refuses_ranges_gets_one_stream() {
     );
 }
 
+/// A file whose every connection is capped gets more connections than it started with, up to
+/// `max_segments`, and is verified as usual.
+#[tokio::test]
+async fn capped_connections_grow_towards_max_segments() {
+    let server = FileServer::start().await;
+    let file = server.add("/grow.bin", pseudo_random_bytes(24 * MIB as usize, 44));
+    server.set_behavior("/grow.bin", capped(2 * MIB));
+    let daemon = TestDaemon::start_with(|s| {
+        segmented(s, 2);
+        s.engine.max_segments = 6;
+    })
+    .await;
+    let mut client = daemon.client().await;
+    let started = Instant::now();
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    let done = daemon.wait_finished(job.id).await;
+    let elapsed = started.elapsed();
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(
+        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("grow.bin")).unwrap()),
+        file.sha256
+    );
+    // Two connections would need 6 s; the growth adds connections after about 0.7 s.
+    let peak = server.max_in_flight();
+    assert!((4..=6).contains(&peak), "max in flight {peak}");
+    assert!(elapsed < Duration::from_millis(5000), "took {elapsed:?}");
+    let wasted = server.stats("/grow.bin").body_bytes_sent - file.len;
+    assert!(wasted <= 2 * MIB, "{wasted} bytes fetched twice");
+}
+
+/// A host that sets its own `segments` keeps that count: no growth past it.
+#[tokio::test]
+async fn a_host_with_its_own_segment_count_does_not_grow() {
+    let server = FileServer::start().await;
+    let file = server.add("/pinned.bin", pseudo_random_bytes(12 * MIB as usize, 45));
+    server.set_behavior("/pinned.bin", capped(2 * MIB));
+    let host = server.addr().to_string();
+    let daemon = TestDaemon::start_with(|s| {
+        segmented(s, 2);
+        s.engine.max_segments = 8;
+        s.engine.hosts.insert(
+            host,
+            mdld::settings::HostSettings {
+                segments: Some(3),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let mut client = daemon.client().await;
+    let job = add_url(
+        &mut client,
+        &file.url,
+        &daemon.downloads,
+        Some(&file.sha256),
+    )
+    .await;
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(server.max_in_flight(), 3);
+}
+
 #[tokio::test]
 async fn the_per_host_cap_holds_across_jobs() {
     let server = FileServer::start().await;
