@@ -15,6 +15,9 @@ pub const PAGE_LEN: usize = 1000;
 /// Pages read ahead of the one being sent: reading the next page overlaps sending this one.
 const PAGES_AHEAD: usize = 2;
 
+/// A long listing hands free memory back every this many pages.
+const TRIM_EVERY_PAGES: usize = 10;
+
 /// A listing of every job, read page by page: the runnable jobs in run order first (one
 /// scheduler call, with their live bytes), then the others by id, read from the store on a
 /// blocking thread beside the scheduler, a few pages ahead of the connection. A job that
@@ -80,7 +83,12 @@ fn read_ahead(
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
     tokio::task::spawn_blocking(move || {
         let mut after = None;
-        loop {
+        for pages in 1usize.. {
+            if pages.is_multiple_of(TRIM_EVERY_PAGES) {
+                // Give back what earlier pages left free in the heap as the listing goes, so a
+                // long one does not raise the daemon's peak (it runs on this blocking thread).
+                crate::memory::release_free_memory();
+            }
             let (page, next) = match settled.page_after(after, PAGE_LEN, &skip) {
                 Ok(read) => read,
                 Err(e) => {
