@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mdl_protocol::JobState;
 use testkit::daemon::TestDaemon;
-use testkit::{pseudo_random_bytes, Behavior, Fault, FileServer};
+use testkit::{pseudo_random_bytes, Behavior, Fault, FileServer, ServedFile};
 
 use crate::add_url;
 
@@ -25,12 +25,9 @@ fn segmented(settings: &mut mdld::Settings, segments: u32) {
     settings.engine.min_segment = 512 * 1024;
 }
 
-#[tokio::test]
-async fn a_capped_connection_is_beaten_by_several_segments() {
-    let server = FileServer::start().await;
-    let file = server.add("/seg.bin", pseudo_random_bytes(16 * MIB as usize, 41));
-    server.set_behavior("/seg.bin", capped(4 * MIB));
-    let daemon = TestDaemon::start_with(|s| segmented(s, 4)).await;
+/// Queue `file` (saved as `name`) with its sha256, wait for it to complete and check the bytes
+/// on disk; returns how long it took from the add.
+async fn download_verified(daemon: &TestDaemon, file: &ServedFile, name: &str) -> Duration {
     let mut client = daemon.client().await;
     let started = Instant::now();
     let job = add_url(
@@ -44,9 +41,19 @@ async fn a_capped_connection_is_beaten_by_several_segments() {
     let elapsed = started.elapsed();
     assert_eq!(done.state, JobState::Completed, "{done:#?}");
     assert_eq!(
-        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("seg.bin")).unwrap()),
+        testkit::sha256_hex(&std::fs::read(daemon.downloads.join(name)).unwrap()),
         file.sha256
     );
+    elapsed
+}
+
+#[tokio::test]
+async fn a_capped_connection_is_beaten_by_several_segments() {
+    let server = FileServer::start().await;
+    let file = server.add("/seg.bin", pseudo_random_bytes(16 * MIB as usize, 41));
+    server.set_behavior("/seg.bin", capped(4 * MIB));
+    let daemon = TestDaemon::start_with(|s| segmented(s, 4)).await;
+    let elapsed = download_verified(&daemon, &file, "seg.bin").await;
     // One connection would need 4 s.
     assert!(elapsed < Duration::from_millis(2500), "took {elapsed:?}");
     assert!(
@@ -168,22 +175,7 @@ async fn capped_connections_grow_towards_max_segments() {
         s.engine.max_segments = 6;
     })
     .await;
-    let mut client = daemon.client().await;
-    let started = Instant::now();
-    let job = add_url(
-        &mut client,
-        &file.url,
-        &daemon.downloads,
-        Some(&file.sha256),
-    )
-    .await;
-    let done = daemon.wait_finished(job.id).await;
-    let elapsed = started.elapsed();
-    assert_eq!(done.state, JobState::Completed, "{done:#?}");
-    assert_eq!(
-        testkit::sha256_hex(&std::fs::read(daemon.downloads.join("grow.bin")).unwrap()),
-        file.sha256
-    );
+    let elapsed = download_verified(&daemon, &file, "grow.bin").await;
     // Two connections would need 6 s; the growth adds connections after about 0.7 s.
     let peak = server.max_in_flight();
     assert!((4..=6).contains(&peak), "max in flight {peak}");
@@ -211,16 +203,7 @@ async fn a_host_with_its_own_segment_count_does_not_grow() {
         );
     })
     .await;
-    let mut client = daemon.client().await;
-    let job = add_url(
-        &mut client,
-        &file.url,
-        &daemon.downloads,
-        Some(&file.sha256),
-    )
-    .await;
-    let done = daemon.wait_finished(job.id).await;
-    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    download_verified(&daemon, &file, "pinned.bin").await;
     assert_eq!(server.max_in_flight(), 3);
 }
 
