@@ -202,6 +202,29 @@ impl Client {
         self.call_jobs(&Request::List).await
     }
 
+    /// Every job, as [`Client::list`], handed to `each` page by page as the daemon sends them:
+    /// a long listing is never held whole (`mdlctl --json ls` prints it as it arrives). An
+    /// error from `each` ends the listing (the connection is then mid-reply: drop it).
+    pub async fn list_pages<E>(
+        &mut self,
+        mut each: impl FnMut(Vec<JobInfo>) -> Result<(), E>,
+    ) -> Result<Result<(), E>, ClientError> {
+        self.conn.send(&Request::List).await?;
+        loop {
+            match self.conn.recv::<Response>().await? {
+                None => return Err(ClientError::Closed),
+                Some(Response::JobsPart(part)) => {
+                    if let Err(e) = each(part) {
+                        return Ok(Err(e));
+                    }
+                }
+                Some(Response::Jobs(last)) => return Ok(each(last)),
+                Some(Response::Error(reply)) => return Err(ClientError::Daemon(reply)),
+                Some(other) => return Err(unexpected(&other)),
+            }
+        }
+    }
+
     /// One job.
     pub async fn status(&mut self, id: JobId) -> Result<JobInfo, ClientError> {
         self.call_job(&Request::Status(id)).await

@@ -364,6 +364,35 @@ async fn add_many_replies_per_source_and_the_listing_pages_through_every_job() {
     let paused: Vec<_> = jobs.iter().filter(|j| j.id != queued).collect();
     assert_eq!(paused.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
     assert!(paused.iter().all(|j| j.state == JobState::Paused));
+    // Page by page, the same jobs, in pages of about a thousand (the running one is listed
+    // first while it runs and by id once it has failed: it may do so between the listings).
+    let mut pages = Vec::new();
+    client
+        .list_pages(|page| {
+            pages.push(page);
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pages.len() >= 2, "{} pages", pages.len());
+    assert!(pages.iter().all(|p| p.len() < 2000), "a page of every job");
+    let paged: Vec<_> = pages.into_iter().flatten().map(|j| j.id).collect();
+    assert_eq!(paged.len(), n + 1);
+    assert_eq!(paged.iter().filter(|id| **id == queued).count(), 1);
+    let paged_paused: Vec<_> = paged.into_iter().filter(|id| *id != queued).collect();
+    assert_eq!(paged_paused, ids);
+    // An error from the caller ends the listing after the first page.
+    let mut seen = 0;
+    let stopped = client
+        .list_pages(|page| {
+            seen += 1;
+            Err(page.len())
+        })
+        .await
+        .unwrap();
+    assert!(matches!(stopped, Err(len) if len >= 1000), "{stopped:?}");
+    assert_eq!(seen, 1);
     // A subscriber's snapshot is read the same way, page by page (its first frame is a part
     // of one or two pages, not every job), and joins into the same list.
     let mut raw = daemon.client().await;
