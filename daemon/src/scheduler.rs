@@ -130,7 +130,7 @@ pub struct Scheduler {
     /// Records were written that must be flushed before the next commit.
     flush_pending: bool,
     /// Events to send once the records they describe are flushed.
-    pending_events: Vec<Event>,
+    pending_events: EventBacklog,
     /// Partial files to delete after the next commit (cancelled jobs), off this task.
     pending_cleanups: Vec<finalize::Cleanup>,
     /// Replies to send once the records their calls wrote are flushed.
@@ -226,7 +226,7 @@ impl Scheduler {
         shutdown: CancellationToken,
     ) -> Result<(Scheduler, mpsc::UnboundedReceiver<RunnerMessage>), StoreError> {
         let store = Store::open(&settings.store_dir(), crate::sources::upgrade_job_record)?;
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
         // A damaged runtime setting falls back to the default instead of stopping the daemon.
         let max_concurrent = store
@@ -262,7 +262,7 @@ impl Scheduler {
             started: std::time::Instant::now(),
             shutdown,
             flush_pending: false,
-            pending_events: Vec::new(),
+            pending_events: EventBacklog::default(),
             pending_replies: Vec::new(),
             pending_cleanups: Vec::new(),
             flight: None,
@@ -388,7 +388,7 @@ impl Scheduler {
         if self.flight.is_some() {
             return;
         }
-        let events = std::mem::take(&mut self.pending_events);
+        let events = self.pending_events.take();
         let replies = std::mem::take(&mut self.pending_replies);
         let cleanups = std::mem::take(&mut self.pending_cleanups);
         if std::mem::take(&mut self.flush_pending) {
@@ -1374,6 +1374,40 @@ impl Scheduler {
     }
 }
 
+/// How many events the bus holds for a subscriber that has not read them yet.
+const EVENT_CAPACITY: usize = 1024;
+
+/// The events of the batches since the last commit, sent once their records are flushed. A
+/// batch that makes more than the bus holds (an add of 10k sources) would make every
+/// subscriber lag anyway, as the bus drops the oldest: the backlog keeps only the newest
+/// events that fit, and counts the others, so that the commit sends [`Event::Lagged`] with
+/// that count first (subscribers then ask for a new snapshot, as after any lag). A bulk add
+/// holds at most a bus's worth of job views for its events, not one per source.
+#[derive(Default)]
+struct EventBacklog {
+    events: std::collections::VecDeque<Event>,
+    missed: u64,
+}
+
+impl EventBacklog {
+    /// Add an event, dropping the oldest when the bus could not hold them all.
+    fn push(&mut self, event: Event) {
+        // One place stays for the `Lagged` that announces the dropped ones.
+        if self.events.len() >= EVENT_CAPACITY - 1 {
+            self.events.pop_front();
+            self.missed += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    /// The events to send, in order (first a `Lagged` if some were dropped); empties it.
+    fn take(&mut self) -> Vec<Event> {
+        let missed = std::mem::take(&mut self.missed);
+        let lagged = (missed > 0).then_some(Event::Lagged { missed });
+        lagged.into_iter().chain(self.events.drain(..)).collect()
+    }
+}
+
 /// A read-only view of the jobs that cannot run ([`Scheduler::settled_jobs`]), for listings
 /// read beside the scheduler: no live bytes and no runner belong to them, so their records
 /// alone make their views.
@@ -1448,6 +1482,45 @@ mod tests {
         };
         let source = crate::job::Source::Url(request.source.clone());
         JobRecord::from_add(&request, source, Default::default(), dir.to_path_buf())
+    }
+
+    #[test]
+    fn a_backlog_larger_than_the_bus_keeps_the_newest_events_after_a_lagged() {
+        let removed = |id: u64| Event::Removed(id);
+        let ids = |events: &[Event]| {
+            events
+                .iter()
+                .map(|e| match e {
+                    Event::Removed(id) => *id,
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut backlog = EventBacklog::default();
+        for id in 0..(EVENT_CAPACITY as u64 - 1) {
+            backlog.push(removed(id));
+        }
+        let all = backlog.take();
+        assert_eq!(
+            ids(&all),
+            (0..EVENT_CAPACITY as u64 - 1).collect::<Vec<_>>()
+        );
+        assert!(backlog.take().is_empty());
+
+        let total = EVENT_CAPACITY as u64 + 500;
+        for id in 0..total {
+            backlog.push(removed(id));
+        }
+        let sent = backlog.take();
+        assert_eq!(sent.len(), EVENT_CAPACITY, "no more than the bus holds");
+        assert!(
+            matches!(sent[0], Event::Lagged { missed: 501 }),
+            "{:?}",
+            sent[0]
+        );
+        assert_eq!(ids(&sent[1..]), (501..total).collect::<Vec<_>>());
+        backlog.push(removed(7));
+        assert_eq!(ids(&backlog.take()), [7], "the count starts again");
     }
 
     #[tokio::test]

@@ -411,3 +411,49 @@ async fn add_many_replies_per_source_and_the_listing_pages_through_every_job() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_bulk_add_reaches_a_subscriber_as_events_or_a_lagged_count_for_every_source() {
+    use mdl_protocol::{Request, Response};
+    let daemon = TestDaemon::start().await;
+    let mut events = daemon.client().await.subscribe().await.unwrap();
+    match events.next().await.unwrap() {
+        Some(Event::Snapshot(jobs)) => assert!(jobs.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    let n = 2500u64;
+    let requests: Vec<AddRequest> = (0..n)
+        .map(|i| paused_add(format!("http://127.0.0.1:9/b{i}.bin"), &daemon.downloads, 0))
+        .collect();
+    let mut client = daemon.client().await;
+    let replies = match client.request(&Request::AddMany(requests)).await.unwrap() {
+        Response::AddedMany(replies) => replies,
+        other => panic!("{other:?}"),
+    };
+    let last = match replies.last() {
+        Some(Response::Added(added)) => added.job.id,
+        other => panic!("{other:?}"),
+    };
+    // Every source is accounted for, as a `Queued` event or in a `Lagged` count; the newest
+    // ones arrive as events, in order.
+    let (mut queued, mut missed, mut lags) = (Vec::new(), 0, 0);
+    while queued.last() != Some(&last) {
+        match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
+            Ok(Ok(Some(Event::Queued(job)))) => queued.push(job.id),
+            Ok(Ok(Some(Event::Lagged { missed: m }))) => {
+                missed += m;
+                lags += 1;
+            }
+            Ok(Ok(Some(Event::Heartbeat { .. }))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(lags >= 1, "2500 events at once must lag a subscriber");
+    assert_eq!(queued.len() as u64 + missed, n);
+    assert!(queued.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(
+        queued.len() >= 1000,
+        "the newest bus-full arrive: {}",
+        queued.len()
+    );
+}
