@@ -19,17 +19,65 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut first = true;
     client
-        .list_pages(|page| -> Result<()> {
-            for job in &page {
-                out.write_all(if first { b"[" } else { b"," })?;
-                first = false;
-                serde_json::to_writer(&mut out, job)?;
-            }
-            Ok(())
-        })
+        .list_pages(|page| write_jobs(&mut out, &page, &mut first))
         .await?
         .context("writing to stdout")?;
     out.write_all(if first { b"[]\n" } else { b"]\n" })
         .and_then(|()| out.flush())
         .context("writing to stdout")
+}
+
+/// Write `jobs` as the next elements of a JSON array (`[` before the first one ever, a comma
+/// before the others). An I/O error stays an `io::Error` (a closed pipe is recognised as one).
+fn write_jobs(
+    out: &mut impl std::io::Write,
+    jobs: &[mdl_protocol::JobInfo],
+    first: &mut bool,
+) -> std::io::Result<()> {
+    for job in jobs {
+        out.write_all(if *first { b"[" } else { b"," })?;
+        *first = false;
+        serde_json::to_writer(&mut *out, job).map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stdout whose reader has gone (`mdlctl --json ls | head`).
+    struct ClosedPipe;
+
+    impl std::io::Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pages_join_into_one_array_and_a_closed_pipe_stays_a_broken_pipe() {
+        let job = |id| {
+            mdl_protocol::JobInfo {
+            id,
+            ..serde_json::from_str(r#"{"id":0,"source":"s","state":"queued","priority":0,"dest":"d","bytes_done":0,"bytes_total":null,"error":null,"files":[],"created_ms":0,"finished_ms":null,"revision":null}"#).unwrap()
+        }
+        };
+        let (mut out, mut first) = (Vec::new(), true);
+        write_jobs(&mut out, &[job(1), job(2)], &mut first).unwrap();
+        write_jobs(&mut out, &[job(3)], &mut first).unwrap();
+        out.extend_from_slice(b"]");
+        let joined: Vec<mdl_protocol::JobInfo> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(joined.iter().map(|j| j.id).collect::<Vec<_>>(), [1, 2, 3]);
+
+        // Through a buffer as `run` writes: the error surfaces at a write or the flush.
+        let mut closed = std::io::BufWriter::with_capacity(8, ClosedPipe);
+        let err = write_jobs(&mut closed, &[job(1)], &mut true).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+        let err = anyhow::Error::from(err).context("writing to stdout");
+        assert!(crate::exit::is_broken_pipe(&err), "{err:#}");
+    }
 }
