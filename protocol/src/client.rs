@@ -132,15 +132,35 @@ impl Client {
     pub async fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
         self.conn.send(request).await?;
         let mut parts: Vec<JobInfo> = Vec::new();
+        let joined = |part| {
+            parts.extend(part);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        match self.reply_in_parts(joined).await? {
+            Ok(Response::Jobs(last)) if !parts.is_empty() => {
+                parts.extend(last);
+                Ok(Response::Jobs(parts))
+            }
+            Ok(other) => Ok(other),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Read one reply, handing each `JobsPart` before it to `part`; the closing message, or
+    /// the error `part` returned (the connection is then mid-reply).
+    async fn reply_in_parts<E>(
+        &mut self,
+        mut part: impl FnMut(Vec<JobInfo>) -> Result<(), E>,
+    ) -> Result<Result<Response, E>, ClientError> {
         loop {
             match self.conn.recv::<Response>().await? {
                 None => return Err(ClientError::Closed),
-                Some(Response::JobsPart(part)) => parts.extend(part),
-                Some(Response::Jobs(last)) if !parts.is_empty() => {
-                    parts.extend(last);
-                    return Ok(Response::Jobs(parts));
+                Some(Response::JobsPart(jobs)) => {
+                    if let Err(e) = part(jobs) {
+                        return Ok(Err(e));
+                    }
                 }
-                Some(other) => return Ok(other),
+                Some(last) => return Ok(Ok(last)),
             }
         }
     }
@@ -210,18 +230,11 @@ impl Client {
         mut each: impl FnMut(Vec<JobInfo>) -> Result<(), E>,
     ) -> Result<Result<(), E>, ClientError> {
         self.conn.send(&Request::List).await?;
-        loop {
-            match self.conn.recv::<Response>().await? {
-                None => return Err(ClientError::Closed),
-                Some(Response::JobsPart(part)) => {
-                    if let Err(e) = each(part) {
-                        return Ok(Err(e));
-                    }
-                }
-                Some(Response::Jobs(last)) => return Ok(each(last)),
-                Some(Response::Error(reply)) => return Err(ClientError::Daemon(reply)),
-                Some(other) => return Err(unexpected(&other)),
-            }
+        match self.reply_in_parts(&mut each).await? {
+            Err(e) => Ok(Err(e)),
+            Ok(Response::Jobs(last)) => Ok(each(last)),
+            Ok(Response::Error(reply)) => Err(ClientError::Daemon(reply)),
+            Ok(other) => Err(unexpected(&other)),
         }
     }
 
