@@ -423,13 +423,19 @@ fn jobs_after(
     })
 }
 
-/// A job's file records, by index.
+/// A job's file records, by index: indexes `0..n` are written together (a resolve, or an
+/// add that is complete already), so they are read one point lookup each, up to the first
+/// index that has none. A prefix scan would find the same records, but every sled iterator
+/// starts with a copy of the leaf it reads, which made it most of a listing's time.
 fn files_of(files: &sled::Tree, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
-    files
-        .scan_prefix(id.to_be_bytes())
-        .values()
-        .map(|v| decode_record(&format!("files/{id}"), &v?))
-        .collect()
+    let mut records = Vec::new();
+    for index in 0u32.. {
+        let Some(bytes) = files.get(file_key(id, index))? else {
+            break;
+        };
+        records.push(decode_record(&format!("files/{id}"), &bytes)?);
+    }
+    Ok(records)
 }
 
 /// A read-only view of the `jobs` and `files` trees ([`Store::reader`]): it sees every write

@@ -50,14 +50,22 @@ const ADD_MANY_CALL: usize = 1000;
 /// their destinations created once each, then queued in a few scheduler calls sent together,
 /// which the scheduler commits with one store flush. Replies `AddedMany`, one reply per
 /// source in order.
+///
+/// Memory holds each source once at a time: the checked sources go straight into the calls
+/// (sized to fit), and the replies are put in order as the calls' answers are taken apart.
 pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> HandlerResult {
     let settings = services.settings.get();
     let sources = services.sources();
-    let mut replies: Vec<Option<Response>> = vec![None; requests.len()];
-    let mut batch: Vec<(usize, CheckedAdd)> = Vec::new();
+    let total = requests.len();
+    // Replies known before the scheduler's turn (a refused source, a dry run, a search, a
+    // destination that cannot be created), by the source's position.
+    let mut early: std::collections::BTreeMap<usize, Response> = Default::default();
+    let mut calls: Vec<Vec<(usize, CheckedAdd)>> = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {
         match check(&settings, &sources, request) {
-            Err(e) => replies[i] = Some(Response::Error(e)),
+            Err(e) => {
+                early.insert(i, Response::Error(e));
+            }
             Ok(checked)
                 if checked.request.dry_run
                     || matches!(
@@ -66,14 +74,25 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
                     ) =>
             {
                 let request = checked.request.clone();
-                replies[i] = Some(add(services, request).await.unwrap_or_else(Response::Error));
+                let reply = add(services, request).await.unwrap_or_else(Response::Error);
+                early.insert(i, reply);
             }
-            Ok(checked) => batch.push((i, checked)),
+            Ok(checked) => match calls.last_mut() {
+                Some(call) if call.len() < ADD_MANY_CALL => call.push((i, checked)),
+                _ => {
+                    let mut call = Vec::with_capacity(ADD_MANY_CALL.min(total - i));
+                    call.push((i, checked));
+                    calls.push(call);
+                }
+            },
         }
     }
     // File-system work stays out of the scheduler's task: each destination once.
-    let dirs: std::collections::BTreeSet<PathBuf> =
-        batch.iter().map(|(_, c)| c.dest_dir.clone()).collect();
+    let dirs: std::collections::BTreeSet<PathBuf> = calls
+        .iter()
+        .flatten()
+        .map(|(_, c)| c.dest_dir.clone())
+        .collect();
     let failed = tokio::task::spawn_blocking(move || {
         dirs.into_iter()
             .filter_map(|dir| {
@@ -85,20 +104,17 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
     })
     .await
     .map_err(|e| invalid(format!("cannot create the destinations: {e}")))?;
-    let mut calls = Vec::new();
-    let mut chunk = Vec::new();
-    for (i, checked) in batch {
-        if let Some(message) = failed.get(&checked.dest_dir) {
-            replies[i] = Some(Response::Error(invalid(message.clone())));
-            continue;
+    if !failed.is_empty() {
+        for call in &mut calls {
+            call.retain(|(i, checked)| match failed.get(&checked.dest_dir) {
+                Some(message) => {
+                    early.insert(*i, Response::Error(invalid(message.clone())));
+                    false
+                }
+                None => true,
+            });
         }
-        chunk.push((i, checked));
-        if chunk.len() == ADD_MANY_CALL {
-            calls.push(std::mem::take(&mut chunk));
-        }
-    }
-    if !chunk.is_empty() {
-        calls.push(chunk);
+        calls.retain(|call| !call.is_empty());
     }
     let keys: Vec<_> = calls
         .iter()
@@ -106,10 +122,10 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
         .map(|(_, checked)| checked.destination_key())
         .collect();
     let stamps = std::sync::Arc::new(stamp_copies(services, keys).await?);
-    let calls = calls.into_iter().map(|chunk| {
+    let calls = calls.into_iter().map(|call| {
         let stamps = stamps.clone();
         services.call(move |s| {
-            Ok(chunk
+            Ok(call
                 .into_iter()
                 .map(|(i, checked)| {
                     let reply = add_checked(s, checked, &stamps);
@@ -118,17 +134,24 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
                 .collect::<Vec<_>>())
         })
     });
-    for result in futures::future::join_all(calls).await {
-        for (i, reply) in result? {
-            replies[i] = Some(reply);
-        }
+    let answers = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    // The calls answer their sources in order; each call's answers are freed once taken.
+    let mut queued = answers.into_iter().flatten().peekable();
+    let mut replies = Vec::with_capacity(total);
+    for i in 0..total {
+        let reply = match early.remove(&i) {
+            Some(reply) => reply,
+            None => match queued.next_if(|(at, _)| *at == i) {
+                Some((_, reply)) => reply,
+                None => Response::Error(invalid("no reply for this source")),
+            },
+        };
+        replies.push(reply);
     }
-    Ok(Response::AddedMany(
-        replies
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Response::Error(invalid("no reply for this source"))))
-            .collect(),
-    ))
+    Ok(Response::AddedMany(replies))
 }
 
 /// Queue one source (not a search).

@@ -309,6 +309,59 @@ async fn priority_change_reorders_the_queue() {
     assert!(order.contains(&a.id) && order.contains(&b.id));
 }
 
+/// `AddMany` answers every source at its own position when refusals are spread among the
+/// queued ones: an empty source, and a destination that cannot be created (below a file),
+/// on both sides of a scheduler call's boundary (1000 sources).
+#[tokio::test]
+async fn add_many_puts_refusals_among_the_queued_replies_in_order() {
+    use mdl_protocol::{AddOutcome, Request, Response};
+    let daemon = TestDaemon::start().await;
+    let mut client = daemon.client().await;
+    let blocker = daemon.downloads.join("a-file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let below_a_file = blocker.join("sub");
+    let refused = |i: usize| i % 7 == 3 || i % 11 == 5;
+    let requests: Vec<AddRequest> = (0..1500)
+        .map(|i| match i {
+            i if i % 7 == 3 => AddRequest {
+                source: " ".into(),
+                ..Default::default()
+            },
+            i if i % 11 == 5 => {
+                paused_add(format!("http://127.0.0.1:9/x{i}.bin"), &below_a_file, 0)
+            }
+            i => paused_add(format!("http://127.0.0.1:9/m{i}.bin"), &daemon.downloads, 0),
+        })
+        .collect();
+    let replies = match client.request(&Request::AddMany(requests)).await.unwrap() {
+        Response::AddedMany(replies) => replies,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(replies.len(), 1500);
+    for (i, reply) in replies.iter().enumerate() {
+        match reply {
+            Response::Error(e) if i % 7 == 3 => assert!(e.message.contains("empty"), "{i}: {e:?}"),
+            Response::Error(e) if i % 11 == 5 => {
+                assert!(
+                    e.message.contains("cannot create the destination"),
+                    "{i}: {e:?}"
+                )
+            }
+            Response::Added(added) if !refused(i) => {
+                assert_eq!(added.outcome, AddOutcome::Created);
+                assert!(
+                    added.job.source.ends_with(&format!("/m{i}.bin")),
+                    "{i}: {}",
+                    added.job.source
+                );
+            }
+            other => panic!("source {i}: {other:?}"),
+        }
+    }
+    let queued = (0..1500).filter(|i| !refused(*i)).count();
+    assert_eq!(client.list().await.unwrap().len(), queued);
+}
+
 /// `AddMany` queues every source with one reply each, in order (an invalid source gets its
 /// error, a duplicate joins), durably; a listing longer than a page arrives whole and in
 /// order.
