@@ -425,8 +425,8 @@ fn jobs_after(
 
 /// A job's file records, by index: indexes `0..n` are written together (a resolve, or an
 /// add that is complete already), so they are read one point lookup each, up to the first
-/// index that has none. A prefix scan would find the same records, but every sled iterator
-/// starts with a copy of the leaf it reads, which made it most of a listing's time.
+/// index that has none. A prefix scan finds the same records, but every sled iterator starts
+/// with a copy of the leaf it reads: a listing of 100k jobs left ~4 MiB more resident.
 fn files_of(files: &sled::Tree, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
     let mut records = Vec::new();
     for index in 0u32.. {
