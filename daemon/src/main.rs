@@ -25,6 +25,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     mdld::memory::use_one_arena();
+    mdld::memory::page_out_code_after_startup();
     let args = Args::parse();
     let default_level = match args.verbose {
         0 => "info",

@@ -668,7 +668,7 @@ pub async fn run(
             Ok(())
         })
         .await;
-    crate::memory::release_free_memory_soon();
+    crate::memory::startup_done();
     repair(&services, damaged);
 
     let mut dirty: HashSet<JobId> = HashSet::new();
