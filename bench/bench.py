@@ -486,7 +486,7 @@ def report(work: Path) -> None:
         f"Machine: {meta.get('machine', '?')}",
         f"Versions: {meta.get('versions', '?')}",
         *noise(rows),
-        "Quiet check (no other mdld, no cargo/rustc, load average): "
+        "Quiet check (no other mdld, no cargo/rustc, CPUs busy over 1 s before each case): "
         + ("OK" if not warnings else "NOT QUIET: " + " | ".join(dict.fromkeys(warnings))),
         f"The whole script took {meta.get('elapsed_s', 0) / 60:.1f} min.",
         "Median of the runs for wall time and CPU (min-max in brackets); peak RSS is the max over the runs. "

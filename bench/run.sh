@@ -78,12 +78,27 @@ check_quiet() { # WHEN
     [[ -n $others ]] && QUIET_WARNINGS+=("$1: other mdld running: $(paste -sd';' <<<"$others")")
     others=$(pgrep -a -f 'cargo (test|build|nextest|clippy|run)|rustc ' 2>/dev/null | cut -c1-100 || true)
     [[ -n $others ]] && QUIET_WARNINGS+=("$1: $(wc -l <<<"$others") cargo/rustc process(es): $(head -n 3 <<<"$others" | paste -sd';')")
-    local load
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    if awk -v l="$load" -v n="$(nproc)" 'BEGIN { exit !(l > n * 0.5) }'; then
-        QUIET_WARNINGS+=("$1: load average $load on $(nproc) cores")
+    # How busy the CPUs are now, over one second (/proc/stat), while nothing of this benchmark
+    # runs (its daemon and nginx idle between cases). Not the load average: its one-minute
+    # mean still holds the previous case, so every case after the first would trip it.
+    local busy
+    busy=$(busy_percent)
+    if awk -v b="$busy" 'BEGIN { exit !(b > 25) }'; then
+        QUIET_WARNINGS+=("$1: CPUs ${busy} % busy over 1 s with the benchmark idle ($(nproc) cores)")
     fi
     return 0
+}
+busy_percent() { # the share of all CPUs' time spent busy over the next second, in %
+    local a b
+    a=$(head -n 1 /proc/stat)
+    sleep 1
+    b=$(head -n 1 /proc/stat)
+    # cpu user nice system idle iowait irq softirq steal ...: idle = idle + iowait.
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        na = split(a, x); split(b, y); total = 0
+        for (i = 2; i <= na; i++) total += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f", (total > 0 ? 100 * (total - idle) / total : 0) }'
 }
 print_quiet_warnings() {
     local w
