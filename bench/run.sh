@@ -93,10 +93,11 @@ busy_percent() { # the share of all CPUs' time spent busy over the next second, 
     a=$(head -n 1 /proc/stat)
     sleep 1
     b=$(head -n 1 /proc/stat)
-    # cpu user nice system idle iowait irq softirq steal ...: idle = idle + iowait.
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice: idle = idle +
+    # iowait; guest time is already counted in user and nice, so the sum stops at steal.
     awk -v a="$a" -v b="$b" 'BEGIN {
-        na = split(a, x); split(b, y); total = 0
-        for (i = 2; i <= na; i++) total += y[i] - x[i]
+        split(a, x); split(b, y); total = 0
+        for (i = 2; i <= 9; i++) total += y[i] - x[i]
         idle = (y[5] - x[5]) + (y[6] - x[6])
         printf "%.0f", (total > 0 ? 100 * (total - idle) / total : 0) }'
 }
