@@ -16,16 +16,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: list_cost STORE_DIR")?;
     let db = sled::Config::new()
         .path(&dir)
-        .cache_capacity(4 << 20)
+        .cache_capacity(mdld::store::CACHE_CAPACITY)
         .open()?;
     let jobs = db.open_tree("jobs")?;
     let files = db.open_tree("files")?;
-    let file_key = |id: &[u8], index: u32| {
-        let mut key = [0u8; 12];
-        key[..8].copy_from_slice(id);
-        key[8..].copy_from_slice(&index.to_be_bytes());
-        key
+    let job_id = |key: &[u8]| -> Result<u64, Box<dyn std::error::Error>> {
+        Ok(u64::from_be_bytes(key.try_into()?))
     };
+    let file_key = mdld::store::file_key;
     for round in 0..2 {
         let started = Instant::now();
         let (mut n, mut bytes) = (0u64, 0u64);
@@ -33,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (key, value) = entry?;
             bytes += value.len() as u64;
             for index in 0u32.. {
-                let Some(file) = files.get(file_key(&key, index))? else {
+                let Some(file) = files.get(file_key(job_id(&key)?, index))? else {
                     break;
                 };
                 bytes += file.len() as u64;
@@ -56,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let job: JobRecord = mdld::store::decode_record("jobs", &value)?;
             let mut records: Vec<FileRecord> = Vec::new();
             for index in 0u32.. {
-                let Some(file) = files.get(file_key(&key, index))? else {
+                let Some(file) = files.get(file_key(job_id(&key)?, index))? else {
                     break;
                 };
                 records.push(mdld::store::decode_record("files", &file)?);

@@ -196,7 +196,8 @@ pub fn queue_key(priority: i32, seq: u64) -> [u8; 12] {
     key
 }
 
-fn file_key(id: JobId, index: u32) -> [u8; 12] {
+/// The key of a job's file record in the `files` tree: the job id, then the file's index.
+pub fn file_key(id: JobId, index: u32) -> [u8; 12] {
     let mut key = [0u8; 12];
     key[..8].copy_from_slice(&id.to_be_bytes());
     key[8..].copy_from_slice(&index.to_be_bytes());
@@ -311,7 +312,7 @@ fn sync_directory(_dir: &Path) -> std::io::Result<()> {
 /// sled's page cache. Its default (1 GiB) lets the cache grow with the history; records are
 /// small and read one at a time, so a modest cache keeps the daemon light (the OS page cache
 /// still holds the file).
-const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
+pub const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
 
 /// The version of the index trees (`by_destination`, `by_sha256`, `owners`) recorded in
 /// `meta/index_format` once they are complete; a store without it gets them rebuilt.
