@@ -136,6 +136,17 @@ else
     echo "$JOBS" >"$PRISTINE/jobs"
     echo "$FILL_S" >"$PRISTINE/fill_s"
 fi
+# The filled store in this daemon's format: the first open by a newer daemon upgrades a store
+# once (say, builds the listing views), and that is not what the runs measure. One start and
+# clean stop on a copy, kept as the pristine store; on a current store it changes nothing.
+rm -rf "$DATA"
+mkdir -p "$DATA"
+cp -a "$PRISTINE"/store* "$DATA/"
+start_daemon "$DATA"
+log "the filled store opened in $START_S s (an upgrade, if any, included)"
+stop_daemon
+rm -rf "$PRISTINE"/store*
+cp -a "$DATA"/store* "$PRISTINE/"
 
 # ---- Runs. ----
 declare -A M # metric name -> space-separated values

@@ -1,6 +1,6 @@
 //! Where a listing's time goes, stage by stage, on a copy of a store (bench/README.md,
 //! "Listing 100k jobs"): sled reads alone, then the records' checksums and JSON decoding,
-//! then the wire views.
+//! then the wire views; and what a listing reads now, the `views` tree alone.
 //!
 //! ```sh
 //! cp -a bench/work/store/pristine/store /tmp/list-store   # a copy: sled writes on open
@@ -67,6 +67,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             view += t.elapsed();
         }
         println!("round {round}: reads + decode + views ({views} files): {:.3?} (decode incl. reads {decode:.3?}, views {view:.3?})", started.elapsed());
+    }
+    // What a listing reads since the store keeps views of the finished jobs.
+    let vt = db.open_tree("views")?;
+    if vt.is_empty() {
+        println!("no views: open the store once with this mdld first");
+    }
+    for round in 0..3 {
+        let started = Instant::now();
+        let (mut n, mut bytes, mut f) = (0u64, 0u64, 0usize);
+        for entry in vt.iter() {
+            let (_key, value) = entry?;
+            bytes += value.len() as u64;
+            let info: mdl_protocol::JobInfo = match value.get(8..) {
+                Some(view) if !view.is_empty() => mdl_protocol::codec::decode(view)?,
+                _ => continue,
+            };
+            f += info.files.len();
+            n += 1;
+        }
+        println!(
+            "views round {round}: {n} views ({} MB, {f} files) read + decoded: {:.3?}",
+            bytes / 1_000_000,
+            started.elapsed()
+        );
     }
     Ok(())
 }

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use mdl_protocol::{
-    DaemonInfo, ErrorInfo, ErrorKind, Event, FileChange, FileState, HealthInfo, JobId, JobInfo,
-    JobState, Secret, PROTOCOL_VERSION,
+    DaemonInfo, EncodedJobs, ErrorInfo, ErrorKind, Event, FileChange, FileState, HealthInfo, JobId,
+    JobInfo, JobState, Secret, PROTOCOL_VERSION,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -392,6 +392,10 @@ impl Scheduler {
         let replies = std::mem::take(&mut self.pending_replies);
         let cleanups = std::mem::take(&mut self.pending_cleanups);
         if std::mem::take(&mut self.flush_pending) {
+            if let Err(e) = self.store.refresh_views() {
+                // The views stay empty: listings read those jobs from their records.
+                tracing::warn!("cannot bring the listing views up to date: {e}");
+            }
             self.flight = Some(Flight {
                 flush: tokio::spawn(self.store.flush_owned()),
                 events,
@@ -1425,18 +1429,33 @@ impl SettledJobs {
         after: Option<JobId>,
         limit: usize,
         skip: &std::collections::HashSet<JobId>,
-    ) -> Result<(Vec<JobInfo>, Option<JobId>), StoreError> {
-        let mut infos = Vec::new();
-        for job in self.records.jobs_after(after) {
-            let job = job?;
-            if !crate::store::is_runnable(job.state) && !skip.contains(&job.id) {
-                // A file record that does not decode lists the job without its files (as
-                // `status` does; the store's health reports the damage).
-                let files = self.records.files(job.id).unwrap_or_default();
-                infos.push(job::job_info(&job, &files, &[]));
-                if infos.len() >= limit {
-                    return Ok((infos, Some(job.id)));
-                }
+    ) -> Result<(EncodedJobs, Option<JobId>), StoreError> {
+        let mut infos = EncodedJobs::new();
+        for entry in self.records.views_after(after) {
+            let (id, view) = entry?;
+            if skip.contains(&id) {
+                continue;
+            }
+            match view {
+                Some(view) => infos.push_encoded(view.encoded()),
+                // Out of date: from the records, as they are now.
+                None => match self.records.job(id)? {
+                    Some(job) if !crate::store::is_runnable(job.state) => {
+                        // A file record that does not decode lists the job without its files
+                        // (as `status` does; the store's health reports the damage).
+                        let files = self.records.files(id).unwrap_or_default();
+                        infos.push(&job::job_info(&job, &files, &[])).map_err(|e| {
+                            StoreError::Record {
+                                key: format!("jobs/{id}"),
+                                message: e.to_string(),
+                            }
+                        })?;
+                    }
+                    _ => continue,
+                },
+            }
+            if infos.len() >= limit {
+                return Ok((infos, Some(id)));
             }
         }
         Ok((infos, None))

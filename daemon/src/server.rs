@@ -15,8 +15,8 @@ use interprocess::local_socket::traits::tokio::Listener as _;
 use mdl_protocol::endpoint::{LocalListener, LocalStream};
 use mdl_protocol::handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};
 use mdl_protocol::{
-    Codec, Connection, ErrorKind, ErrorReply, Event, JobInfo, ProtocolError, Request, Response,
-    MAX_FRAME_LEN,
+    Codec, Connection, EncodedJobs, ErrorKind, ErrorReply, Event, JobInfo, ProtocolError, Request,
+    Response, MAX_FRAME_LEN,
 };
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -107,7 +107,14 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
         };
         match handlers::dispatch(&services, request).await {
             Reply::Response(Response::Jobs(jobs)) => {
-                if !send_in_parts(&mut conn, jobs, Listing::Reply).await {
+                let sent = match EncodedJobs::from_jobs(&jobs) {
+                    Ok(jobs) => send_in_parts(&mut conn, jobs, Listing::Reply).await,
+                    Err(e) => {
+                        let reply = ErrorReply::new(ErrorKind::Other, e.to_string());
+                        send(&mut conn, &Response::Error(reply)).await
+                    }
+                };
+                if !sent {
                     return;
                 }
             }
@@ -123,7 +130,8 @@ pub async fn handle_connection(stream: LocalStream, services: Services, heartbea
                 }
             }
             Reply::Jobs(mut pages) => {
-                if send_pages(&mut conn, Vec::new(), &mut pages, Listing::Reply).await == Sent::Gone
+                if send_pages(&mut conn, EncodedJobs::new(), &mut pages, Listing::Reply).await
+                    == Sent::Gone
                 {
                     return;
                 }
@@ -236,42 +244,38 @@ impl Listing {
             }
         }
     }
-
-    fn unwrap(message: Response) -> Vec<JobInfo> {
-        match message {
-            Response::Jobs(jobs)
-            | Response::JobsPart(jobs)
-            | Response::Event(Event::Snapshot(jobs))
-            | Response::Event(Event::SnapshotPart(jobs)) => jobs,
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// Send a list of jobs as one frame or, when it is too large for one, as parts of at most the
 /// frame cap each (halving until each fits), the last one as the closing message; the peer
 /// joins them. False when the peer is gone or stopped reading.
-pub async fn send_in_parts<S>(
-    conn: &mut Connection<S>,
-    jobs: Vec<JobInfo>,
-    listing: Listing,
-) -> bool
+pub async fn send_in_parts<S>(conn: &mut Connection<S>, jobs: EncodedJobs, listing: Listing) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Chunks still to send, in order; the last one goes out as the closing message.
     let mut pending = std::collections::VecDeque::from([jobs]);
-    while let Some(chunk) = pending.pop_front() {
-        let message = listing.wrap(chunk, pending.is_empty());
-        match tokio::time::timeout(WRITE_TIMEOUT, conn.send(&message)).await {
+    while let Some(mut chunk) = pending.pop_front() {
+        let last = pending.is_empty();
+        let sent = conn.send_jobs(&chunk, |jobs| listing.wrap(jobs, last));
+        match tokio::time::timeout(WRITE_TIMEOUT, sent).await {
             Ok(Ok(())) => {}
             Ok(Err(ProtocolError::TooLarge(_))) => {
-                let mut chunk = Listing::unwrap(message);
                 if chunk.len() < 2 {
                     tracing::warn!(
                         "one job's listing is over the frame cap; sending it without its files"
                     );
-                    chunk.iter_mut().for_each(|job| job.files.clear());
+                    let without_files = chunk.decode().and_then(|mut jobs| {
+                        jobs.iter_mut().for_each(|job| job.files.clear());
+                        EncodedJobs::from_jobs(&jobs)
+                    });
+                    chunk = match without_files {
+                        Ok(chunk) => chunk,
+                        Err(e) => {
+                            tracing::error!("a job's listing cannot be sent: {e}");
+                            continue;
+                        }
+                    };
                 } else {
                     let second = chunk.split_off(chunk.len() / 2);
                     pending.push_front(second);
@@ -308,7 +312,7 @@ enum Sent {
 /// than a page is one frame; an error reply instead of the rest if a page cannot be read.
 async fn send_pages(
     conn: &mut Connection<LocalStream>,
-    first: Vec<JobInfo>,
+    first: EncodedJobs,
     pages: &mut handlers::query::JobPages,
     last: Listing,
 ) -> Sent {
@@ -326,7 +330,7 @@ async fn send_pages(
                     return Sent::Gone;
                 }
             }
-            Ok(Some(page)) => held.extend(page),
+            Ok(Some(page)) => held.append(page),
             Ok(None) => {
                 return match send_in_parts(conn, held, last).await {
                     true => Sent::Listed,
@@ -436,7 +440,7 @@ mod tests {
                 let sent = jobs.clone();
                 let writer = tokio::spawn(async move {
                     let mut conn = Connection::with_codec(a, codec);
-                    send_in_parts(&mut conn, sent, listing).await
+                    send_in_parts(&mut conn, EncodedJobs::from_jobs(&sent).unwrap(), listing).await
                 });
                 let mut conn = Connection::with_codec(b, codec);
                 let (mut got, mut parts) = (Vec::new(), 0);
@@ -461,6 +465,36 @@ mod tests {
                     .zip(&jobs)
                     .all(|(a, b)| a.id == b.id && a.files.len() == 2));
             }
+        }
+    }
+
+    /// A job whose listing alone is over the frame cap is sent without its files, between
+    /// the others, in both codecs.
+    #[tokio::test]
+    async fn a_job_over_the_frame_cap_is_listed_without_its_files() {
+        let jobs = vec![job(1, 1), job(2, 100_000), job(3, 1)];
+        for codec in [Codec::Bincode, Codec::Json] {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let sent = EncodedJobs::from_jobs(&jobs).unwrap();
+            let writer = tokio::spawn(async move {
+                let mut conn = Connection::with_codec(a, codec);
+                send_in_parts(&mut conn, sent, Listing::Reply).await
+            });
+            let mut conn = Connection::with_codec(b, codec);
+            let mut got = Vec::new();
+            loop {
+                match conn.recv::<Response>().await.unwrap().unwrap() {
+                    Response::JobsPart(part) => got.extend(part),
+                    Response::Jobs(last) => {
+                        got.extend(last);
+                        break;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(writer.await.unwrap());
+            let files: Vec<_> = got.iter().map(|j| (j.id, j.files.len())).collect();
+            assert_eq!(files, [(1, 1), (2, 0), (3, 1)], "{codec:?}");
         }
     }
 }

@@ -104,6 +104,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// Send the message `wrap` builds around `jobs` as one frame and flush it, copying the
+    /// jobs' bytes as they are in bincode ([`Codec::encode_with_jobs`]).
+    pub async fn send_jobs(
+        &mut self,
+        jobs: &crate::EncodedJobs,
+        wrap: impl Fn(Vec<crate::JobInfo>) -> crate::Response,
+    ) -> Result<(), ProtocolError> {
+        let payload = self.codec.encode_with_jobs(jobs, wrap)?;
+        if payload.len() > MAX_FRAME_LEN {
+            return Err(ProtocolError::TooLarge(payload.len()));
+        }
+        self.framed.send(bytes::Bytes::from(payload)).await?;
+        Ok(())
+    }
+
     /// Receive one message. `Ok(None)` on a clean end of stream (between frames); an error on
     /// an end of stream inside a frame, an oversized frame, or a payload that does not decode.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ProtocolError> {

@@ -29,7 +29,7 @@ pub mod response;
 pub mod types;
 
 pub use client::{Client, ClientError, EventStream};
-pub use codec::Codec;
+pub use codec::{Codec, EncodedJobs};
 pub use connection::{Connection, ProtocolError, MAX_FRAME_LEN};
 pub use event::{Event, FileChange, Progress};
 pub use handshake::{HandshakeReply, Hello, MAGIC, PROTOCOL_VERSION};

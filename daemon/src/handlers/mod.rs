@@ -17,7 +17,7 @@ pub mod verify;
 
 use std::sync::Arc;
 
-use mdl_protocol::{ErrorKind, ErrorReply, Event, JobInfo, Request, Response};
+use mdl_protocol::{ErrorKind, ErrorReply, Event, Request, Response};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +72,7 @@ pub enum Reply {
 /// A new subscriber's view: every job now, and the events from then on.
 pub struct Subscription {
     /// The snapshot's first page: the runnable jobs, in run order.
-    pub first: Vec<JobInfo>,
+    pub first: mdl_protocol::EncodedJobs,
     /// The rest of the snapshot, page by page (read beside the scheduler, as a listing is).
     pub rest: query::JobPages,
     /// The live events (observation only: it may lag).

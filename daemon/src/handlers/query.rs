@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use tokio::sync::mpsc;
 
-use mdl_protocol::{ErrorReply, JobId, JobInfo, Response};
+use mdl_protocol::{EncodedJobs, ErrorKind, ErrorReply, JobId, Response};
 
 use super::{no_such_job, HandlerResult, Services, Subscription};
 use crate::scheduler::{Scheduler, SettledJobs};
@@ -19,8 +19,9 @@ const PAGES_AHEAD: usize = 2;
 const TRIM_EVERY_PAGES: usize = 10;
 
 /// A listing of every job, read page by page: the runnable jobs in run order first (one
-/// scheduler call, with their live bytes), then the others by id, read from the store on a
-/// blocking thread beside the scheduler, a few pages ahead of the connection. A job that
+/// scheduler call, with their live bytes), then the others by id, read from the store's views
+/// on a blocking thread beside the scheduler, a few pages ahead of the connection. Pages hold
+/// the jobs encoded, as the store keeps them: a bincode peer gets those bytes as they are. A job that
 /// finishes while the listing runs is listed once; one added meanwhile may be left out.
 pub struct JobPages {
     services: Services,
@@ -34,14 +35,14 @@ enum Listing {
     /// Nothing listed yet.
     Start,
     /// The runnable jobs are listed; the others arrive from the reader.
-    Settled(mpsc::Receiver<Result<Vec<JobInfo>, ErrorReply>>),
+    Settled(mpsc::Receiver<Result<EncodedJobs, ErrorReply>>),
     /// Every page was returned.
     Done,
 }
 
 impl JobPages {
     /// The next page, or `None` after the last one.
-    pub async fn next(&mut self) -> Result<Option<Vec<JobInfo>>, ErrorReply> {
+    pub async fn next(&mut self) -> Result<Option<EncodedJobs>, ErrorReply> {
         let page = match &mut self.state {
             Listing::Done => return Ok(None),
             Listing::Start => {
@@ -53,7 +54,8 @@ impl JobPages {
                     })
                     .await?;
                 self.state = Listing::Settled(read_ahead(settled, skip));
-                page
+                EncodedJobs::from_jobs(&page)
+                    .map_err(|e| ErrorReply::new(ErrorKind::Other, e.to_string()))?
             }
             Listing::Settled(pages) => match pages.recv().await {
                 Some(page) => page?,
@@ -79,7 +81,7 @@ impl JobPages {
 fn read_ahead(
     settled: SettledJobs,
     skip: HashSet<JobId>,
-) -> mpsc::Receiver<Result<Vec<JobInfo>, ErrorReply>> {
+) -> mpsc::Receiver<Result<EncodedJobs, ErrorReply>> {
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
     tokio::task::spawn_blocking(move || {
         let mut after = None;

@@ -59,6 +59,17 @@ pub async fn expect_verified(
     done
 }
 
+/// Check that a listing shows every job as `status` does (a listing reads finished jobs from
+/// the store's views, `status` from their records): call it once the jobs are still.
+pub async fn assert_listing_matches_status(daemon: &testkit::daemon::TestDaemon) {
+    let mut client = daemon.client().await;
+    let listed = client.list().await.unwrap();
+    assert!(!listed.is_empty());
+    for job in listed {
+        assert_eq!(job, client.status(job.id).await.unwrap());
+    }
+}
+
 /// A forwarded environment for an add, as `mdlctl` builds it from the caller's shell.
 pub fn forwarded_env(pairs: &[(&str, &str)]) -> Vec<(String, mdl_protocol::Secret)> {
     pairs

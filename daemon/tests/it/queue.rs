@@ -417,6 +417,7 @@ async fn add_many_replies_per_source_and_the_listing_pages_through_every_job() {
     let paused: Vec<_> = jobs.iter().filter(|j| j.id != queued).collect();
     assert_eq!(paused.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
     assert!(paused.iter().all(|j| j.state == JobState::Paused));
+    crate::assert_listing_matches_status(&daemon).await;
     // Page by page, the same jobs, in pages of about a thousand (the running one is listed
     // first while it runs and by id once it has failed: it may do so between the listings).
     let mut pages = Vec::new();

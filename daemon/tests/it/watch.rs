@@ -309,6 +309,8 @@ async fn deleted_and_truncated_files_show_missing_and_modified_and_verify_repair
         client.status(read.id).await.unwrap().files[0].state,
         FileState::Completed
     );
+    // Still completed, with a missing and a modified file: listed as their records say.
+    crate::assert_listing_matches_status(&daemon).await;
 
     // `verify` re-hashes and fetches both again.
     let requeued = client.verify(vec![], vec![]).await.unwrap();
@@ -321,6 +323,7 @@ async fn deleted_and_truncated_files_show_missing_and_modified_and_verify_repair
         (h.files_intact, h.files_missing, h.files_modified) == (3, 0, 0)
     })
     .await;
+    crate::assert_listing_matches_status(&daemon).await;
 }
 
 #[tokio::test]
