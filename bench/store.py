@@ -9,10 +9,14 @@ for the wire protocol).
   store.py rss PID                    VmRSS and VmHWM of PID, in KiB
   store.py wait SOCKET COUNT TIMEOUT  wait until no job is queued or running and at least
                                       COUNT jobs exist (DaemonStatus polling); prints seconds
+  store.py settled SOCKET TIMEOUT      wait until the start-up check of every completed file is
+                                      done (Health polling); prints seconds
+  store.py parse FILE                 time json.loads of FILE's text; prints seconds
   store.py stats VALUE...             "median min max" of the values
 """
 
 import http.server
+import json
 import os
 import socketserver
 import statistics
@@ -120,6 +124,27 @@ def wait(sock: str, count: int, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def settled(sock: str, timeout: float) -> None:
+    """Wait until the daemon's start-up check of every completed file is done; print how long
+    that took from now."""
+    start = time.monotonic()
+    conn = connect(sock)
+    while not conn.request("Health")["Health"]["startup_check_done"]:
+        if time.monotonic() - start > timeout:
+            sys.exit("timeout: the start-up check is not done")
+        time.sleep(0.05)
+    print(f"{time.monotonic() - start:.3f}")
+
+
+def parse(path: str) -> None:
+    """Time json.loads of a file's text (read first)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start = time.perf_counter()
+    json.loads(text)
+    print(f"{time.perf_counter() - start:.6f}")
+
+
 def stats(values) -> None:
     v = [float(x) for x in values]
     print(f"{statistics.median(v):.6f} {min(v):.6f} {max(v):.6f}")
@@ -137,6 +162,10 @@ if __name__ == "__main__":
         rss(int(args[0]))
     elif cmd == "wait":
         wait(args[0], int(args[1]), float(args[2]))
+    elif cmd == "parse":
+        parse(args[0])
+    elif cmd == "settled":
+        settled(args[0], float(args[1]))
     elif cmd == "stats":
         stats(args)
     else:
