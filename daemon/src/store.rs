@@ -429,20 +429,41 @@ fn decode_file_ref(bytes: &[u8]) -> Option<(JobId, u32)> {
 /// The jobs with ids above `after` (all with `None`), by id, decoded one at a time.
 fn jobs_after(
     jobs: &sled::Tree,
+    meta: &sled::Tree,
     upgrade: Upgrade,
     after: Option<JobId>,
 ) -> impl Iterator<Item = Result<JobRecord, StoreError>> + 'static {
-    let range = match after {
-        Some(id) => jobs.range((
-            std::ops::Bound::Excluded(id.to_be_bytes()),
-            std::ops::Bound::Unbounded,
-        )),
-        None => jobs.iter(),
-    };
-    range.map(move |entry| {
-        let (key, value) = entry?;
-        decode_job(&format!("jobs/{key:?}"), &value, upgrade)
+    values_by_id_after(jobs, meta, after).map(move |entry| {
+        let (id, value) = entry?;
+        decode_job(&format!("jobs/{id}"), &value, upgrade)
     })
+}
+
+/// The values of a tree keyed by job id, for the ids above `after` (all with `None`) up to the
+/// last one given, by id.
+///
+/// Read by one point lookup per id, not by a scan: sled keeps every page an iterator reads in
+/// memory whatever its cache's capacity (a scan of the views of 100k jobs, 25 MB, left
+/// ~30 MiB resident; the same lookups ~5 MiB, in about the same time). A lookup of an id
+/// without a value (a removed job; a runnable one in `views`) costs about a microsecond.
+fn values_by_id_after(
+    tree: &sled::Tree,
+    meta: &sled::Tree,
+    after: Option<JobId>,
+) -> impl Iterator<Item = Result<(JobId, sled::IVec), StoreError>> + 'static {
+    let tree = tree.clone();
+    let first = after.map_or(1, |id| id.saturating_add(1));
+    let (last, error) = match last_id(meta) {
+        Ok(last) => (last, None),
+        Err(e) => (0, Some(Err(e))),
+    };
+    error.into_iter().chain(
+        (first..=last).filter_map(move |id| match tree.get(id.to_be_bytes()) {
+            Ok(Some(value)) => Some(Ok((id, value))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        }),
+    )
 }
 
 /// The last job id given (0 before the first).
@@ -521,14 +542,6 @@ pub struct RecordReader {
 }
 
 impl RecordReader {
-    /// As [`Store::jobs_after`].
-    pub fn jobs_after(
-        &self,
-        after: Option<JobId>,
-    ) -> impl Iterator<Item = Result<JobRecord, StoreError>> + 'static {
-        jobs_after(&self.jobs, self.upgrade, after)
-    }
-
     /// As [`Store::files`].
     pub fn files(&self, id: JobId) -> Result<Vec<FileRecord>, StoreError> {
         files_of(&self.files, id)
@@ -541,32 +554,14 @@ impl RecordReader {
 
     /// The jobs that cannot run with ids above `after` (all with `None`), by id, with their
     /// views; `None` for a view that is out of date (or damaged): the caller reads that job
-    /// from its records, which may show it runnable or gone by now.
-    ///
-    /// Read by one point lookup per id up to the last one given, not by a scan: sled keeps
-    /// every page an iterator reads in memory whatever its cache's capacity (a scan of the
-    /// views of 100k jobs, 25 MB, left ~30 MiB resident; the same lookups ~5 MiB, in about
-    /// the same time). A lookup of an id without a view (a runnable job, a removed one) costs
-    /// about a microsecond.
+    /// from its records, which may show it runnable or gone by now. By point lookups (see
+    /// [`values_by_id_after`]).
     pub fn views_after(
         &self,
         after: Option<JobId>,
     ) -> impl Iterator<Item = Result<(JobId, Option<View>), StoreError>> + 'static {
-        let views = self.views.clone();
-        let first = after.map_or(1, |id| id.saturating_add(1));
-        let (last, error) = match last_id(&self.meta) {
-            Ok(last) => (last, None),
-            Err(e) => (0, Some(Err(e))),
-        };
-        error
-            .into_iter()
-            .chain(
-                (first..=last).filter_map(move |id| match views.get(id.to_be_bytes()) {
-                    Ok(Some(value)) => Some(Ok((id, View::checked(value)))),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e.into())),
-                }),
-            )
+        values_by_id_after(&self.views, &self.meta, after)
+            .map(|entry| entry.map(|(id, value)| (id, View::checked(value))))
     }
 }
 
@@ -1158,7 +1153,7 @@ impl Store {
         &self,
         after: Option<JobId>,
     ) -> impl Iterator<Item = Result<JobRecord, StoreError>> + 'static {
-        jobs_after(&self.jobs, self.upgrade, after)
+        jobs_after(&self.jobs, &self.meta, self.upgrade, after)
     }
 
     /// A read-only view of the job and file records, for a long read beside the store's owner.
