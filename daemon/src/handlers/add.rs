@@ -41,18 +41,23 @@ pub async fn add(services: &Services, request: AddRequest) -> HandlerResult {
     queue_checked(services, checked).await
 }
 
-/// How many sources of an `AddMany` one scheduler call queues: the calls are sent together
-/// and the scheduler commits the batch it takes at once, so other requests can go between
-/// them without a flush per source.
+/// How many sources of an `AddMany` one scheduler call queues: other requests can go between
+/// the calls, and a call's sources are checked while the one before it is queued.
 const ADD_MANY_CALL: usize = 1000;
 
-/// Queue many sources: each checked like [`add`] (a search or a dry run is handled alone),
-/// their destinations created once each, then queued in a few scheduler calls sent together,
-/// which the scheduler commits with one store flush. Replies `AddedMany`, one reply per
-/// source in order.
+/// How many of an `AddMany`'s scheduler calls may wait for the scheduler at once: enough for
+/// the scheduler to take the next while one commits, few enough that memory holds a couple of
+/// calls' sources, not every source of a large add.
+const ADD_MANY_IN_FLIGHT: usize = 2;
+
+/// Queue many sources: each checked like [`add`] (a search or a dry run is handled alone), a
+/// slice at a time: the slice's destinations created once each, then queued in one scheduler
+/// call, at most [`ADD_MANY_IN_FLIGHT`] calls waiting at once (the scheduler commits the calls
+/// it takes together with one store flush). Replies `AddedMany`, one reply per source in
+/// order.
 ///
-/// Memory holds each source once at a time: the checked sources go straight into the calls
-/// (sized to fit), and the replies are put in order as the calls' answers are taken apart.
+/// Memory holds a few slices' sources at a time (10k sources in one add held them all, ~7 MiB
+/// more at the daemon's peak), and the replies are put in order as the calls answer.
 pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> HandlerResult {
     let settings = services.settings.get();
     let sources = services.sources();
@@ -60,86 +65,52 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
     // Replies known before the scheduler's turn (a refused source, a dry run, a search, a
     // destination that cannot be created), by the source's position.
     let mut early: std::collections::BTreeMap<usize, Response> = Default::default();
-    let mut calls: Vec<Vec<(usize, CheckedAdd)>> = Vec::new();
-    for (i, request) in requests.into_iter().enumerate() {
-        match check(&settings, &sources, request) {
-            Err(e) => {
-                early.insert(i, Response::Error(e));
-            }
-            Ok(checked)
-                if checked.request.dry_run
-                    || matches!(
-                        checked.parsed_source,
-                        Source::Civitai(CivitaiTarget::Search(_))
-                    ) =>
-            {
-                let request = checked.request.clone();
-                let reply = add(services, request).await.unwrap_or_else(Response::Error);
-                early.insert(i, reply);
-            }
-            Ok(checked) => match calls.last_mut() {
-                Some(call) if call.len() < ADD_MANY_CALL => call.push((i, checked)),
-                _ => {
-                    let mut call = Vec::with_capacity(ADD_MANY_CALL.min(total - i));
+    let mut in_flight: std::collections::VecDeque<tokio::task::JoinHandle<CallAnswers>> =
+        Default::default();
+    let mut queued: Vec<(usize, Response)> = Vec::with_capacity(total);
+    let mut requests = requests.into_iter().enumerate().peekable();
+    while requests.peek().is_some() {
+        let mut call = Vec::with_capacity(ADD_MANY_CALL.min(total));
+        for (i, request) in requests.by_ref() {
+            match check(&settings, &sources, request) {
+                Err(e) => {
+                    early.insert(i, Response::Error(e));
+                }
+                Ok(checked)
+                    if checked.request.dry_run
+                        || matches!(
+                            checked.parsed_source,
+                            Source::Civitai(CivitaiTarget::Search(_))
+                        ) =>
+                {
+                    let request = checked.request.clone();
+                    let reply = add(services, request).await.unwrap_or_else(Response::Error);
+                    early.insert(i, reply);
+                }
+                Ok(checked) => {
                     call.push((i, checked));
-                    calls.push(call);
+                    if call.len() == ADD_MANY_CALL {
+                        break;
+                    }
                 }
-            },
+            }
         }
-    }
-    // File-system work stays out of the scheduler's task: each destination once.
-    let dirs: std::collections::BTreeSet<PathBuf> = calls
-        .iter()
-        .flatten()
-        .map(|(_, c)| c.dest_dir.clone())
-        .collect();
-    let failed = tokio::task::spawn_blocking(move || {
-        dirs.into_iter()
-            .filter_map(|dir| {
-                let error = std::fs::create_dir_all(&dir).err()?;
-                let message = format!("cannot create the destination {}: {error}", dir.display());
-                Some((dir, message))
-            })
-            .collect::<std::collections::HashMap<_, _>>()
-    })
-    .await
-    .map_err(|e| invalid(format!("cannot create the destinations: {e}")))?;
-    if !failed.is_empty() {
-        for call in &mut calls {
-            call.retain(|(i, checked)| match failed.get(&checked.dest_dir) {
-                Some(message) => {
-                    early.insert(*i, Response::Error(invalid(message.clone())));
-                    false
-                }
-                None => true,
-            });
+        let call = create_destinations(call, &mut early).await?;
+        if call.is_empty() {
+            continue;
         }
-        calls.retain(|call| !call.is_empty());
+        if in_flight.len() >= ADD_MANY_IN_FLIGHT {
+            if let Some(oldest) = in_flight.pop_front() {
+                queued.extend(answers_of(oldest).await?);
+            }
+        }
+        in_flight.push_back(queue_call(services, call).await?);
     }
-    let keys: Vec<_> = calls
-        .iter()
-        .flatten()
-        .map(|(_, checked)| checked.destination_key())
-        .collect();
-    let stamps = std::sync::Arc::new(stamp_copies(services, keys).await?);
-    let calls = calls.into_iter().map(|call| {
-        let stamps = stamps.clone();
-        services.call(move |s| {
-            Ok(call
-                .into_iter()
-                .map(|(i, checked)| {
-                    let reply = add_checked(s, checked, &stamps);
-                    (i, reply.unwrap_or_else(Response::Error))
-                })
-                .collect::<Vec<_>>())
-        })
-    });
-    let answers = futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    // The calls answer their sources in order; each call's answers are freed once taken.
-    let mut queued = answers.into_iter().flatten().peekable();
+    for call in in_flight {
+        queued.extend(answers_of(call).await?);
+    }
+    // The calls answer their sources in order.
+    let mut queued = queued.into_iter().peekable();
     let mut replies = Vec::with_capacity(total);
     for i in 0..total {
         let reply = match early.remove(&i) {
@@ -152,6 +123,70 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
         replies.push(reply);
     }
     Ok(Response::AddedMany(replies))
+}
+
+/// A scheduler call's replies to its sources, by their positions in the `AddMany`.
+type CallAnswers = Result<Vec<(usize, Response)>, ErrorReply>;
+
+/// Create the destinations of one call's sources (each once, off the scheduler's task); a
+/// source whose destination cannot be created gets its error reply in `early`.
+async fn create_destinations(
+    mut call: Vec<(usize, CheckedAdd)>,
+    early: &mut std::collections::BTreeMap<usize, Response>,
+) -> Result<Vec<(usize, CheckedAdd)>, ErrorReply> {
+    let dirs: std::collections::BTreeSet<PathBuf> =
+        call.iter().map(|(_, c)| c.dest_dir.clone()).collect();
+    let failed = tokio::task::spawn_blocking(move || {
+        dirs.into_iter()
+            .filter_map(|dir| {
+                let error = std::fs::create_dir_all(&dir).err()?;
+                let message = format!("cannot create the destination {}: {error}", dir.display());
+                Some((dir, message))
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    })
+    .await
+    .map_err(|e| invalid(format!("cannot create the destinations: {e}")))?;
+    if !failed.is_empty() {
+        call.retain(|(i, checked)| match failed.get(&checked.dest_dir) {
+            Some(message) => {
+                early.insert(*i, Response::Error(invalid(message.clone())));
+                false
+            }
+            None => true,
+        });
+    }
+    Ok(call)
+}
+
+/// Send one call's checked sources to the scheduler, once the copies they may take are
+/// stamped; the task answers once the scheduler has queued (and committed) them.
+async fn queue_call(
+    services: &Services,
+    call: Vec<(usize, CheckedAdd)>,
+) -> Result<tokio::task::JoinHandle<CallAnswers>, ErrorReply> {
+    let keys: Vec<_> = call.iter().map(|(_, c)| c.destination_key()).collect();
+    let stamps = stamp_copies(services, keys).await?;
+    let services = services.clone();
+    Ok(tokio::spawn(async move {
+        services
+            .call(move |s| {
+                Ok(call
+                    .into_iter()
+                    .map(|(i, checked)| {
+                        let reply = add_checked(s, checked, &stamps);
+                        (i, reply.unwrap_or_else(Response::Error))
+                    })
+                    .collect())
+            })
+            .await
+    }))
+}
+
+/// What a call sent by [`queue_call`] answered.
+async fn answers_of(call: tokio::task::JoinHandle<CallAnswers>) -> CallAnswers {
+    call.await
+        .map_err(|e| invalid(format!("cannot queue the sources: {e}")))?
 }
 
 /// Queue one source (not a search).
