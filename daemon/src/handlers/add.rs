@@ -67,7 +67,7 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
     let mut early: std::collections::BTreeMap<usize, Response> = Default::default();
     let mut in_flight: std::collections::VecDeque<tokio::task::JoinHandle<CallAnswers>> =
         Default::default();
-    let mut queued: Vec<(usize, Response)> = Vec::with_capacity(total);
+    let mut replies = Replies::new(total);
     let mut requests = requests.into_iter().enumerate().peekable();
     while requests.peek().is_some() {
         let mut call = Vec::with_capacity(ADD_MANY_CALL.min(total));
@@ -101,28 +101,63 @@ pub async fn add_many(services: &Services, requests: Vec<AddRequest>) -> Handler
         }
         if in_flight.len() >= ADD_MANY_IN_FLIGHT {
             if let Some(oldest) = in_flight.pop_front() {
-                queued.extend(answers_of(oldest).await?);
+                replies.put(answers_of(oldest).await?, &mut early);
             }
         }
         in_flight.push_back(queue_call(services, call).await?);
     }
     for call in in_flight {
-        queued.extend(answers_of(call).await?);
+        replies.put(answers_of(call).await?, &mut early);
     }
-    // The calls answer their sources in order.
-    let mut queued = queued.into_iter().peekable();
-    let mut replies = Vec::with_capacity(total);
-    for i in 0..total {
-        let reply = match early.remove(&i) {
-            Some(reply) => reply,
-            None => match queued.next_if(|(at, _)| *at == i) {
-                Some((_, reply)) => reply,
-                None => Response::Error(invalid("no reply for this source")),
-            },
-        };
-        replies.push(reply);
+    Ok(Response::AddedMany(replies.finish(early)))
+}
+
+/// The replies of an `AddMany` in the order of its sources, put together as the calls answer
+/// (in order) with the replies known before them.
+struct Replies {
+    replies: Vec<Response>,
+    total: usize,
+}
+
+impl Replies {
+    fn new(total: usize) -> Self {
+        Replies {
+            replies: Vec::with_capacity(total),
+            total,
+        }
     }
-    Ok(Response::AddedMany(replies))
+
+    /// Fill the positions before `upto` from `early` (a source without any reply, which
+    /// cannot happen, gets an error).
+    fn fill_until(&mut self, upto: usize, early: &mut std::collections::BTreeMap<usize, Response>) {
+        while self.replies.len() < upto.min(self.total) {
+            let at = self.replies.len();
+            let reply = early
+                .remove(&at)
+                .unwrap_or_else(|| Response::Error(invalid("no reply for this source")));
+            self.replies.push(reply);
+        }
+    }
+
+    /// One call's answers, by position, after every earlier position.
+    fn put(
+        &mut self,
+        answers: Vec<(usize, Response)>,
+        early: &mut std::collections::BTreeMap<usize, Response>,
+    ) {
+        for (at, reply) in answers {
+            self.fill_until(at, early);
+            if self.replies.len() == at {
+                self.replies.push(reply);
+            }
+        }
+    }
+
+    /// Every reply, the last positions filled from `early`.
+    fn finish(mut self, mut early: std::collections::BTreeMap<usize, Response>) -> Vec<Response> {
+        self.fill_until(self.total, &mut early);
+        self.replies
+    }
 }
 
 /// A scheduler call's replies to its sources, by their positions in the `AddMany`.
