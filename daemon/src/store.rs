@@ -1589,7 +1589,7 @@ mod recovery_tests {
 
     /// Open once the last handle of an earlier store is gone: an async flush leaves sled's
     /// thread pool holding one for a moment after it returned.
-    fn open_when_released(dir: &Path) -> Store {
+    pub(super) fn open_when_released(dir: &Path) -> Store {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             match Store::open(dir, |_, _| Ok(())) {
@@ -1943,14 +1943,7 @@ mod view_tests {
                 .unwrap();
             store.mark_closed_cleanly().await.unwrap();
         }
-        let store = loop {
-            match Store::open(&store_dir, |_, _| Ok(())) {
-                Err(StoreError::Locked { .. }) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
-                }
-                result => break result.unwrap(),
-            }
-        };
+        let store = super::recovery_tests::open_when_released(&store_dir);
         assert_eq!(view(&store, 1), Some(Some(from_records(&store, 1))));
         assert_eq!(
             store.get_meta::<[u32; 2]>(META_VIEWS_FORMAT).unwrap(),
