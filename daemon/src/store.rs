@@ -1080,7 +1080,7 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the views were built by this daemon's protocol version.
+    /// Whether the views were built with this daemon's layout and protocol version.
     fn views_current(&self) -> bool {
         matches!(
             self.get_meta::<[u32; 2]>(META_VIEWS_FORMAT),

@@ -21,8 +21,9 @@ const TRIM_EVERY_PAGES: usize = 10;
 /// A listing of every job, read page by page: the runnable jobs in run order first (one
 /// scheduler call, with their live bytes), then the others by id, read from the store's views
 /// on a blocking thread beside the scheduler, a few pages ahead of the connection. Pages hold
-/// the jobs encoded, as the store keeps them: a bincode peer gets those bytes as they are. A job that
-/// finishes while the listing runs is listed once; one added meanwhile may be left out.
+/// the jobs encoded, as the store keeps them: a bincode peer gets those bytes as they are. A
+/// job that finishes while the listing runs is listed once; one added meanwhile may be left
+/// out.
 pub struct JobPages {
     services: Services,
     state: Listing,
