@@ -5,10 +5,11 @@
 #
 #   idle RSS ≤ 10 MiB (a fresh daemon), RSS ≤ 64 MiB with 100k jobs (after start and its
 #   check of every completed file, after `ls`, and the peak VmHWM), `ls` of 100k jobs ≤ 0.5 s
-#   (`mdlctl --json ls > /dev/null`, and one List over the raw protocol from Python, beside the time
-#   Python's json.loads alone takes for it), `status ID` ≤ 5 ms (median of 20 on one connection), 10k
-#   sources queued durably by one `mdlctl add` ≤ 2 s, the start-up time with 100k jobs, and
-#   the start-up (and its memory) after a kill -9, when every record is checked again.
+#   (`mdlctl --json ls > /dev/null`, and one List over the raw protocol from Python, beside
+#   the time Python's json.loads alone takes for it), `status ID` ≤ 5 ms (median of 20 on
+#   one connection), 10k sources queued durably by one `mdlctl add` ≤ 2 s, the start-up
+#   time with 100k jobs, and the start-up (and its memory) after a kill -9, when every record
+#   is checked again.
 #
 # Prints a markdown table (median, min–max over BENCH_RUNS runs, target, met / NOT met) on
 # stdout, progress on stderr; exits 0 once it measured (a target not met is not an error).

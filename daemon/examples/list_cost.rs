@@ -79,10 +79,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for entry in vt.iter() {
             let (_key, value) = entry?;
             bytes += value.len() as u64;
-            let info: mdl_protocol::JobInfo = match value.get(8..) {
-                Some(view) if !view.is_empty() => mdl_protocol::codec::decode(view)?,
-                _ => continue,
+            let Some(view) = mdld::store::View::checked(value) else {
+                continue;
             };
+            let info: mdl_protocol::JobInfo = mdl_protocol::codec::decode(view.encoded())?;
             f += info.files.len();
             n += 1;
         }

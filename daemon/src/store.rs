@@ -517,8 +517,8 @@ fn encode_view(info: &mdl_protocol::JobInfo) -> Option<Vec<u8>> {
 pub struct View(sled::IVec);
 
 impl View {
-    /// A stored value, if it is a view (not empty) and intact.
-    fn checked(value: sled::IVec) -> Option<View> {
+    /// A value of the `views` tree, if it is a view (not empty) and intact.
+    pub fn checked(value: sled::IVec) -> Option<View> {
         let (sum, encoded) = value.split_at_checked(8)?;
         (!encoded.is_empty() && sum == view_sum(encoded)).then_some(View(value))
     }

@@ -97,6 +97,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Send one message as one frame and flush it.
     pub async fn send<T: Serialize>(&mut self, value: &T) -> Result<(), ProtocolError> {
         let payload = self.codec.encode(value)?;
+        self.send_payload(payload).await
+    }
+
+    /// Send an encoded payload as one frame, unless it is over the frame cap, and flush it.
+    async fn send_payload(&mut self, payload: Vec<u8>) -> Result<(), ProtocolError> {
         if payload.len() > MAX_FRAME_LEN {
             return Err(ProtocolError::TooLarge(payload.len()));
         }
@@ -112,11 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         wrap: impl Fn(Vec<crate::JobInfo>) -> crate::Response,
     ) -> Result<(), ProtocolError> {
         let payload = self.codec.encode_with_jobs(jobs, wrap)?;
-        if payload.len() > MAX_FRAME_LEN {
-            return Err(ProtocolError::TooLarge(payload.len()));
-        }
-        self.framed.send(bytes::Bytes::from(payload)).await?;
-        Ok(())
+        self.send_payload(payload).await
     }
 
     /// Receive one message. `Ok(None)` on a clean end of stream (between frames); an error on
