@@ -202,6 +202,11 @@ async fn run(
         .filter(|f| f.state == FileState::Completed)
         .map(|f| f.known_size().unwrap_or(0))
         .sum();
+    // Several files in flight at once (a repository of small files), each under the engine's
+    // per-host connection cap. A file holds its receiving slot until its last byte arrives,
+    // not through its last sync, hash tail and install (measured: two thirds of a small
+    // file's time): as many again may be settling, so their buffers stay bounded.
+    let in_flight = ctx.engine.settings().files_in_flight.max(1);
     let run = JobRun {
         ctx,
         job: &job,
@@ -211,14 +216,12 @@ async fn run(
         live,
         progress: Arc::new(JobProgress::new(total_known, done_before)),
         limit,
+        receiving: Arc::new(tokio::sync::Semaphore::new(in_flight)),
     };
     if ctx.engine.offline() {
         return run_offline(&run, files).await;
     }
     let installed = files.clone();
-    // Several files in flight at once (a repository of small files), each under the engine's
-    // per-host connection cap.
-    let in_flight = ctx.engine.settings().files_in_flight.max(1);
     let mut queue = files
         .into_iter()
         .enumerate()
@@ -226,7 +229,7 @@ async fn run(
     let mut running = futures::stream::FuturesUnordered::new();
     let mut failure: Option<FetchError> = None;
     loop {
-        while failure.is_none() && running.len() < in_flight {
+        while failure.is_none() && running.len() < 2 * in_flight {
             let Some((index, file)) = queue.next() else {
                 break;
             };
@@ -308,6 +311,7 @@ async fn offline_one(run: &JobRun<'_>, index: u32, file: FileRecord) -> Result<b
         progress: run.progress.clone(),
         last_event: Mutex::new(None),
         early_owner: Mutex::new(None),
+        receiving: Mutex::new(None),
     });
     let local = url::Url::parse(&file.url)
         .ok()
@@ -375,6 +379,8 @@ struct JobRun<'a> {
     live: &'a Arc<LiveBytes>,
     progress: Arc<JobProgress>,
     limit: &'a Arc<RateLimiter>,
+    /// One permit per file receiving bytes (`files_in_flight` of them).
+    receiving: Arc<tokio::sync::Semaphore>,
 }
 
 /// Byte accounting across a job's files, for progress events.
@@ -399,6 +405,10 @@ impl JobProgress {
 async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result<(), FetchError> {
     let JobRun { ctx, job, live, .. } = *run;
     let (cancel, progress) = (&run.cancel, &run.progress);
+    let receiving = tokio::select! {
+        permit = run.receiving.clone().acquire_owned() => permit.ok(),
+        () = cancel.cancelled() => return Err(FetchError::Interrupted),
+    };
     file.state = FileState::Downloading;
     let part = part_path(&job.dest_dir, job.id, index);
     let observer = Arc::new(FileObserver {
@@ -411,6 +421,7 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
         progress: progress.clone(),
         last_event: Mutex::new(None),
         early_owner: Mutex::new(None),
+        receiving: Mutex::new(receiving),
     });
     // Not flushed on its own: a file lost in "downloading" resumes like a queued one, and the
     // next durable write (its first checkpoint of bytes, or its completion) carries it.
@@ -419,6 +430,9 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
     // A verified copy of the same bytes elsewhere makes the download unnecessary. (Asked
     // before any request goes out: a reused file costs the server nothing.)
     let reused = reuse_local_copy(ctx, &file, &part).await;
+    if reused.is_some() {
+        observer.release_receiving();
+    }
     let dedupe_ms = started.elapsed().as_secs_f64() * 1e3;
     if let Some(digests) = reused {
         let mut record = observer.record();
@@ -427,6 +441,8 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
         return finish_file(run, index, &observer, &part, digests).await;
     }
     let fetched = download(run, &file, &part, &observer, cancel).await;
+    // Given back by its last byte already, unless the download failed.
+    observer.release_receiving();
     let digests = fetched?;
     let fetched_ms = started.elapsed().as_secs_f64() * 1e3;
     let finished = finish_file(run, index, &observer, &part, digests).await;
@@ -693,6 +709,8 @@ struct FileObserver {
     last_event: Mutex<Option<Instant>>,
     /// The owner question asked when the last byte arrived (see [`FetchObserver::received`]).
     early_owner: Mutex<Option<EarlyOwner>>,
+    /// The job's receiving slot, given back when the last byte arrives.
+    receiving: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// "Which other job's verified file is at `path`?", asked for the expected `sha256` while the
@@ -711,6 +729,11 @@ impl FileObserver {
     fn replace(&self, record: FileRecord, durable: bool) {
         *self.record.lock().expect("file record lock") = record;
         self.send(durable);
+    }
+
+    /// Let the job's next file start receiving; this one only settles from here.
+    fn release_receiving(&self) {
+        drop(self.receiving.lock().expect("receiving slot lock").take());
     }
 
     fn send(&self, durable: bool) {
@@ -806,6 +829,7 @@ impl FetchObserver for FileObserver {
     }
 
     fn received(&self) {
+        self.release_receiving();
         // Ask the scheduler now, while the file's last sync runs, instead of after it
         // (measured: a round trip of 1-5 ms a file, waiting for a store flush). Only with an
         // expected sha256: a file that verifies has exactly those bytes, so the answer is the

@@ -215,7 +215,9 @@ pub struct EngineSettings {
     pub min_segment: u64,
     /// A file's first connection faster than this (bytes per second) stays the only one.
     pub single_stream_above: u64,
-    /// Files of one job fetched at the same time.
+    /// Files of one job receiving bytes at the same time. A file that has all its bytes gives
+    /// its place to the next while it is synced, verified and installed; as many again may be
+    /// settling like that.
     pub files_in_flight: usize,
     /// Connections open to one host at once, across all jobs (`hosts` may override).
     pub max_connections_per_host: usize,

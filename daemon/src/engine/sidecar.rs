@@ -52,8 +52,14 @@ pub fn path_for(part: &Path) -> PathBuf {
 /// `kern.bootsessionuuid` on macOS, the boot time on Windows ([`windows_boot_time`]); `None`
 /// where it is unknown (then written ranges are never trusted across a restart, only durable
 /// ones). `MDL_BOOT_ID_FILE` names a file to read it
-/// from instead (tests fake a reboot with it).
+/// from instead (tests fake a reboot with it). Read once per process: a process never
+/// outlives its boot, and every new partial file asks (on macOS that is a `sysctl` process).
 pub fn boot_id() -> Option<String> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(read_boot_id).clone()
+}
+
+fn read_boot_id() -> Option<String> {
     let read = |path: &Path| {
         std::fs::read_to_string(path)
             .ok()

@@ -633,6 +633,48 @@ async fn a_repository_of_many_files_keeps_several_in_flight() {
 }
 
 #[tokio::test]
+async fn a_file_settling_after_its_last_byte_does_not_hold_up_the_next() {
+    let mock = HfMock::start().await;
+    let first = HfFile::lfs("a.bin", pseudo_random_bytes(64 * KIB, 31));
+    let second = HfFile::lfs("b.bin", pseudo_random_bytes(64 * KIB, 32));
+    let first_blob = first.etag();
+    mock.add_repo(HfRepo::model("acme/settle").with_files(vec![first, second]));
+    // One file receiving at a time; a.bin is first in the listing.
+    let daemon = TestDaemon::start_with(|s| s.engine.files_in_flight = 1).await;
+    let cache = daemon.downloads.join("hub");
+    // huggingface_hub's lock on a.bin's blob, held as another process installing it would:
+    // a.bin has all its bytes but cannot be installed until the lock goes.
+    let held = mdld::layout::locks::lock(&mdld::layout::locks::blob_lock_path(
+        &cache,
+        "models--acme--settle",
+        &first_blob,
+    ))
+    .expect("take the blob lock");
+    let mut client = daemon.client().await;
+    let job = add(&mut client, &mock, "hf://acme/settle", &cache, |_| {}).await;
+    let state_of = |job: &JobInfo, name: &str| {
+        job.files
+            .iter()
+            .find(|f| f.path.ends_with(name) || f.sha256.as_deref() == Some(name))
+            .map(|f| f.state)
+    };
+    let waiting = daemon
+        .wait_job(job.id, Duration::from_secs(20), |j| {
+            j.files.len() == 2 && j.files.iter().any(|f| f.state == FileState::Completed)
+        })
+        .await;
+    assert_eq!(
+        state_of(&waiting, &first_blob),
+        Some(FileState::Verifying),
+        "a.bin waits for its lock while b.bin went ahead: {waiting:#?}"
+    );
+    drop(held);
+    let done = daemon.wait_finished(job.id).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert!(done.files.iter().all(|f| f.state == FileState::Completed));
+}
+
+#[tokio::test]
 async fn the_same_bytes_from_another_source_are_linked_not_downloaded() {
     let weights = pseudo_random_bytes(512 * KIB, 4242);
     // First a plain URL with its sha256.
