@@ -56,6 +56,7 @@ MDLCTL=$target_dir/release/mdlctl
 [[ -x $MDLD && -x $MDLCTL ]] || die "mdld/mdlctl not found in $target_dir/release"
 
 mkdir -p "$WORK"
+: >"$WORK/mdld.log" # this run's daemons only (it grew by every kept run before)
 SOCK_DIR=$(mktemp -d /tmp/mdl-store-bench.XXXXXX) # sun_path is short: keep the socket in /tmp
 SOCK=$SOCK_DIR/mdld.sock
 export MDL_SOCKET=$SOCK MDL_DAEMON_BIN=/bin/false # never start a daemon behind our back
