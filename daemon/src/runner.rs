@@ -430,11 +430,9 @@ async fn fetch_one(run: &JobRun<'_>, index: u32, mut file: FileRecord) -> Result
     // A verified copy of the same bytes elsewhere makes the download unnecessary. (Asked
     // before any request goes out: a reused file costs the server nothing.)
     let reused = reuse_local_copy(ctx, &file, &part).await;
-    if reused.is_some() {
-        observer.release_receiving();
-    }
     let dedupe_ms = started.elapsed().as_secs_f64() * 1e3;
     if let Some(digests) = reused {
+        observer.release_receiving();
         let mut record = observer.record();
         record.endpoint = Some("local copy".into());
         observer.replace(record, false);
